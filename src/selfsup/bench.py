@@ -1,0 +1,50 @@
+"""``selfsup bench``: find and run the benchmark scripts of a source checkout.
+
+Benchmarks live in ``benchmarks/<name>/run.py`` of the repository (not in the installed
+package). Each writes ``benchmarks/results/<name>.json`` + ``.md`` in full mode and the same
+format into its run directory in ``--quick`` mode (see benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import InputError
+
+
+def benchmarks_dir() -> Path:
+    """$SELFSUP_BENCHMARKS, else ./benchmarks, else the checkout this package was installed from."""
+    env = os.environ.get("SELFSUP_BENCHMARKS")
+    if env:
+        return Path(env)
+    here = Path.cwd() / "benchmarks"
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def list_benchmarks() -> list[tuple[str, str]]:
+    d = benchmarks_dir()
+    out = []
+    if d.is_dir():
+        for script in sorted(d.glob("*/run.py")):
+            doc = script.read_text().split('"""')
+            first = doc[1].strip().splitlines()[0] if len(doc) > 2 else ""
+            out.append((script.parent.name, first))
+    return out
+
+
+def run_benchmark(name: str, quick: bool = False, extra: list[str] | None = None) -> int:
+    d = benchmarks_dir()
+    script = d / name / "run.py"
+    if not script.is_file():
+        names = ", ".join(n for n, _ in list_benchmarks()) or "none found"
+        raise InputError(
+            f"No benchmark '{name}' under {d} (available: {names}). Run from a source checkout "
+            "or set SELFSUP_BENCHMARKS to its benchmarks/ folder."
+        )
+    cmd = [sys.executable, str(script)] + (["--quick"] if quick else []) + list(extra or [])
+    return subprocess.call(cmd)

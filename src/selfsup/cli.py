@@ -1,0 +1,277 @@
+"""The ``selfsup`` command: one entry point, subcommands grouped by domain.
+
+    selfsup vision {train,eval}     SLA and its baselines (more vision methods to come)
+    selfsup chem   {...}            molecular objectives, optimisation and retrosynthesis
+    selfsup data   {list,fetch,path}
+    selfsup demo                    the README's demo
+    selfsup bench  {list,run}
+    selfsup report RUN              a self-contained HTML page for a run
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable
+
+from . import __version__
+from .errors import SelfsupError
+
+EPILOG_OVERRIDES = (
+    "Config values come from the dataclass defaults, then --config FILE (YAML), then key=value "
+    "overrides such as optim.lr=0.05 data.per_class=100. Unknown keys are errors that list the "
+    "valid keys."
+)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False)
+
+
+def _quiet_libraries() -> None:
+    """Keep Lightning's banner and tips out of the user's terminal (they go to the run log)."""
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", message=".*weights_only.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# ================================================================================== vision
+
+
+def _vision_train(args: argparse.Namespace) -> int:
+    from .vision import train as vt
+
+    _quiet_libraries()
+    con = _console()
+    if args.resume:
+        if args.config or args.overrides:
+            con.print("[red]--resume takes no --config or overrides: the run's config is used.")
+            return 2
+        run, res = vt.resume(args.resume)
+    else:
+        run, res = vt.train(args.config, args.overrides)
+    _print_results(con, run.path, res)
+    return 0
+
+
+def _vision_eval(args: argparse.Namespace) -> int:
+    from .vision import train as vt
+
+    _quiet_libraries()
+    res = vt.evaluate(args.run, split=args.split)
+    _print_results(_console(), args.run, res)
+    return 0
+
+
+def _print_results(con, path, res: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"results of {path}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in res.items():
+        if isinstance(v, (dict, list)):
+            continue
+        t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    con.print(t)
+    con.print(f"run directory: {path}  (HTML report: selfsup report {path})")
+
+
+# ==================================================================================== data
+
+
+def _data_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .data import registry
+
+    t = Table(title="datasets")
+    for col in ("name", "kind", "available", "sources", "description"):
+        t.add_column(col)
+    for spec in registry.list_datasets():
+        avail = "yes" if registry.is_available(spec.name, args.root) else "no"
+        sources = ", ".join(getattr(s, "label", type(s).__name__) for s in spec.sources)
+        t.add_row(spec.name, spec.kind, avail, sources, spec.description)
+    _console().print(t)
+    return 0
+
+
+def _data_fetch(args: argparse.Namespace) -> int:
+    from .data import registry
+
+    path = registry.fetch(args.name, root=args.root, force=args.force)
+    _console().print(f"{args.name}: {path}")
+    return 0
+
+
+def _data_path(args: argparse.Namespace) -> int:
+    from .data import registry
+
+    print(registry.dataset_dir(args.name, args.root))
+    return 0
+
+
+# ============================================================================ demo, report
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    _quiet_libraries()
+    return run_demo(quick=args.quick, run_root=args.run_root)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    out = write_report(args.run, out=args.out)
+    _console().print(f"report: {out}")
+    return 0
+
+
+def _bench_list(args: argparse.Namespace) -> int:
+    from .bench import list_benchmarks
+
+    for name, desc in list_benchmarks():
+        print(f"{name:12s} {desc}")
+    return 0
+
+
+def _bench_run(args: argparse.Namespace) -> int:
+    from .bench import run_benchmark
+
+    return run_benchmark(args.name, quick=args.quick, extra=args.extra)
+
+
+# ================================================================================== parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="selfsup",
+        description="Self-supervision for computer vision and chemistry.",
+        epilog="Every command that trains, optimises or plans writes a run directory under "
+        "runs/ (or $SELFSUP_RUNS); `selfsup report RUN` renders it as HTML.",
+    )
+    p.add_argument("--version", action="version", version=f"selfsup {__version__}")
+    sub = p.add_subparsers(dest="group", metavar="{vision,chem,data,demo,bench,report}")
+
+    # vision
+    pv = sub.add_parser("vision", help="vision methods: train and evaluate",
+                        description="Vision: SLA (joint class x transformation labels) and its "
+                        "baselines (baseline, DA, MT) on image classification.")
+    sv = pv.add_subparsers(dest="cmd", metavar="{train,eval}")
+    t = sv.add_parser("train", help="train a vision model (writes a run directory)",
+                      description="Train SLA or a baseline. Writes runs/<name>-<time>/ with "
+                      "config.yaml, metrics.jsonl/csv, tensorboard/, checkpoints/, results.json.",
+                      epilog=EPILOG_OVERRIDES)
+    t.add_argument("--config", help="YAML recipe, e.g. configs/sla/fashion_mnist_cpu.yaml")
+    t.add_argument("--resume", metavar="RUN", help="continue a killed run from its checkpoint")
+    t.add_argument("overrides", nargs="*", help="key=value config overrides")
+    t.set_defaults(func=_vision_train)
+    e = sv.add_parser("eval", help="evaluate a trained run (writes eval.json)",
+                      description="Evaluate the best-on-validation weights of a run with every "
+                      "inference rule of its mode (SI, AG, SD, joint).")
+    e.add_argument("run", help="run directory")
+    e.add_argument("--split", default="test", choices=["test", "val"])
+    e.set_defaults(func=_vision_eval)
+
+    # chem
+    pc = sub.add_parser("chem", help="chemistry: objectives, optimisation, retrosynthesis",
+                        description="Chemistry commands.")
+    sc = pc.add_subparsers(dest="cmd")
+    _add_chem_commands(sc)
+
+    # data
+    pd = sub.add_parser("data", help="list and fetch datasets",
+                        description="Dataset registry. Each dataset has an ordered list of "
+                        "sources; the cache is $SELFSUP_DATA or ~/.cache/selfsup/data.")
+    sd = pd.add_subparsers(dest="cmd", metavar="{list,fetch,path}")
+    dl = sd.add_parser("list", help="list datasets, their sources and whether they are cached")
+    dl.add_argument("--root", help="data cache directory")
+    dl.set_defaults(func=_data_list)
+    df = sd.add_parser("fetch", help="fetch a dataset into the cache",
+                       description="Try each source in order; when none works, the error lists "
+                       "what was tried and where to put the files by hand.")
+    df.add_argument("name")
+    df.add_argument("--root", help="data cache directory")
+    df.add_argument("--force", action="store_true", help="fetch again even if cached")
+    df.set_defaults(func=_data_fetch)
+    dp = sd.add_parser("path", help="print a dataset's cache directory")
+    dp.add_argument("name")
+    dp.add_argument("--root")
+    dp.set_defaults(func=_data_path)
+
+    # demo
+    pm = sub.add_parser("demo", help="run the demo (what `make demo` runs)",
+                        description="A short real run of every capability built so far, each "
+                        "with its report; says what is not built yet.")
+    pm.add_argument("--quick", action="store_true", help="smaller settings (for smoke tests)")
+    pm.add_argument("--run-root", default=None, help="where the demo's runs go")
+    pm.set_defaults(func=_demo)
+
+    # bench
+    pb = sub.add_parser("bench", help="benchmarks (scripts under benchmarks/)",
+                        description="Run a benchmark script; results follow one JSON format.")
+    sb = pb.add_subparsers(dest="cmd", metavar="{list,run}")
+    bl = sb.add_parser("list", help="list benchmarks")
+    bl.set_defaults(func=_bench_list)
+    br = sb.add_parser("run", help="run a benchmark")
+    br.add_argument("name")
+    br.add_argument("--quick", action="store_true", help="minutes instead of hours")
+    br.add_argument("extra", nargs="*", help="extra arguments passed to the script")
+    br.set_defaults(func=_bench_run)
+
+    # report
+    pr = sub.add_parser("report", help="render a run as a self-contained HTML page",
+                        description="Writes RUN/report.html: config, results, metric curves, "
+                        "and the run's pictures.")
+    pr.add_argument("run")
+    pr.add_argument("--out", help="output file (default RUN/report.html)")
+    pr.set_defaults(func=_report)
+    return p
+
+
+def _add_chem_commands(sc) -> None:
+    """Chemistry subcommands; each registers itself only when its module exists."""
+    from importlib.util import find_spec
+
+    if find_spec("selfsup.chem.cli") is not None:
+        from .chem.cli import add_commands
+
+        add_commands(sc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        # a group without a command: show that group's help
+        target = parser
+        if args.group:
+            target = parser._subparsers._group_actions[0].choices[args.group]  # type: ignore
+        target.print_help()
+        return 0 if args.group is None else 2
+    try:
+        return func(args)
+    except SelfsupError as exc:
+        print(f"selfsup: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("selfsup: interrupted; resume with --resume RUN where the command supports it",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Device and precision choice: CPU by default, CUDA or Apple MPS when present.
+
+Nothing in selfsup assumes CUDA; training code asks this module what to use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    accelerator: str  # "cpu" | "cuda" | "mps"
+    precision: str  # a Lightning precision string
+    description: str
+
+
+def choose_device(accelerator: str = "auto", precision: str = "auto") -> DeviceChoice:
+    """Pick the accelerator and a precision that helps on it.
+
+    ``auto`` precision: bf16 mixed precision on CUDA devices that support it, fp16 mixed on
+    older CUDA devices, 32-bit on CPU and MPS (mixed precision does not pay off there).
+    """
+    import torch
+
+    acc = accelerator
+    if acc == "auto":
+        if torch.cuda.is_available():
+            acc = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            acc = "mps"
+        else:
+            acc = "cpu"
+    if acc == "gpu":
+        acc = "cuda"
+    if acc == "cuda" and not torch.cuda.is_available():
+        from .errors import ConfigError
+
+        raise ConfigError(
+            "trainer.accelerator=cuda was asked for but no CUDA device is visible; "
+            "use trainer.accelerator=auto (or cpu)."
+        )
+    prec = precision
+    if prec == "auto":
+        if acc == "cuda":
+            prec = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        else:
+            prec = "32-true"
+    if acc == "cuda":
+        desc = f"cuda:{torch.cuda.get_device_name(0)}"
+    elif acc == "mps":
+        desc = "Apple MPS"
+    else:
+        desc = f"cpu ({torch.get_num_threads()} threads)"
+    return DeviceChoice(accelerator=acc, precision=prec, description=desc)

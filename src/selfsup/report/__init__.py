@@ -1,0 +1,5 @@
+"""HTML reports of runs."""
+
+from .html import write_report
+
+__all__ = ["write_report"]

@@ -1,0 +1,270 @@
+"""Run directories: every command that trains, optimises or plans writes one.
+
+Layout of ``<root>/<name>-<YYYYmmdd-HHMMSS>/``::
+
+    config.yaml      the resolved config (defaults + YAML + overrides)
+    run.json         command, seed, status (running / finished / failed), times
+    env.json         Python, torch, device, packages, git commit
+    metrics.jsonl    one JSON object per logged step (append-only; trimmed on resume)
+    metrics.csv      the same table as CSV (rewritten atomically)
+    tensorboard/     TensorBoard events (training commands)
+    checkpoints/     last.ckpt and friends (atomic writes)
+    results.json     final numbers
+    log.txt          the log
+    report.html      written by ``selfsup report RUN``
+
+``Run.resume(path)`` reopens a run after it was killed: the caller restores its last checkpoint
+and calls :meth:`Run.trim_metrics` so no row after the checkpoint is counted twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import InputError
+from .io import atomic_write_json, atomic_write_text
+
+DEFAULT_RUN_ROOT = "runs"
+
+
+def run_root(root: str | os.PathLike | None = None) -> Path:
+    """The folder that holds run directories: ``root``, else $SELFSUP_RUNS, else ./runs."""
+    return Path(root or os.environ.get("SELFSUP_RUNS", DEFAULT_RUN_ROOT))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment_summary() -> dict[str, Any]:
+    """What produced a run: interpreter, platform, key package versions and devices."""
+    from importlib import metadata
+
+    pkgs = {}
+    for name in ("selfsup", "torch", "torchvision", "lightning", "rdkit", "rdchiral", "numpy"):
+        try:
+            pkgs[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pkgs[name] = None
+    env: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "packages": pkgs,
+        "git_commit": _git_commit(),
+    }
+    if "torch" in sys.modules or pkgs.get("torch"):
+        try:
+            import torch
+
+            env["cuda"] = torch.cuda.is_available()
+            env["cuda_devices"] = [
+                torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
+            ]
+            env["mps"] = bool(getattr(torch.backends, "mps", None)) and (
+                torch.backends.mps.is_available()
+            )
+            env["torch_threads"] = torch.get_num_threads()
+        except Exception as exc:  # pragma: no cover - defensive: never fail a run on this
+            env["torch_error"] = repr(exc)
+    return env
+
+
+@dataclass
+class Run:
+    """A run directory and its bookkeeping."""
+
+    path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- creation / reopening
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        config: dict[str, Any],
+        seed: int | None = None,
+        root: str | os.PathLike | None = None,
+        command: list[str] | None = None,
+    ) -> Run:
+        base = run_root(root)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = base / f"{name}-{stamp}"
+        i = 1
+        while path.exists():
+            i += 1
+            path = base / f"{name}-{stamp}-{i}"
+        path.mkdir(parents=True)
+        run = cls(path=path)
+        atomic_write_text(path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        atomic_write_json(path / "env.json", environment_summary())
+        run.meta = {
+            "name": name,
+            "seed": seed,
+            "command": command if command is not None else sys.argv,
+            "status": "running",
+            "started": _now(),
+            "resumed": [],
+        }
+        run._save_meta()
+        return run
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Run:
+        path = Path(path)
+        if not (path / "run.json").is_file():
+            raise InputError(
+                f"'{path}' is not a selfsup run directory (no run.json). "
+                "Pass the folder that a selfsup command created under runs/."
+            )
+        return cls(path=path, meta=json.loads((path / "run.json").read_text()))
+
+    @classmethod
+    def resume(cls, path: str | os.PathLike) -> Run:
+        run = cls.open(path)
+        run.meta.setdefault("resumed", []).append(_now())
+        run.meta["status"] = "running"
+        run._save_meta()
+        return run
+
+    # ---------------------------------------------------------------------------- contents
+    @property
+    def config(self) -> dict[str, Any]:
+        return yaml.safe_load((self.path / "config.yaml").read_text()) or {}
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        d = self.path / "checkpoints"
+        d.mkdir(exist_ok=True)
+        return d
+
+    @property
+    def artefact_dir(self) -> Path:
+        d = self.path / "artefacts"
+        d.mkdir(exist_ok=True)
+        return d
+
+    def _save_meta(self) -> None:
+        atomic_write_json(self.path / "run.json", self.meta)
+
+    def set_status(self, status: str, **extra: Any) -> None:
+        self.meta["status"] = status
+        self.meta[f"{status}_at"] = _now()
+        self.meta.update(extra)
+        self._save_meta()
+
+    def logger(self) -> logging.Logger:
+        """A logger writing to ``log.txt`` of this run (and nowhere else)."""
+        log = logging.getLogger(f"selfsup.run.{self.path.name}")
+        if not any(isinstance(h, logging.FileHandler) for h in log.handlers):
+            h = logging.FileHandler(self.path / "log.txt")
+            h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            log.addHandler(h)
+            log.setLevel(logging.INFO)
+            log.propagate = False
+        return log
+
+    # ----------------------------------------------------------------------------- metrics
+    def log_metrics(self, row: dict[str, Any]) -> None:
+        """Append one row (must hold ``step``) to metrics.jsonl; flushed to disk at once."""
+        row = {k: (float(v) if hasattr(v, "item") else v) for k, v in row.items()}
+        with open(self.path / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        p = self.path / "metrics.jsonl"
+        if not p.is_file():
+            return []
+        rows = []
+        for line in p.read_text().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill: dropped, the checkpoint replays it
+        return rows
+
+    def trim_metrics(self, last_step: int) -> int:
+        """Drop rows logged after ``last_step`` (the resumed checkpoint); return rows kept."""
+        rows = [r for r in self.read_metrics() if int(r.get("step", -1)) <= last_step]
+        atomic_write_text(
+            self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows)
+        )
+        return len(rows)
+
+    def write_metrics_csv(self) -> Path:
+        rows = self.read_metrics()
+        cols: list[str] = []
+        for r in rows:
+            for k in r:
+                if k not in cols:
+                    cols.append(k)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+        return atomic_write_text(self.path / "metrics.csv", buf.getvalue())
+
+    # ----------------------------------------------------------------------------- results
+    def write_results(self, results: dict[str, Any]) -> Path:
+        return atomic_write_json(self.path / "results.json", results)
+
+    def read_results(self) -> dict[str, Any]:
+        p = self.path / "results.json"
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    def finish(self, results: dict[str, Any] | None = None) -> None:
+        if results is not None:
+            self.write_results(results)
+        if (self.path / "metrics.jsonl").is_file():
+            self.write_metrics_csv()
+        self.set_status("finished", wall_seconds=self._elapsed())
+
+    def _elapsed(self) -> float | None:
+        try:
+            started = datetime.fromisoformat(self.meta["started"])
+            return round((datetime.now(timezone.utc) - started).total_seconds(), 2)
+        except (KeyError, ValueError):
+            return None
+
+
+class Timer:
+    """A small wall-clock timer: ``with Timer() as t: ...; t.seconds``."""
+
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start

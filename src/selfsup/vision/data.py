@@ -1,0 +1,184 @@
+"""Image data for vision training: load a dataset, split, subsample, hand out tensors.
+
+Images stay uint8 (N, C, H, W) in memory; normalisation and augmentation happen batched in the
+training step, on the training device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+IMAGE_DATASETS = (
+    "synthetic", "mnist", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder"
+)
+
+
+@dataclass
+class VisionData:
+    train_x: torch.Tensor  # (N, C, H, W) uint8
+    train_y: torch.Tensor  # (N,) int64
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    n_classes: int
+    mean: list[float]
+    std: list[float]
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    def summary(self) -> dict:
+        return {
+            "train": int(self.train_x.shape[0]),
+            "val": int(self.val_x.shape[0]),
+            "test": int(self.test_x.shape[0]),
+            "n_classes": self.n_classes,
+            "image_shape": list(self.train_x.shape[1:]),
+            "train_class_counts": torch.bincount(self.train_y, minlength=self.n_classes).tolist(),
+        }
+
+
+def _to_nchw(x: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    if t.ndim == 3:  # (N, H, W) grey
+        t = t[:, None]
+    elif t.ndim == 4:  # (N, H, W, C)
+        t = t.permute(0, 3, 1, 2)
+    return t.contiguous()
+
+
+def _load_arrays(name: str, root: str | None, path: str | None, image_size: int | None, seed: int,
+                 synthetic_size: int):
+    """Return (train_x, train_y, test_x, test_y) numpy arrays for a dataset name."""
+    if name == "synthetic":
+        from .synthetic import make_glyph_images
+
+        tr = make_glyph_images(synthetic_size, seed=seed + 1)
+        te = make_glyph_images(max(synthetic_size // 4, 10), seed=seed + 2)
+        return tr[0], tr[1], te[0], te[1]
+    from ..data import images, registry
+
+    if name == "imagefolder":
+        if not path:
+            raise ConfigError(
+                "data.name=imagefolder needs data.path=FOLDER (class subfolders of images)."
+            )
+        x, y, _classes = images.load_imagefolder(path, image_size=image_size)
+        return x, y, None, None
+    ddir = registry.fetch(name, root=root)
+    if name == "mnist":
+        tr, te = images.load_mnist(ddir, "train"), images.load_mnist(ddir, "test")
+    elif name == "fashion-mnist":
+        tr, te = images.load_fashion_mnist(ddir, "train"), images.load_fashion_mnist(ddir, "test")
+    elif name in ("cifar10", "cifar100"):
+        tr, te = images.load_cifar(ddir, name, "train"), images.load_cifar(ddir, name, "test")
+    elif name == "stl10":
+        tr, te = images.load_stl10(ddir, "train"), images.load_stl10(ddir, "test")
+    else:
+        raise ConfigError(
+            f"Unknown image dataset '{name}'. Valid names: {', '.join(IMAGE_DATASETS)}"
+        )
+    return tr[0], tr[1], te[0], te[1]
+
+
+def per_class_subset(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of k random images of every class (all of a class if it has fewer)."""
+    idx = []
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        idx.append(rng.permutation(members)[:k])
+    return np.sort(np.concatenate(idx))
+
+
+def long_tailed_subset(y: np.ndarray, ratio: float, rng: np.random.Generator) -> np.ndarray:
+    """Exponential long tail: class c keeps n_max * ratio^(-c/(C-1)) images (ratio >= 1)."""
+    classes = np.unique(y)
+    n_max = min(int((y == c).sum()) for c in classes)
+    idx = []
+    for rank, c in enumerate(classes):
+        keep = max(1, int(round(n_max * ratio ** (-rank / max(len(classes) - 1, 1)))))
+        members = np.flatnonzero(y == c)
+        idx.append(rng.permutation(members)[:keep])
+    return np.sort(np.concatenate(idx))
+
+
+def load_vision_data(
+    name: str,
+    *,
+    root: str | None = None,
+    path: str | None = None,
+    image_size: int | None = None,
+    val_size: int = 5000,
+    per_class: int | None = None,
+    imbalance_ratio: float = 1.0,
+    seed: int = 0,
+    synthetic_size: int = 2000,
+) -> VisionData:
+    """Load ``name``, hold out ``val_size`` training images (seeded), then subsample train.
+
+    ``per_class`` keeps K images per class (low-data setting); ``imbalance_ratio`` > 1 keeps a
+    long-tailed subset. The held-out validation set is drawn before subsampling, so it is the
+    same images for every setting of the same seed.
+    """
+    if name not in IMAGE_DATASETS:
+        raise ConfigError(
+            f"Unknown image dataset '{name}'. Valid names: {', '.join(IMAGE_DATASETS)}"
+        )
+    trx, try_, tex, tey = _load_arrays(name, root, path, image_size, seed, synthetic_size)
+    rng = np.random.default_rng(seed)
+    n = len(try_)
+    n_val = min(val_size, n // 2)
+    perm = rng.permutation(n)
+    val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    if tex is None:  # a folder without a test split: hold out a second slice for test
+        test_idx, tr_idx = tr_idx[: len(tr_idx) // 5], tr_idx[len(tr_idx) // 5 :]
+        tex, tey = trx[test_idx], try_[test_idx]
+    vx, vy = trx[val_idx], try_[val_idx]
+    trx, try_ = trx[tr_idx], try_[tr_idx]
+    if per_class is not None:
+        keep = per_class_subset(try_, per_class, rng)
+        trx, try_ = trx[keep], try_[keep]
+    if imbalance_ratio > 1.0:
+        keep = long_tailed_subset(try_, imbalance_ratio, rng)
+        trx, try_ = trx[keep], try_[keep]
+    n_classes = int(max(try_.max(), tey.max(), vy.max() if len(vy) else 0)) + 1
+    train_x = _to_nchw(trx)
+    xf = train_x.float() / 255.0
+    mean = xf.mean(dim=(0, 2, 3)).tolist()
+    std = xf.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+    return VisionData(
+        train_x=train_x,
+        train_y=torch.from_numpy(try_.astype(np.int64)),
+        val_x=_to_nchw(vx),
+        val_y=torch.from_numpy(vy.astype(np.int64)),
+        test_x=_to_nchw(tex),
+        test_y=torch.from_numpy(tey.astype(np.int64)),
+        n_classes=n_classes,
+        mean=mean,
+        std=std,
+    )
+
+
+class EpochSeededSampler(torch.utils.data.Sampler[int]):
+    """A random permutation per epoch drawn from (seed, epoch): identical after a resume."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed * 10_007 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n

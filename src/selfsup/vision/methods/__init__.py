@@ -1,0 +1,1 @@
+"""Vision methods: each composes a backbone, heads and a loss over a small shared base."""

@@ -1,0 +1,88 @@
+import json
+
+import pytest
+
+from selfsup.errors import InputError
+from selfsup.io import atomic_torch_save, atomic_write_json, safe_torch_load
+from selfsup.runs import Run
+
+
+def test_run_layout_and_metrics(tmp_path):
+    run = Run.create("demo", {"a": 1}, seed=3, root=tmp_path)
+    assert run.path.parent == tmp_path and run.path.name.startswith("demo-")
+    for f in ("config.yaml", "run.json", "env.json"):
+        assert (run.path / f).is_file()
+    assert run.config == {"a": 1}
+    assert run.meta["seed"] == 3 and run.meta["status"] == "running"
+    for step in range(5):
+        run.log_metrics({"step": step, "loss": 1.0 / (step + 1)})
+    assert [r["step"] for r in run.read_metrics()] == [0, 1, 2, 3, 4]
+    run.finish({"acc": 0.5})
+    assert json.loads((run.path / "results.json").read_text()) == {"acc": 0.5}
+    assert (run.path / "metrics.csv").read_text().splitlines()[0] == "step,loss"
+    assert Run.open(run.path).meta["status"] == "finished"
+
+
+def test_trim_drops_rows_after_checkpoint_and_cut_lines(tmp_path):
+    run = Run.create("r", {}, root=tmp_path)
+    for step in range(6):
+        run.log_metrics({"step": step})
+    with open(run.path / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 6, "lo')  # a line cut by a kill
+    assert len(run.read_metrics()) == 6
+    assert run.trim_metrics(3) == 4
+    assert [r["step"] for r in run.read_metrics()] == [0, 1, 2, 3]
+
+
+def test_two_runs_same_second_get_distinct_dirs(tmp_path):
+    a = Run.create("x", {}, root=tmp_path)
+    b = Run.create("x", {}, root=tmp_path)
+    assert a.path != b.path
+
+
+def test_open_rejects_non_run(tmp_path):
+    with pytest.raises(InputError, match="not a selfsup run directory"):
+        Run.open(tmp_path)
+
+
+def test_resume_records_time(tmp_path):
+    run = Run.create("x", {}, root=tmp_path)
+    again = Run.resume(run.path)
+    assert len(again.meta["resumed"]) == 1 and again.meta["status"] == "running"
+
+
+def test_atomic_writes_leave_no_temp_files(tmp_path):
+    import torch
+
+    atomic_write_json(tmp_path / "a.json", {"x": 1})
+    atomic_torch_save({"w": torch.ones(2)}, tmp_path / "w.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "w.pt"]
+    assert torch.equal(safe_torch_load(tmp_path / "w.pt")["w"], torch.ones(2))
+
+
+def test_failed_write_keeps_old_file(tmp_path):
+    atomic_write_json(tmp_path / "a.json", {"x": 1})
+
+    class Boom:
+        pass
+
+    with pytest.raises(TypeError):
+        atomic_write_json(tmp_path / "a.json", {"x": Boom()})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_safe_load_refuses_pickled_objects(tmp_path):
+    import pickle
+
+    import torch
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("unpickled!",))
+
+    with open(tmp_path / "evil.pt", "wb") as fh:
+        pickle.dump({"x": Evil()}, fh)
+    with pytest.raises(pickle.UnpicklingError):
+        safe_torch_load(tmp_path / "evil.pt")
+    assert torch is not None
