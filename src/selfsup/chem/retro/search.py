@@ -1,0 +1,475 @@
+"""Retro*: best-first retrosynthesis search on an AND-OR tree (Chen et al., ICML 2020).
+
+Molecule (OR) nodes have reaction children; a reaction (AND) node has its reactants as molecule
+children. Costs and values, following the paper:
+
+- reaction cost ``c(R) = -log(clip(p, 1e-3, 1))``;
+- an open (unexpanded) molecule has reaction number ``rn(m) = V(m)`` from ``value_fn`` (0 by
+  default: Retro*-0); a building block has ``rn = 0`` and is solved; a molecule that cannot be
+  expanded (no proposal, or at ``max_depth``) has ``rn = inf``;
+- ``rn(R) = c(R) + sum_{m in ch(R)} rn(m)`` and, for an expanded molecule,
+  ``rn(m) = min_{R in ch(m)} rn(R)``;
+- ``V_t(m)``, the cost of the cheapest candidate route through ``m``, satisfies
+  ``V_t(root) = rn(root)``, ``V_t(R) = V_t(parent) - rn(parent) + rn(R)`` and
+  ``V_t(m) = V_t(parent reaction)``.
+
+Each iteration expands the open molecule with the smallest ``V_t`` by one single-step model
+call, adds its reactions (skipping any whose reactant is the molecule or one of its ancestors:
+cycle prevention) and updates ``rn`` up the path to the root. To select without a sweep over the
+whole tree, every node also keeps ``delta``: the smallest extra cost ``V_t(leaf) - V_t(node)``
+over the open leaves below it (``0`` at an open leaf; ``min_R rn(R) - rn(m) + delta(R)`` at a
+molecule; ``min_m delta(m)`` at a reaction). The best open leaf has ``V_t = rn(root) +
+delta(root)`` and is reached by following the arg-mins down from the root. While the root is
+unsolved this is exactly Retro*'s selection (``delta(root) = 0``); after a solution, when the
+search continues to collect routes, it selects the best open leaf outside fully solved routes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from selfsup.errors import InputError
+
+from .reactions import canonical_smiles
+from .routes import MIN_PROBABILITY, Route, RouteStep, reaction_cost
+from .single_step import SingleStepModel
+from .stock import Stock
+
+__all__ = ["MoleculeNode", "ReactionNode", "RetroStar", "SearchResult", "iter_nodes"]
+
+INF = math.inf
+_MAX_MEMO = 1_000_000  # per-search memo of stock lookups and values
+
+
+@dataclass(eq=False)
+class MoleculeNode:
+    """OR node. ``depth`` counts reactions between the target and this molecule."""
+
+    smiles: str
+    depth: int
+    parent: ReactionNode | None = None
+    in_stock: bool = False
+    value: float = 0.0
+    children: list[ReactionNode] = field(default_factory=list)
+    expanded: bool = False
+    dead: bool = False
+    solved: bool = False
+    rn: float = 0.0
+    delta: float = INF
+
+    @property
+    def is_open(self) -> bool:
+        return not (self.expanded or self.in_stock or self.dead)
+
+    def ancestors(self) -> Iterator[MoleculeNode]:
+        """This molecule and every molecule above it, up to the target."""
+        node: MoleculeNode | None = self
+        while node is not None:
+            yield node
+            node = node.parent.parent if node.parent is not None else None
+
+    def __repr__(self) -> str:
+        return (
+            f"MoleculeNode({self.smiles!r}, depth={self.depth}, rn={self.rn:.4g}, "
+            f"solved={self.solved}, open={self.is_open})"
+        )
+
+
+@dataclass(eq=False)
+class ReactionNode:
+    """AND node: one proposed reaction ``reactants -> parent.smiles``."""
+
+    parent: MoleculeNode
+    reactants: tuple[str, ...]
+    probability: float
+    cost: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+    children: list[MoleculeNode] = field(default_factory=list)
+    solved: bool = False
+    rn: float = 0.0
+    delta: float = INF
+
+    def __repr__(self) -> str:
+        return (
+            f"ReactionNode({'.'.join(self.reactants)!r}>>{self.parent.smiles!r}, "
+            f"cost={self.cost:.4g}, rn={self.rn:.4g}, solved={self.solved})"
+        )
+
+
+def iter_nodes(root: MoleculeNode) -> Iterator[MoleculeNode | ReactionNode]:
+    """Every node of the tree below ``root`` (pre-order, iterative)."""
+    stack: list[MoleculeNode | ReactionNode] = [root]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(node.children))
+
+
+@dataclass
+class SearchResult:
+    """Outcome of one :meth:`RetroStar.run`.
+
+    ``iterations`` is the number of expansions (= single-step model calls); ``routes`` holds up
+    to ``max_routes`` solved routes, cheapest first (``routes[0]`` is ``best_route``);
+    ``stop_reason`` is one of ``'solved'``, ``'in_stock'``, ``'max_iterations'``,
+    ``'time_limit'``, ``'exhausted'``; ``root`` is the search tree.
+    """
+
+    target: str
+    success: bool
+    iterations: int
+    time_s: float
+    best_route: Route | None
+    routes: list[Route]
+    stop_reason: str
+    first_solution_iteration: int | None
+    stats: dict[str, Any]
+    root: MoleculeNode = field(repr=False)
+
+    @property
+    def best_cost(self) -> float | None:
+        return None if self.best_route is None else self.best_route.total_cost
+
+    def to_dict(self, *, include_routes: bool = True) -> dict[str, Any]:
+        """JSON-ready summary (the search tree itself is not included)."""
+        d: dict[str, Any] = {
+            "target": self.target,
+            "success": self.success,
+            "iterations": self.iterations,
+            "time_s": self.time_s,
+            "stop_reason": self.stop_reason,
+            "first_solution_iteration": self.first_solution_iteration,
+            "best_cost": self.best_cost,
+            "best_route_length": None if self.best_route is None else self.best_route.length,
+            "n_routes": len(self.routes),
+            "stats": self.stats,
+        }
+        if include_routes:
+            d["best_route"] = None if self.best_route is None else self.best_route.to_dict()
+            d["routes"] = [r.to_dict() for r in self.routes]
+        return d
+
+
+class RetroStar:
+    """Retro* search built from a single-step model, a stock and an optional value function.
+
+    Args:
+        model: backward model; one expansion is one ``model.propose([smiles], top_k)`` call.
+        stock: building blocks (solved at cost 0, never expanded).
+        value_fn: ``smiles -> float`` estimate of the cost to make a molecule (``None``: 0,
+            i.e. Retro*-0). Called once per distinct non-stock molecule and cached.
+        top_k: proposals requested per expansion (Retro*: 50).
+        max_iterations: budget of expansions (model calls); ``None`` = unlimited.
+        time_limit_s: wall-clock budget checked before each expansion; ``None`` = unlimited.
+        max_depth: most reactions between the target and any molecule; molecules at that depth
+            that are not in stock are dead ends. ``None`` = unlimited.
+        stop_on_first_solution: stop as soon as the target is solved (as Retro* does);
+            otherwise keep expanding (within the limits) to collect more routes.
+        max_routes: how many cheapest solved routes to enumerate into ``SearchResult.routes``.
+        min_probability: clip for the reaction cost ``-log(clip(p, min_probability, 1))``.
+    """
+
+    def __init__(
+        self,
+        model: SingleStepModel,
+        stock: Stock,
+        value_fn: Callable[[str], float] | None = None,
+        *,
+        top_k: int = 50,
+        max_iterations: int | None = None,
+        time_limit_s: float | None = None,
+        max_depth: int | None = None,
+        stop_on_first_solution: bool = True,
+        max_routes: int = 100,
+        min_probability: float = MIN_PROBABILITY,
+    ) -> None:
+        for name, val in (("max_iterations", max_iterations), ("max_depth", max_depth)):
+            if val is not None and val < 0:
+                raise InputError(f"{name} must be >= 0 or None, got {val}")
+        if time_limit_s is not None and time_limit_s < 0:
+            raise InputError(f"time_limit_s must be >= 0 or None, got {time_limit_s}")
+        if max_routes < 1:
+            raise InputError(f"max_routes must be >= 1, got {max_routes}")
+        self.model = model
+        self.stock = stock
+        self.value_fn = value_fn
+        self.top_k = top_k
+        self.max_iterations = max_iterations
+        self.time_limit_s = time_limit_s
+        self.max_depth = max_depth
+        self.stop_on_first_solution = stop_on_first_solution
+        self.max_routes = max_routes
+        self.min_probability = min_probability
+        self._values: dict[str, float] = {}
+        self._in_stock: dict[str, bool] = {}
+
+    # ------------------------------------------------------------------------------------
+    # Public
+    # ------------------------------------------------------------------------------------
+    def run(self, target: str) -> SearchResult:
+        """Search a route for ``target`` (any valid SMILES; canonicalised first)."""
+        t0 = time.perf_counter()
+        smiles = canonical_smiles(target)
+        counts0 = self.model.counts()
+        self._stats = {"n_cycle_rejected": 0, "n_dead_ends": 0, "n_depth_limited": 0}
+        root = self._new_molecule(smiles, depth=0, parent=None)
+        iterations = 0
+        first_solution: int | None = 0 if root.solved else None
+        if root.in_stock:
+            reason = "in_stock"
+        else:
+            while True:
+                if root.solved and self.stop_on_first_solution:
+                    reason = "solved"
+                    break
+                if self.max_iterations is not None and iterations >= self.max_iterations:
+                    reason = "max_iterations"
+                    break
+                if self.time_limit_s is not None and time.perf_counter() - t0 >= self.time_limit_s:
+                    reason = "time_limit"
+                    break
+                leaf = self._select(root)
+                if leaf is None:
+                    reason = "exhausted"
+                    break
+                self._expand(leaf)
+                iterations += 1
+                if root.solved and first_solution is None:
+                    first_solution = iterations
+        routes = self._enumerate_routes(root) if root.solved else []
+        elapsed = time.perf_counter() - t0
+        n_mol = n_rxn = n_open = 0
+        for node in iter_nodes(root):
+            if isinstance(node, MoleculeNode):
+                n_mol += 1
+                n_open += node.is_open
+            else:
+                n_rxn += 1
+        counts1 = self.model.counts()
+        stats = {
+            **self._stats,
+            "n_molecule_nodes": n_mol,
+            "n_reaction_nodes": n_rxn,
+            "n_open_molecules": n_open,
+            "model_calls": counts1["n_calls"] - counts0["n_calls"],
+            "model_cache_hits": counts1["n_cache_hits"] - counts0["n_cache_hits"],
+            "root_rn": root.rn,
+            "stock": self.stock.describe(),
+            "value_fn": "zero (Retro*-0)" if self.value_fn is None else _name(self.value_fn),
+            "limits": {
+                "top_k": self.top_k,
+                "max_iterations": self.max_iterations,
+                "time_limit_s": self.time_limit_s,
+                "max_depth": self.max_depth,
+                "stop_on_first_solution": self.stop_on_first_solution,
+            },
+        }
+        return SearchResult(
+            target=smiles,
+            success=root.solved,
+            iterations=iterations,
+            time_s=elapsed,
+            best_route=routes[0] if routes else None,
+            routes=routes,
+            stop_reason=reason,
+            first_solution_iteration=first_solution,
+            stats=stats,
+            root=root,
+        )
+
+    # ------------------------------------------------------------------------------------
+    # Nodes and updates
+    # ------------------------------------------------------------------------------------
+    def _is_in_stock(self, smiles: str) -> bool:
+        hit = self._in_stock.get(smiles)
+        if hit is None:
+            if len(self._in_stock) > _MAX_MEMO:
+                self._in_stock.clear()
+            hit = self._in_stock[smiles] = smiles in self.stock
+        return hit
+
+    def _value(self, smiles: str) -> float:
+        if self.value_fn is None:
+            return 0.0
+        v = self._values.get(smiles)
+        if v is None:
+            if len(self._values) > _MAX_MEMO:
+                self._values.clear()
+            v = float(self.value_fn(smiles))
+            if math.isnan(v):
+                raise InputError(f"value_fn returned NaN for {smiles!r}")
+            self._values[smiles] = v
+        return v
+
+    def _new_molecule(self, smiles: str, depth: int, parent: ReactionNode | None) -> MoleculeNode:
+        node = MoleculeNode(smiles=smiles, depth=depth, parent=parent)
+        node.in_stock = self._is_in_stock(smiles)
+        if not node.in_stock:
+            if self.max_depth is not None and depth >= self.max_depth:
+                node.dead = True
+                self._stats["n_depth_limited"] += 1
+            else:
+                node.value = self._value(smiles)
+        _update_molecule(node)
+        return node
+
+    def _expand(self, mol: MoleculeNode) -> None:
+        proposals = self.model.propose([mol.smiles], self.top_k)[0]
+        ancestors = {m.smiles for m in mol.ancestors()}
+        for prop in proposals:
+            if any(r in ancestors for r in prop.reactants):
+                self._stats["n_cycle_rejected"] += 1
+                continue
+            rxn = ReactionNode(
+                parent=mol,
+                reactants=prop.reactants,
+                probability=float(prop.probability),
+                cost=reaction_cost(prop.probability, self.min_probability),
+                metadata=dict(prop.metadata),
+            )
+            rxn.children = [self._new_molecule(r, mol.depth + 1, rxn) for r in prop.reactants]
+            _update_reaction(rxn)
+            mol.children.append(rxn)
+        mol.expanded = True
+        if not mol.children:
+            mol.dead = True
+            self._stats["n_dead_ends"] += 1
+        _update_molecule(mol)
+        node = mol
+        while node.parent is not None:
+            _update_reaction(node.parent)
+            node = node.parent.parent
+            _update_molecule(node)
+
+    @staticmethod
+    def _select(root: MoleculeNode) -> MoleculeNode | None:
+        """The open molecule with the smallest ``V_t`` (``None`` if no finite one is left)."""
+        if not math.isfinite(root.rn) or not math.isfinite(root.delta):
+            return None
+        mol = root
+        while not mol.is_open:
+            rxn = min(mol.children, key=lambda r: _extra(mol, r))
+            mol = next(m for m in rxn.children if m.delta == rxn.delta)
+        return mol
+
+    # ------------------------------------------------------------------------------------
+    # Routes: the k cheapest solved routes
+    # ------------------------------------------------------------------------------------
+    def _enumerate_routes(self, root: MoleculeNode) -> list[Route]:
+        """Exact k-best solved routes (k = ``max_routes``), cheapest first.
+
+        Post-order over the solved part of the tree: a building block has the single route of
+        cost 0; a solved molecule merges the k-best lists of its solved reactions; a reaction
+        combines its reactants' k-best lists with a heap over index tuples (k smallest sums).
+        """
+        k = self.max_routes
+        order: list[MoleculeNode | ReactionNode] = []
+        stack: list[MoleculeNode | ReactionNode] = [root]
+        while stack:
+            node = stack.pop()
+            order.append(node)
+            if isinstance(node, MoleculeNode):
+                if not node.in_stock:
+                    stack.extend(r for r in node.children if r.solved)
+            else:
+                stack.extend(node.children)
+        # best[id(node)]: list of (cost, choice); molecule choice = (reaction, j) or None,
+        # reaction choice = tuple of indices into its children's lists.
+        best: dict[int, list[tuple[float, Any]]] = {}
+        for node in reversed(order):
+            if isinstance(node, MoleculeNode):
+                if node.in_stock:
+                    best[id(node)] = [(0.0, None)]
+                    continue
+                cands = [
+                    (cost, i, j, rxn)
+                    for i, rxn in enumerate(node.children)
+                    if rxn.solved
+                    for j, (cost, _) in enumerate(best[id(rxn)])
+                ]
+                cands.sort(key=lambda c: (c[0], c[1], c[2]))
+                best[id(node)] = [(c, (rxn, j)) for c, _, j, rxn in cands[:k]]
+            else:
+                lists = [best[id(m)] for m in node.children]
+                best[id(node)] = [(node.cost + s, idx) for s, idx in _k_smallest_sums(lists, k)]
+
+        def build_mol(mol: MoleculeNode, i: int) -> Route:
+            _, choice = best[id(mol)][i]
+            if choice is None:
+                return Route(mol.smiles, in_stock=True)
+            rxn, j = choice
+            _, idx = best[id(rxn)][j]
+            step = RouteStep(
+                reactants=[build_mol(m, t) for m, t in zip(rxn.children, idx)],
+                probability=rxn.probability,
+                cost=rxn.cost,
+                metadata=dict(rxn.metadata),
+            )
+            return Route(mol.smiles, in_stock=False, step=step)
+
+        return [build_mol(root, i) for i in range(len(best[id(root)]))]
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _update_molecule(m: MoleculeNode) -> None:
+    if m.in_stock:
+        m.rn, m.solved, m.delta = 0.0, True, INF
+    elif not m.expanded:
+        m.solved = False
+        if m.dead:
+            m.rn, m.delta = INF, INF
+        else:
+            m.rn, m.delta = m.value, 0.0
+    else:
+        m.rn = min((r.rn for r in m.children), default=INF)
+        m.solved = any(r.solved for r in m.children)
+        m.delta = min((_extra(m, r) for r in m.children), default=INF)
+
+
+def _update_reaction(r: ReactionNode) -> None:
+    r.rn = r.cost + sum(m.rn for m in r.children)
+    r.solved = all(m.solved for m in r.children)
+    r.delta = min((m.delta for m in r.children), default=INF) if math.isfinite(r.rn) else INF
+
+
+def _extra(m: MoleculeNode, r: ReactionNode) -> float:
+    """``V_t(best open leaf under r) - V_t(m)`` = ``rn(r) - rn(m) + delta(r)``."""
+    if not (math.isfinite(r.rn) and math.isfinite(r.delta)):
+        return INF
+    return r.rn - m.rn + r.delta
+
+
+def _k_smallest_sums(
+    lists: list[list[tuple[float, Any]]], k: int
+) -> list[tuple[float, tuple[int, ...]]]:
+    """The k smallest ``sum_i lists[i][idx_i][0]`` over index tuples (each list sorted)."""
+    if any(not lst for lst in lists):
+        return []
+    start = tuple(0 for _ in lists)
+    heap = [(sum(lst[0][0] for lst in lists), start)]
+    seen = {start}
+    out: list[tuple[float, tuple[int, ...]]] = []
+    while heap and len(out) < k:
+        total, idx = heapq.heappop(heap)
+        out.append((total, idx))
+        for i, lst in enumerate(lists):
+            if idx[i] + 1 < len(lst):
+                nxt = idx[:i] + (idx[i] + 1,) + idx[i + 1 :]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    step = lst[idx[i] + 1][0] - lst[idx[i]][0]
+                    heapq.heappush(heap, (total + step, nxt))
+    return out
+
+
+def _name(fn: Callable) -> str:
+    return getattr(fn, "__qualname__", None) or type(fn).__name__

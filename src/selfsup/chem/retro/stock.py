@@ -1,0 +1,200 @@
+"""Building-block stock (inventory) keyed by InChIKey.
+
+Retro* (Chen et al., ICML 2020) treats a molecule as solved at cost 0 when it is a purchasable
+building block (eMolecules in the paper). eMolecules is not reachable here, so
+:func:`stock_from_reactions` builds the honest stand-in described in ``shared/DATA.md``: the
+reactants of a reaction set (USPTO-50k) that never occur as a product. Every result should carry
+``stock.describe()`` so that it says which stock it used.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from rdkit import Chem, rdBase
+
+from selfsup.errors import DataNotFoundError, InputError
+
+from .reactions import Reaction
+
+__all__ = ["Stock", "inchikey", "stock_from_reactions"]
+
+
+def inchikey(smiles: str) -> str | None:
+    """Standard InChIKey of ``smiles`` (RDKit), or ``None`` when it cannot be computed."""
+    if not isinstance(smiles, str) or not smiles.strip():
+        return None
+    with rdBase.BlockLogs():
+        mol = Chem.MolFromSmiles(smiles.strip())
+        if mol is None or mol.GetNumAtoms() == 0:
+            return None
+        key = Chem.MolToInchiKey(mol)
+    return key or None
+
+
+class Stock:
+    """A set of building blocks, compared by InChIKey so any valid SMILES spelling matches.
+
+    ``name`` and ``source`` say where the stock came from; ``n_skipped`` counts input lines that
+    could not be parsed. ``smiles in stock`` is ``False`` for an unparsable SMILES.
+    """
+
+    def __init__(
+        self,
+        inchikeys: Iterable[str] = (),
+        *,
+        name: str = "stock",
+        source: str = "in-memory",
+        n_skipped: int = 0,
+    ) -> None:
+        self._keys: set[str] = set(inchikeys)
+        self.name = name
+        self.source = source
+        self.n_skipped = n_skipped
+        self._lookup: dict[str, bool] = {}
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_smiles(
+        cls, smiles: Iterable[str], *, name: str = "stock", source: str = "smiles list"
+    ) -> Stock:
+        """Stock of the given SMILES; unparsable ones are skipped and counted."""
+        keys: set[str] = set()
+        skipped = 0
+        for s in smiles:
+            key = inchikey(s)
+            if key is None:
+                skipped += 1
+            else:
+                keys.add(key)
+        return cls(keys, name=name, source=source, n_skipped=skipped)
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike,
+        *,
+        name: str | None = None,
+        smiles_column: str = "smiles",
+    ) -> Stock:
+        """Read a stock file: one SMILES per line (extra columns after whitespace ignored) or a
+        CSV/TSV whose header has a ``smiles`` column (case-insensitive). ``.gz`` is read
+        transparently; blank lines and ``#`` comments are ignored; bad lines are counted in
+        ``n_skipped``.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise DataNotFoundError(f"stock file {str(path)!r} does not exist: check the path")
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+        stock = cls.from_smiles(
+            _smiles_from_text(text, smiles_column),
+            name=name or path.name.split(".")[0],
+            source=str(path),
+        )
+        return stock
+
+    # -- queries -----------------------------------------------------------------------------
+    def __contains__(self, smiles: object) -> bool:
+        if not isinstance(smiles, str):
+            return False
+        hit = self._lookup.get(smiles)
+        if hit is None:
+            key = inchikey(smiles)
+            hit = key is not None and key in self._keys
+            if len(self._lookup) > 1_000_000:
+                self._lookup.clear()
+            self._lookup[smiles] = hit
+        return hit
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._keys))
+
+    def contains_inchikey(self, key: str) -> bool:
+        return key in self._keys
+
+    def add(self, smiles: str) -> bool:
+        """Add one molecule; returns ``False`` (and counts a skip) when it cannot be parsed."""
+        key = inchikey(smiles)
+        if key is None:
+            self.n_skipped += 1
+            return False
+        self._keys.add(key)
+        self._lookup.pop(smiles, None)
+        return True
+
+    def describe(self) -> dict:
+        """``{'name', 'size', 'source', 'skipped'}``: what every result says about its stock."""
+        return {
+            "name": self.name,
+            "size": len(self),
+            "source": self.source,
+            "skipped": self.n_skipped,
+        }
+
+    def __repr__(self) -> str:
+        return f"Stock(name={self.name!r}, size={len(self)}, source={self.source!r})"
+
+
+def _smiles_from_text(text: str, smiles_column: str) -> Iterator[str]:
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        return
+    header = lines[0]
+    delim = "\t" if "\t" in header else ("," if "," in header else None)
+    if delim is not None:
+        columns = [c.strip().lower() for c in next(csv.reader([header], delimiter=delim))]
+        if smiles_column.lower() in columns:
+            col = columns.index(smiles_column.lower())
+            for row in csv.reader(io.StringIO("\n".join(lines[1:])), delimiter=delim):
+                yield row[col].strip() if col < len(row) else ""
+            return
+        if delim == ",":
+            raise InputError(
+                f"CSV stock file has no {smiles_column!r} column (columns: {columns}): "
+                "name the SMILES column 'smiles' or pass smiles_column="
+            )
+    for i, line in enumerate(lines):
+        token = line.split()[0]
+        if i == 0 and token.lower() == smiles_column.lower():
+            continue  # a one-column file with a header
+        yield token
+
+
+def stock_from_reactions(
+    reactions: Iterable[Reaction], *, name: str = "reaction-leaves", source: str = "reactions"
+) -> Stock:
+    """Stock of the reactants that never occur as a product of any of ``reactions``.
+
+    This is the USPTO-derived stand-in for a building-block catalogue (``shared/DATA.md``).
+    """
+    reactions = list(reactions)
+    products: set[str] = set()
+    for rxn in reactions:
+        key = inchikey(rxn.product)
+        if key is not None:
+            products.add(key)
+    leaves: set[str] = set()
+    skipped = 0
+    for rxn in reactions:
+        for smi in rxn.reactants:
+            key = inchikey(smi)
+            if key is None:
+                skipped += 1
+            elif key not in products:
+                leaves.add(key)
+    return Stock(
+        leaves,
+        name=name,
+        source=f"{source}: reactants never produced ({len(reactions)} reactions)",
+        n_skipped=skipped,
+    )

@@ -1,0 +1,350 @@
+"""Retro* search on hand-worked toy worlds, model call accounting, routes (JSON, drawing)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+
+from selfsup.chem.retro.routes import Route, RouteStep, draw_route, reaction_cost
+from selfsup.chem.retro.search import MoleculeNode, RetroStar, iter_nodes
+from selfsup.chem.retro.single_step import FixedReactionModel, Proposal, SingleStepModel
+from selfsup.chem.retro.stock import Stock
+from selfsup.chem.retro.toy import cycle_world, dead_end_world, toy_worlds
+from selfsup.errors import InputError
+
+# ----------------------------------------------------------------------------------------------
+# Toy worlds: known optimal routes and costs
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(toy_worlds()))
+def test_finds_known_optimal_route_and_exact_cost(name):
+    world = toy_worlds()[name]
+    model = world.model()
+    result = RetroStar(model, world.stock()).run(world.target)
+    assert result.success and result.stop_reason == "solved"
+    assert result.best_cost == pytest.approx(world.optimal_cost, abs=1e-12)
+    assert set(result.best_route.reactions()) == world.optimal_reactions
+    assert result.best_route.is_solved
+    assert result.iterations == world.retro_star_0_iterations == result.first_solution_iteration
+    assert model.n_calls == result.iterations == result.stats["model_calls"]
+    assert result.stats["stock"]["name"] == f"toy:{name}"
+
+
+def test_dead_end_world_numbers_and_continuing_search_collects_routes():
+    world = dead_end_world()
+    assert world.optimal_cost == pytest.approx(1.3093333199837625)
+    result = RetroStar(world.model(), world.stock(), stop_on_first_solution=False).run(world.target)
+    # Continues to F and H after the first solution at iteration 4, then runs out of nodes.
+    assert result.iterations == 6 and result.stop_reason == "exhausted"
+    assert result.first_solution_iteration == 4
+    assert [r.total_cost for r in result.routes] == pytest.approx(
+        [-math.log(0.3 * 0.9), -math.log(0.7 * 0.05 * 1.0)]
+    )
+    assert result.routes[0] is result.best_route
+    assert [r.length for r in result.routes] == [2, 3]
+    assert [r.depth for r in result.routes] == [2, 3]
+    assert result.stats["n_dead_ends"] == 2  # G and H have no reaction
+
+
+def test_value_function_steers_the_search():
+    world = dead_end_world()
+    # A high estimate for B (CCCCO) sends the search straight to D.
+    result = RetroStar(
+        world.model(), world.stock(), value_fn=lambda s: 5.0 if s == "CCCCO" else 0.0
+    ).run(world.target)
+    assert result.iterations == 2 and result.best_cost == pytest.approx(world.optimal_cost)
+
+
+def test_cycle_prevention():
+    world = cycle_world()
+    result = RetroStar(world.model(), world.stock(), stop_on_first_solution=False).run(world.target)
+    assert result.stats["n_cycle_rejected"] == 1
+    for node in iter_nodes(result.root):
+        if isinstance(node, MoleculeNode):
+            above = {m.smiles for m in node.ancestors()}
+            for rxn in node.children:
+                assert not above & set(rxn.reactants)
+    b = result.root.children[0].children[0]
+    assert b.smiles == "CC(C)N" and [r.reactants for r in b.children] == [("CCOC",)]
+    assert result.best_cost == pytest.approx(world.optimal_cost)
+
+
+def test_target_in_stock_is_solved_without_iterations():
+    world = dead_end_world()
+    model = world.model()
+    result = RetroStar(model, world.stock()).run("OCC")  # CCO written another way
+    assert result.success and result.iterations == 0 and model.n_calls == 0
+    assert result.stop_reason == "in_stock" and result.best_cost == 0.0
+    assert result.best_route.length == 0 and result.best_route.in_stock
+
+
+def test_limits():
+    world = dead_end_world()
+    for limit in range(4):
+        model = world.model()
+        result = RetroStar(model, world.stock(), max_iterations=limit).run(world.target)
+        assert not result.success and result.iterations == limit == model.n_calls
+        assert result.stop_reason == "max_iterations" and result.best_route is None
+    # Depth 1: D (depth 1, not in stock) is a dead end, so nothing can be solved.
+    result = RetroStar(world.model(), world.stock(), max_depth=1).run(world.target)
+    assert not result.success and result.iterations == 1 and result.stop_reason == "exhausted"
+    result = RetroStar(world.model(), world.stock(), max_depth=2).run(world.target)
+    assert result.success and result.best_cost == pytest.approx(world.optimal_cost)
+    result = RetroStar(world.model(), world.stock(), time_limit_s=0.0).run(world.target)
+    assert result.iterations == 0 and result.stop_reason == "time_limit"
+    with pytest.raises(InputError):
+        RetroStar(world.model(), world.stock(), max_iterations=-1)
+
+
+class _EndlessModel(SingleStepModel):
+    """Every alkane C_n comes from C_{n+1} or C_{n+2}: nothing is ever solved."""
+
+    def _propose(self, products, top_k):
+        return [[Proposal((p + "C",), 0.6), Proposal((p + "CC",), 0.4)] for p in products]
+
+
+@pytest.mark.parametrize("budget", [1, 7, 25])
+def test_iteration_budget_is_exact(budget):
+    model = _EndlessModel()
+    result = RetroStar(model, Stock.from_smiles([]), max_iterations=budget).run("CC")
+    assert result.iterations == budget == model.n_calls
+    assert result.stop_reason == "max_iterations" and not result.success
+
+
+# ----------------------------------------------------------------------------------------------
+# Selection and optimality against a brute force written from the paper's definitions
+# ----------------------------------------------------------------------------------------------
+
+
+def _random_world(seed: int):
+    rng = random.Random(seed)
+    mols = ["C" * n for n in range(1, 13)]
+    table = {}
+    for m in mols:
+        entries = []
+        for _ in range(rng.randint(1, 4)):
+            reactants = tuple(sorted(rng.sample(mols, rng.randint(1, 2))))
+            if m in reactants or any(reactants == e[0] for e in entries):
+                continue
+            entries.append((reactants, round(rng.uniform(0.02, 1.0), 3)))
+        table[m] = entries
+    stock_smiles = rng.sample(mols[:-1], 4)
+    return table, stock_smiles, mols[-1]
+
+
+def _brute_force_best(table, stock, mol, above, depth, max_depth):
+    """min cost of an acyclic route within max_depth, and the number of such routes."""
+    if mol in stock:
+        return 0.0, 1
+    if depth >= max_depth:
+        return math.inf, 0
+    best, count = math.inf, 0
+    for reactants, p in table.get(mol, []):
+        if any(r in above | {mol} for r in reactants):
+            continue
+        cost, n = reaction_cost(p), 1
+        for r in reactants:
+            c, k = _brute_force_best(table, stock, r, above | {mol}, depth + 1, max_depth)
+            cost, n = cost + c, n * k
+        best, count = min(best, cost), count + n
+    return best, count
+
+
+class _CheckedRetroStar(RetroStar):
+    """Checks every selection against V_t computed from scratch (Chen et al. 2020, eqs. 4-6)."""
+
+    n_checked = 0
+
+    def _select(self, root):
+        rn: dict[int, float] = {}
+
+        def rn_mol(m):
+            if m.in_stock:
+                v = 0.0
+            elif not m.expanded:
+                v = math.inf if m.dead else m.value
+            else:
+                v = min((rn_rxn(r) for r in m.children), default=math.inf)
+            rn[id(m)] = v
+            return v
+
+        def rn_rxn(r):
+            rn[id(r)] = r.cost + sum(rn_mol(m) for m in r.children)
+            return rn[id(r)]
+
+        rn_mol(root)
+        open_vt = {}
+        stack = [(root, rn[id(root)])]
+        while stack:
+            m, vt = stack.pop()
+            assert m.rn == pytest.approx(rn[id(m)])
+            if m.is_open:
+                open_vt[id(m)] = vt
+            for r in m.children:
+                if math.isfinite(rn[id(r)]):
+                    stack.extend((c, vt - rn[id(m)] + rn[id(r)]) for c in r.children)
+        leaf = super()._select(root)
+        finite = [v for v in open_vt.values() if math.isfinite(v)]
+        if leaf is None:
+            assert not finite
+        else:
+            assert open_vt[id(leaf)] == pytest.approx(min(finite))
+            type(self).n_checked += 1
+        return leaf
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_selection_and_optimal_cost_match_brute_force(seed):
+    table, stock_smiles, target = _random_world(seed)
+    stock = Stock.from_smiles(stock_smiles)
+    search = _CheckedRetroStar(
+        FixedReactionModel(table),
+        stock,
+        max_depth=4,
+        stop_on_first_solution=False,
+        max_routes=10_000,
+    )
+    result = search.run(target)
+    best, count = _brute_force_best(table, set(stock_smiles), target, frozenset(), 0, 4)
+    assert result.success == math.isfinite(best)
+    assert result.stop_reason == "exhausted"
+    if result.success:
+        assert result.best_cost == pytest.approx(best)
+        assert len(result.routes) == count
+        costs = [r.total_cost for r in result.routes]
+        assert costs == sorted(costs)
+        assert len({r.signature() for r in result.routes}) == count
+        # The k-best enumeration returns exactly the k cheapest routes.
+        few = RetroStar(
+            FixedReactionModel(table),
+            stock,
+            max_depth=4,
+            stop_on_first_solution=False,
+            max_routes=3,
+        ).run(target)
+        assert [r.total_cost for r in few.routes] == pytest.approx(costs[:3])
+    # Retro*-0 stopping on the first solution agrees on success.
+    first = RetroStar(FixedReactionModel(table), stock, max_depth=4).run(target)
+    assert first.success == result.success
+    assert first.iterations <= result.iterations
+
+
+# ----------------------------------------------------------------------------------------------
+# Single-step model accounting
+# ----------------------------------------------------------------------------------------------
+
+
+class _Recorder(SingleStepModel):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.seen: list[list[str]] = []
+
+    def _propose(self, products, top_k):
+        self.seen.append(list(products))
+        return [
+            [
+                Proposal(("CC", "CCO"), 0.2, {"id": 0}),
+                Proposal(("OCC", "CC"), 0.3, {"id": 1}),  # same set, other spelling
+                Proposal(("CC.OCC",), 0.1, {"id": 2}),  # same set, dotted
+                Proposal(("CN",), 0.4, {"id": 3}),
+                Proposal(("C1CC",), 0.5, {"id": 4}),  # invalid SMILES: dropped
+                Proposal((p,), 0.5, {"id": 5}),  # the product itself: dropped
+            ]
+            for p in products
+        ]
+
+
+def test_model_merges_renormalises_caches_and_counts():
+    model = _Recorder()
+    (props,) = model.propose(["CCCCO"], top_k=10)
+    assert [p.reactants for p in props] == [("CC", "CCO"), ("CN",)]
+    assert [p.probability for p in props] == pytest.approx([0.6, 0.4])
+    assert props[0].metadata == {"id": 1, "n_merged": 3}
+    assert model.n_invalid == 2
+    (top1,) = model.propose(["OCCCC"], top_k=1)  # same molecule, other top_k: a miss
+    assert [p.probability for p in top1] == pytest.approx([1.0])
+    model.propose(["OCCCC"], top_k=10)  # hit
+    assert (model.n_calls, model.n_cache_hits, model.n_model_calls) == (3, 1, 2)
+    # One batch: two spellings of one new product and one cached product.
+    out = model.propose(["CCCCCO", "OCCCCC", "CCCCO"], top_k=10)
+    assert model.seen[-1] == ["CCCCCO"] and out[0] == out[1]
+    assert (model.n_calls, model.n_cache_hits, model.n_batches) == (6, 2, 3)
+    model.reset_counts()
+    assert model.counts()["n_calls"] == 0
+    with pytest.raises(InputError):
+        model.propose(["C1CC"])
+    uncached = _Recorder(use_cache=False)
+    uncached.propose(["CCCCO"])
+    uncached.propose(["CCCCO"])
+    assert uncached.n_cache_hits == 0 and len(uncached.seen) == 2
+
+
+def test_search_reuses_cached_expansions_but_counts_each_iteration():
+    world = dead_end_world()
+    model = world.model()
+    search = RetroStar(model, world.stock())
+    first = search.run(world.target)
+    second = search.run(world.target)
+    assert first.iterations == second.iterations == 4
+    assert model.n_calls == 8 and model.n_cache_hits == 4
+    assert second.stats["model_calls"] == 4 and second.stats["model_cache_hits"] == 4
+
+
+# ----------------------------------------------------------------------------------------------
+# Routes
+# ----------------------------------------------------------------------------------------------
+
+
+def _example_route() -> Route:
+    leaf = Route("CCO", in_stock=True)
+    inner = Route(
+        "CCCCN",
+        step=RouteStep([Route("CCCl", in_stock=True)], 0.9, reaction_cost(0.9), {"t": 3}),
+    )
+    return Route("CCCCCCO", step=RouteStep([leaf, inner], 0.3, reaction_cost(0.3)))
+
+
+def test_route_measures_and_json_round_trip():
+    route = _example_route()
+    assert route.total_cost == pytest.approx(-math.log(0.27))
+    assert (route.length, route.depth) == (2, 2)
+    assert route.leaves() == ["CCO", "CCCl"] and route.is_solved
+    back = Route.from_dict(json.loads(json.dumps(route.to_dict())))
+    assert back == route and back.signature() == route.signature()
+    assert reaction_cost(0.0) == pytest.approx(-math.log(1e-3)) and reaction_cost(2.0) == 0.0
+    with pytest.raises(InputError):
+        Route.from_dict({"smiles": "CC", "reaction": {"reactants": "CC"}})
+    with pytest.raises(InputError):
+        Route.from_dict(["CC"])
+
+
+def test_search_route_json_round_trip():
+    world = dead_end_world()
+    result = RetroStar(world.model(), world.stock()).run(world.target)
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["best_cost"] == pytest.approx(world.optimal_cost)
+    assert Route.from_dict(data["best_route"]) == result.best_route
+
+
+def test_draw_route_writes_png(tmp_path):
+    from PIL import Image
+
+    path = draw_route(_example_route(), tmp_path / "sub" / "route.png", mol_size=120)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as img:
+        assert img.size[0] >= 2 * 120 and img.size[1] >= 3 * 120
+    # An unparsable SMILES is drawn as a labelled box, not an error.
+    draw_route(Route("not-a-smiles"), tmp_path / "bad.png")
+    assert (tmp_path / "bad.png").stat().st_size > 0
+
+
+def test_retro_core_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, selfsup.chem.retro; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
