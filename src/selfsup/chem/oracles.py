@@ -1,0 +1,505 @@
+"""Budgeted, caching oracle for molecular optimisation, with PMO metrics.
+
+An :class:`Oracle` wraps an objective (a :class:`~selfsup.chem.objectives.Objective`, a registry
+name, or any Python callable) and scores batches of SMILES:
+
+* every SMILES is canonicalised with RDKit; a molecule seen before is answered from the cache and
+  costs no call (``'OCC'`` and ``'CCO'`` are one call);
+* the budget counts UNIQUE valid canonical molecules (the PMO convention, Gao et al., NeurIPS
+  2022 Datasets & Benchmarks: 10k oracle calls);
+* invalid SMILES are not scored, score ``objective.invalid_score`` and are counted in
+  ``n_invalid`` (every occurrence), never against the budget;
+* every unique call is recorded in order as :class:`OracleCall` ``(index, smiles, score)``.
+
+Budget policy (chosen and documented here): a batch that straddles the budget is scored up to
+the budget, in input order; the new molecules beyond it are not scored, get ``nan`` and are
+flagged in :attr:`OracleBatch.over_budget`, and :attr:`Oracle.exhausted` becomes True. Cached
+and invalid molecules are still answered after exhaustion. With ``on_exhausted="raise"`` the
+oracle instead raises :class:`BudgetExhausted` after scoring what fits; the exception carries the
+partial :class:`OracleBatch` in ``.batch``.
+
+Metrics (:func:`pmo_metrics`): top-1, mean of the top-10 and top-100, and AUC of the running
+top-10 mean against the number of calls (PMO): the running mean of the k best scores is taken
+every ``freq_log`` (100) calls and at the last call, integrated by the trapezoid rule from
+(0 calls, 0), held flat from the last call up to the budget if the run stopped early, and divided
+by the budget.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rdkit import Chem
+
+from selfsup.chem.molecules import canonical_smiles, mol_from_smiles
+from selfsup.chem.objectives.base import Objective
+from selfsup.errors import InputError, SelfsupError
+from selfsup.io import atomic_write_text
+
+__all__ = [
+    "BudgetExhausted",
+    "Composite",
+    "FunctionObjective",
+    "Oracle",
+    "OracleBatch",
+    "OracleCall",
+    "WeightedSum",
+    "as_objective",
+    "auc_top_k",
+    "load_record",
+    "pmo_metrics",
+    "save_record",
+    "top_k_mean",
+]
+
+
+class BudgetExhausted(SelfsupError):
+    """The oracle's budget of unique molecules is spent (only with ``on_exhausted='raise'``).
+
+    ``batch`` holds the partial result of the call that hit the budget (``None`` if nothing of
+    the call could be answered).
+    """
+
+    def __init__(self, message: str, batch: OracleBatch | None = None) -> None:
+        super().__init__(message)
+        self.batch = batch
+
+
+# ------------------------------------------------------------------------------ objectives
+class FunctionObjective(Objective):
+    """Wrap a user callable as an objective.
+
+    ``fn(smiles) -> float`` (``batch=False``) or ``fn(list_of_smiles) -> list_of_floats``
+    (``batch=True``). Invalid SMILES never reach ``fn``; they score ``invalid_score``. Inside an
+    :class:`Oracle`, ``fn`` receives RDKit canonical SMILES.
+    """
+
+    def __init__(self, fn: Callable[..., Any], name: str | None = None, batch: bool = False,
+                 invalid_score: float = 0.0, maximize: bool = True) -> None:
+        if not callable(fn):
+            raise InputError(f"FunctionObjective needs a callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.batch = batch
+        self.name = name or getattr(fn, "__name__", "function")
+        self.invalid_score = float(invalid_score)
+        self.maximize = maximize
+
+    def score_mol(self, mol: Chem.Mol) -> float:
+        return self.score_list([Chem.MolToSmiles(mol)])[0]
+
+    def __call__(self, smiles: str) -> float:
+        return self.score_list([smiles])[0]
+
+    def score_list(self, smiles_list: Iterable[str]) -> list[float]:
+        items = list(smiles_list)
+        valid = [i for i, s in enumerate(items) if mol_from_smiles(s) is not None]
+        out = [float(self.invalid_score)] * len(items)
+        if not valid:
+            return out
+        if self.batch:
+            values = list(self.fn([items[i] for i in valid]))
+            if len(values) != len(valid):
+                raise InputError(
+                    f"batch objective {self.name!r} returned {len(values)} scores for "
+                    f"{len(valid)} SMILES; it must return one score per input"
+                )
+        else:
+            values = [self.fn(items[i]) for i in valid]
+        for i, v in zip(valid, values):
+            out[i] = float(v)
+        return out
+
+
+def as_objective(obj: Objective | str | Callable[..., Any], **kwargs: Any) -> Objective:
+    """An :class:`Objective` from an objective, a registry name or a callable (``kwargs`` go to
+    :class:`FunctionObjective`)."""
+    if isinstance(obj, Objective):
+        return obj
+    if isinstance(obj, str):
+        from selfsup.chem.objectives import get_objective
+
+        return get_objective(obj)
+    if callable(obj):
+        return FunctionObjective(obj, **kwargs)
+    raise InputError(
+        f"cannot use {type(obj).__name__} as an objective; pass an Objective, a registry name "
+        "(see selfsup.chem.objectives.list_objectives()) or a callable f(smiles) -> float"
+    )
+
+
+class Composite(Objective):
+    """Combine objectives: score ``s_i`` -> transform ``t_i(s_i)`` -> weighted reduction.
+
+    ``reduce='sum'``: sum_i w_i t_i;  ``'mean'``: sum_i w_i t_i / sum_i w_i;
+    ``'geometric'``: prod_i t_i ^ (w_i / sum_i w_i) (transforms should map into [0, inf)).
+    Each member is called on the whole batch (so batch callables stay batched).
+    """
+
+    _REDUCTIONS = ("sum", "mean", "geometric")
+
+    def __init__(self, objectives: Sequence[Objective | str | Callable[..., Any]],
+                 weights: Sequence[float] | None = None,
+                 transforms: Sequence[Callable[[float], float] | None] | None = None,
+                 reduce: str = "mean", name: str | None = None,
+                 invalid_score: float = 0.0) -> None:
+        self.objectives = [as_objective(o) for o in objectives]
+        n = len(self.objectives)
+        self.weights = [1.0] * n if weights is None else [float(w) for w in weights]
+        self.transforms = [None] * n if transforms is None else list(transforms)
+        if n == 0 or len(self.weights) != n or len(self.transforms) != n:
+            raise InputError(
+                f"Composite needs >= 1 objective and one weight and transform per objective; got "
+                f"{n} objectives, {len(self.weights)} weights, {len(self.transforms)} transforms"
+            )
+        if reduce not in self._REDUCTIONS:
+            raise InputError(f"reduce must be one of {self._REDUCTIONS}, got {reduce!r}")
+        if reduce != "sum" and sum(self.weights) == 0:
+            raise InputError("Composite weights must not sum to 0 for 'mean' or 'geometric'")
+        self.reduce = reduce
+        self.name = name or f"{reduce}(" + ",".join(o.name for o in self.objectives) + ")"
+        self.invalid_score = float(invalid_score)
+
+    def score_mol(self, mol: Chem.Mol) -> float:
+        return self.score_list([Chem.MolToSmiles(mol)])[0]
+
+    def __call__(self, smiles: str) -> float:
+        return self.score_list([smiles])[0]
+
+    def score_list(self, smiles_list: Iterable[str]) -> list[float]:
+        items = list(smiles_list)
+        valid = [i for i, s in enumerate(items) if mol_from_smiles(s) is not None]
+        out = [float(self.invalid_score)] * len(items)
+        if not valid:
+            return out
+        sub = [items[i] for i in valid]
+        columns = []
+        for obj, tf in zip(self.objectives, self.transforms):
+            vals = np.asarray(obj.score_list(sub), dtype=float)
+            if tf is not None:
+                vals = np.asarray([float(tf(v)) for v in vals], dtype=float)
+            columns.append(vals)
+        mat = np.stack(columns)  # (n_objectives, n_valid)
+        w = np.asarray(self.weights, dtype=float)[:, None]
+        if self.reduce == "sum":
+            combined = (w * mat).sum(axis=0)
+        elif self.reduce == "mean":
+            combined = (w * mat).sum(axis=0) / w.sum()
+        else:
+            with np.errstate(divide="ignore"):
+                combined = np.exp((w * np.log(np.clip(mat, 0.0, None))).sum(axis=0) / w.sum())
+        for i, v in zip(valid, combined):
+            out[i] = float(v)
+        return out
+
+
+class WeightedSum(Composite):
+    """``sum_i w_i t_i(s_i)``: :class:`Composite` with ``reduce='sum'``."""
+
+    def __init__(self, objectives: Sequence[Objective | str | Callable[..., Any]],
+                 weights: Sequence[float] | None = None,
+                 transforms: Sequence[Callable[[float], float] | None] | None = None,
+                 name: str | None = None, invalid_score: float = 0.0) -> None:
+        super().__init__(objectives, weights, transforms, reduce="sum", name=name,
+                         invalid_score=invalid_score)
+
+
+# --------------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class OracleCall:
+    """One paid oracle call: 1-based call ``index``, canonical ``smiles``, ``score``."""
+
+    index: int
+    smiles: str
+    score: float
+
+
+@dataclass
+class OracleBatch:
+    """Per-item result of :meth:`Oracle.score_batch` (all lists have the input's length)."""
+
+    scores: list[float]
+    canonical: list[str | None]
+    valid: list[bool]
+    new: list[bool]
+    over_budget: list[bool]
+    n_new: int = field(default=0)
+
+    @property
+    def exhausted(self) -> bool:
+        """True if some new molecule of this batch could not be scored."""
+        return any(self.over_budget)
+
+
+_RECORD_FIELDS = ("index", "smiles", "score")
+
+
+def save_record(records: Sequence[OracleCall], path: str | os.PathLike) -> Path:
+    """Write calls as CSV (``.csv``) or JSON lines (``.jsonl``/``.json``), atomically."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(_RECORD_FIELDS)
+        for r in records:
+            writer.writerow([r.index, r.smiles, repr(float(r.score))])
+        text = buf.getvalue()
+    elif suffix in (".jsonl", ".json"):
+        text = "".join(json.dumps({"index": r.index, "smiles": r.smiles,
+                                   "score": _json_float(r.score)}) + "\n" for r in records)
+    else:
+        raise InputError(f"unknown record format {p.name!r}; use a .csv or .jsonl file name")
+    return atomic_write_text(p, text)
+
+
+def _json_float(x: float) -> float | str:
+    x = float(x)
+    return x if math.isfinite(x) else repr(x)
+
+
+def load_record(path: str | os.PathLike) -> list[OracleCall]:
+    """Read calls written by :func:`save_record` (format from the file name's suffix)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"oracle record {str(p)!r} does not exist; check the path")
+    text = p.read_text()
+    rows: list[dict[str, Any]]
+    try:
+        if p.suffix.lower() == ".csv":
+            reader = csv.DictReader(io.StringIO(text))
+            if tuple(reader.fieldnames or ()) != _RECORD_FIELDS:
+                raise ValueError(f"header {reader.fieldnames}, expected {list(_RECORD_FIELDS)}")
+            rows = list(reader)
+        else:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        records = [OracleCall(int(r["index"]), str(r["smiles"]), float(r["score"])) for r in rows]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"malformed oracle record {str(p)!r} ({exc}); it must be written by "
+            "Oracle.save_record with columns index, smiles, score"
+        ) from exc
+    if [r.index for r in records] != list(range(1, len(records) + 1)):
+        raise InputError(f"oracle record {str(p)!r}: call indices must run 1, 2, 3, ... in order")
+    return records
+
+
+# --------------------------------------------------------------------------------- metrics
+def top_k_mean(scores: Iterable[float], k: int) -> float:
+    """Mean of the ``k`` best scores (of all of them if fewer); 0.0 for no scores."""
+    ordered = sorted((float(s) for s in scores), reverse=True)[:k]
+    return float(np.mean(ordered)) if ordered else 0.0
+
+
+def auc_top_k(scores: Sequence[float], k: int = 10, budget: int | None = None,
+              freq_log: int = 100, finish: bool = True) -> float:
+    """PMO AUC of the running top-``k`` mean versus oracle calls, divided by the budget.
+
+    ``scores`` are in call order. Checkpoints at ``freq_log, 2 freq_log, ...`` below the number
+    of calls n, and at n; the curve starts at (0, 0) and is integrated by trapezoids. If
+    ``finish`` and n < budget the last value is carried flat to the budget. Calls beyond the
+    budget are ignored. ``budget=None`` means the budget is n.
+    """
+    if freq_log <= 0 or k <= 0:
+        raise InputError(f"freq_log and k must be positive, got {freq_log}, {k}")
+    if budget is not None and budget <= 0:
+        raise InputError(f"budget must be positive, got {budget}")
+    values = [float(s) for s in scores]
+    if budget is not None:
+        values = values[:budget]
+    n = len(values)
+    if n == 0:
+        return 0.0
+    total_budget = budget if budget is not None else n
+    checkpoints = list(range(freq_log, n, freq_log)) + [n]
+    area, prev_x, prev_y = 0.0, 0, 0.0
+    for x in checkpoints:
+        y = top_k_mean(values[:x], k)
+        area += (x - prev_x) * (y + prev_y) / 2.0
+        prev_x, prev_y = x, y
+    if finish and n < total_budget:
+        area += (total_budget - n) * prev_y
+    return area / total_budget
+
+
+def pmo_metrics(scores: Sequence[float], budget: int | None = None,
+                freq_log: int = 100) -> dict[str, float]:
+    """top1, top10_mean, top100_mean, auc_top1/10/100 and n_calls for call-ordered scores."""
+    values = [float(s) for s in scores]
+    if budget is not None:
+        values = values[:budget]
+    return {
+        "top1": max(values) if values else 0.0,
+        "top10_mean": top_k_mean(values, 10),
+        "top100_mean": top_k_mean(values, 100),
+        "auc_top1": auc_top_k(values, 1, budget, freq_log),
+        "auc_top10": auc_top_k(values, 10, budget, freq_log),
+        "auc_top100": auc_top_k(values, 100, budget, freq_log),
+        "n_calls": float(len(values)),
+    }
+
+
+# ---------------------------------------------------------------------------------- oracle
+class Oracle:
+    """Caching, budgeted scorer of SMILES batches (see the module docstring for the policy).
+
+    Args:
+        objective: an Objective, a registry name, or a callable ``f(smiles) -> float``.
+        budget: maximum number of unique valid canonical molecules to score (None: unlimited).
+        on_exhausted: ``"mark"`` (default: unscored molecules get ``nan`` and are flagged) or
+            ``"raise"`` (raise :class:`BudgetExhausted` carrying the partial batch).
+        keep_stereo: canonicalise with stereochemistry (True) or without.
+        freq_log: logging interval of the AUC metric (PMO: 100).
+    """
+
+    def __init__(self, objective: Objective | str | Callable[..., Any],
+                 budget: int | None = None, on_exhausted: str = "mark",
+                 keep_stereo: bool = True, freq_log: int = 100) -> None:
+        if budget is not None and (not isinstance(budget, int) or budget <= 0):
+            raise InputError(f"oracle budget must be a positive integer or None, got {budget!r}")
+        if on_exhausted not in ("mark", "raise"):
+            raise InputError(f"on_exhausted must be 'mark' or 'raise', got {on_exhausted!r}")
+        self.objective = as_objective(objective)
+        self.budget = budget
+        self.on_exhausted = on_exhausted
+        self.keep_stereo = keep_stereo
+        self.freq_log = freq_log
+        self._cache: dict[str, float] = {}
+        self._records: list[OracleCall] = []
+        self.n_invalid = 0
+        self.n_cache_hits = 0
+        self.n_over_budget = 0
+
+    # -- state
+    @property
+    def n_calls(self) -> int:
+        """Unique valid molecules scored so far (the budgeted quantity)."""
+        return len(self._records)
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.budget is None else self.budget - self.n_calls
+
+    @property
+    def exhausted(self) -> bool:
+        """True once the budget is fully spent."""
+        return self.budget is not None and self.n_calls >= self.budget
+
+    @property
+    def records(self) -> list[OracleCall]:
+        """Every paid call in order (a copy)."""
+        return list(self._records)
+
+    def __len__(self) -> int:
+        return self.n_calls
+
+    def lookup(self, smiles: str) -> float | None:
+        """Cached score of ``smiles`` (any writing of the molecule), or None if never scored."""
+        can = canonical_smiles(smiles, keep_stereo=self.keep_stereo)
+        return None if can is None else self._cache.get(can)
+
+    # -- scoring
+    def __call__(self, smiles: str | Sequence[str]) -> Any:
+        """Scores of a list of SMILES (``list[float]``; ``nan`` beyond the budget), or one
+        float for a single SMILES string."""
+        if isinstance(smiles, str):
+            return self.score_batch([smiles]).scores[0]
+        return self.score_batch(smiles).scores
+
+    def score_batch(self, smiles_list: Sequence[str]) -> OracleBatch:
+        """Score a batch; see :class:`OracleBatch` for the per-item flags."""
+        if isinstance(smiles_list, str):
+            raise InputError("score_batch expects a list of SMILES; wrap a single one as [smiles]")
+        items = list(smiles_list)
+        n = len(items)
+        canonical: list[str | None] = [None] * n
+        valid = [False] * n
+        new = [False] * n
+        over = [False] * n
+        scores = [math.nan] * n
+        pending: dict[str, list[int]] = {}  # new canonical SMILES -> positions, in input order
+        for i, s in enumerate(items):
+            can = canonical_smiles(s, keep_stereo=self.keep_stereo)
+            canonical[i] = can
+            if can is None:
+                self.n_invalid += 1
+                scores[i] = float(self.objective.invalid_score)
+                continue
+            valid[i] = True
+            if can in self._cache:
+                self.n_cache_hits += 1
+                scores[i] = self._cache[can]
+            elif can in pending:
+                pending[can].append(i)
+            else:
+                pending[can] = [i]
+        to_score = list(pending)
+        room = len(to_score) if self.remaining is None else max(self.remaining, 0)
+        accepted, rejected = to_score[:room], to_score[room:]
+        if accepted:
+            values = self.objective.score_list(accepted)
+            if len(values) != len(accepted):
+                raise InputError(
+                    f"objective {self.objective.name!r} returned {len(values)} scores for "
+                    f"{len(accepted)} molecules"
+                )
+            for can, v in zip(accepted, values):
+                v = float(v)
+                self._cache[can] = v
+                self._records.append(OracleCall(len(self._records) + 1, can, v))
+                new[pending[can][0]] = True
+                self.n_cache_hits += len(pending[can]) - 1  # repeats within the batch
+                for i in pending[can]:
+                    scores[i] = v
+        for can in rejected:
+            for i in pending[can]:
+                over[i] = True
+        self.n_over_budget += len(rejected)
+        batch = OracleBatch(scores, canonical, valid, new, over, n_new=len(accepted))
+        if rejected and self.on_exhausted == "raise":
+            raise BudgetExhausted(
+                f"oracle budget of {self.budget} unique molecules is spent: {len(rejected)} new "
+                f"molecule(s) of this batch were not scored (see .batch for the partial result); "
+                "raise the budget or stop the run",
+                batch,
+            )
+        return batch
+
+    # -- metrics
+    def metrics(self) -> dict[str, float]:
+        """PMO metrics of the calls so far, plus n_calls, n_invalid, n_cache_hits."""
+        out = pmo_metrics([r.score for r in self._records], self.budget, self.freq_log)
+        out.update(n_invalid=float(self.n_invalid), n_cache_hits=float(self.n_cache_hits))
+        return out
+
+    def top(self, k: int = 10) -> list[OracleCall]:
+        """The ``k`` best calls (ties: earlier call first)."""
+        return sorted(self._records, key=lambda r: (-r.score, r.index))[:k]
+
+    # -- persistence
+    def save_record(self, path: str | os.PathLike) -> Path:
+        """Write the call record to ``path`` (``.csv`` or ``.jsonl``) atomically."""
+        return save_record(self._records, path)
+
+    @classmethod
+    def from_record(cls, objective: Objective | str | Callable[..., Any],
+                    path: str | os.PathLike, budget: int | None = None,
+                    **kwargs: Any) -> Oracle:
+        """Resume: an oracle whose cache and call count come from a saved record."""
+        oracle = cls(objective, budget=budget, **kwargs)
+        for r in load_record(path):
+            oracle._cache[r.smiles] = r.score
+            oracle._records.append(r)
+        return oracle
+
+    def __repr__(self) -> str:
+        return (f"Oracle({self.objective.name!r}, calls={self.n_calls}, budget={self.budget}, "
+                f"invalid={self.n_invalid})")
