@@ -94,13 +94,20 @@ def _data_list(args: argparse.Namespace) -> int:
 
     from .data import registry
 
-    t = Table(title="datasets")
-    for col in ("name", "kind", "available", "sources", "description"):
+    short = {"UrlSource": "url", "SystemPathSource": "system", "DebianPackageSource": "debian",
+             "PyPIWheelMemberSource": "pypi", "ManualSource": "by hand"}
+    t = Table(title=f"datasets (cache: {registry.default_root() if not args.root else args.root})")
+    for col in ("name", "kind", "cached", "sources, in order", "description"):
         t.add_column(col)
     for spec in registry.list_datasets():
-        avail = "yes" if registry.is_available(spec.name, args.root) else "no"
-        sources = ", ".join(getattr(s, "label", type(s).__name__) for s in spec.sources)
-        t.add_row(spec.name, spec.kind, avail, sources, spec.description)
+        cached = "yes" if spec.fetchable and registry.is_available(spec.name, args.root) else (
+            "-" if not spec.fetchable else "no")
+        if args.verbose:
+            sources = "\n".join(s.describe() for s in spec.sources) or "(a local folder)"
+        else:
+            sources = " > ".join(short.get(type(s).__name__, type(s).__name__)
+                                 for s in spec.sources) or "(a local folder)"
+        t.add_row(spec.name, spec.kind, cached, sources, spec.description.split(". ")[0])
     _console().print(t)
     return 0
 
@@ -198,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     sd = pd.add_subparsers(dest="cmd", metavar="{list,fetch,path}")
     dl = sd.add_parser("list", help="list datasets, their sources and whether they are cached")
     dl.add_argument("--root", help="data cache directory")
+    dl.add_argument("--verbose", "-v", action="store_true", help="show every source in full")
     dl.set_defaults(func=_data_list)
     df = sd.add_parser("fetch", help="fetch a dataset into the cache",
                        description="Try each source in order; when none works, the error lists "

@@ -1,0 +1,148 @@
+"""SLA vs its baselines on real images (Fashion-MNIST, MNIST), several seeds, equal epochs.
+
+Arms (REFERENCES.md section 1): baseline, da, mt (trained with those modes), sla_si and sla_ag
+(one model trained with mode sla, evaluated with the SI and AG rules), sla_sd (mode sla_sd,
+evaluated with the distilled head u). Metrics: test_accuracy (model selected on a held-out
+validation split) and epoch_seconds. A separate setting "speed" measures the cost of one
+training step of SLA against M x the baseline step on the same batch.
+
+    python benchmarks/sla/run.py --quick          # minutes; writes into runs/bench-sla-quick-*/
+    python benchmarks/sla/run.py                  # full; writes benchmarks/results/sla.{json,md}
+
+Finished (setting, seed, mode) trainings are cached in the output folder's sla_cache.json, so a
+killed benchmark started again with the same arguments skips what it already did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import load_json, now, row, write_results  # noqa: E402
+from selfsup.io import atomic_write_json  # noqa: E402
+
+MODES = ("baseline", "da", "mt", "sla", "sla_sd")
+ARMS = {  # arm -> (trained mode, results key)
+    "baseline": ("baseline", "test_single_acc"),
+    "da": ("da", "test_single_acc"),
+    "mt": ("mt", "test_single_acc"),
+    "sla_si": ("sla", "test_single_acc"),
+    "sla_ag": ("sla", "test_aggregated_acc"),
+    "sla_sd": ("sla_sd", "test_distilled_acc"),
+}
+
+
+def settings(quick: bool) -> dict[str, list[str]]:
+    common = ["model.backbone=resnet20", "model.width=0.5", "data.val_size=5000",
+              "trainer.progress=false", "trainer.log_every_n_steps=50",
+              "trainer.eval_batch_size=1000"]
+    if quick:
+        return {
+            "fashion-mnist/20-per-class": common + [
+                "data.name=fashion-mnist", "data.per_class=20", "optim.batch_size=50",
+                "optim.epochs=3", "data.val_size=1000"],
+        }
+    return {
+        "fashion-mnist/100-per-class": common + [
+            "data.name=fashion-mnist", "data.per_class=100", "optim.batch_size=64",
+            "optim.epochs=40"],
+        "mnist/100-per-class": common + [
+            "data.name=mnist", "data.per_class=100", "optim.batch_size=64", "optim.epochs=40"],
+        "fashion-mnist/1000-per-class": common + [
+            "data.name=fashion-mnist", "data.per_class=1000", "optim.batch_size=128",
+            "optim.epochs=15"],
+    }
+
+
+def step_cost(repeats: int = 5) -> dict[str, float]:
+    """Seconds of one training step (forward + backward + SGD) on the same batch of 128."""
+    import torch
+
+    from selfsup.vision.backbones import build_backbone
+    from selfsup.vision.label_transforms import build_label_transform
+    from selfsup.vision.methods.sla import SLAModel
+
+    x = torch.randn(128, 1, 28, 28)
+    y = torch.randint(0, 10, (128,))
+    out = {}
+    for mode in ("baseline", "sla"):
+        torch.manual_seed(0)
+        model = SLAModel(build_backbone("resnet20", in_channels=1, width=0.5), 10,
+                         build_label_transform("rotation"), mode)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        times = []
+        for i in range(repeats + 1):
+            t = time.perf_counter()
+            loss, _ = model.loss(x, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i:  # the first step warms up
+                times.append(time.perf_counter() - t)
+        out[mode] = sorted(times)[len(times) // 2]
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None)
+    ap.add_argument("--only", nargs="*", default=None, help="settings to run (default: all)")
+    ap.add_argument("--out", default=None, help="output folder (default by mode)")
+    args = ap.parse_args()
+    from selfsup.vision.train import train
+
+    started, t0 = now(), time.perf_counter()
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    mode = "quick" if args.quick else "full"
+    out = Path(args.out) if args.out else (
+        Path("runs") / f"bench-sla-quick-{time.strftime('%Y%m%d-%H%M%S')}" if args.quick
+        else Path(__file__).resolve().parents[1] / "results")
+    out.mkdir(parents=True, exist_ok=True)
+    cache_path = out / "sla_cache.json"
+    cache = load_json(cache_path)
+    run_root = out / "runs"
+    chosen = {k: v for k, v in settings(args.quick).items() if not args.only or k in args.only}
+    for setting, overrides in chosen.items():
+        for seed in seeds:
+            for m in MODES:
+                key = f"{setting}|{seed}|{m}"
+                if key in cache:
+                    continue
+                print(f"[sla bench] {key}", flush=True)
+                name = setting.replace("/", "-")
+                _, res = train(None, overrides + [f"sla.mode={m}", f"seed={seed}",
+                                                  f"name={name}-{m}-s{seed}",
+                                                  f"run_root={run_root}"])
+                cache[key] = {k: v for k, v in res.items() if not isinstance(v, dict)}
+                atomic_write_json(cache_path, cache)
+    rows = []
+    for setting in chosen:
+        base_t = [cache[f"{setting}|{s}|baseline"]["epoch_seconds"] for s in seeds]
+        for arm, (m, key) in ARMS.items():
+            accs = [cache[f"{setting}|{s}|{m}"][key] for s in seeds]
+            secs = [cache[f"{setting}|{s}|{m}"]["epoch_seconds"] for s in seeds]
+            rows.append(row(setting, arm, "test_accuracy", accs))
+            rows.append(row(setting, arm, "epoch_seconds", secs))
+            rows.append(row(setting, arm, "epoch_seconds_vs_baseline",
+                            [a / b for a, b in zip(secs, base_t)]))
+    cost = step_cost()
+    rows.append(row("speed/resnet20x0.5-batch128-28px", "sla", "step_cost_over_M_x_baseline",
+                    [cost["sla"] / (4 * cost["baseline"])]))
+    command = "python benchmarks/sla/run.py" + (" --quick" if args.quick else "")
+    notes = ("Arms sla_si and sla_ag are one model (mode sla) evaluated with two rules; "
+             "sla_sd is a model trained with the self-distillation head and evaluated with it. "
+             "Model selection on a held-out validation split of 5k training images (1k in quick "
+             "mode). ResNet-20 at half width, rotation (M=4).")
+    jp, mp = write_results("sla", mode, command, started, time.perf_counter() - t0, rows,
+                           out if args.out or args.quick else None, notes)
+    print(f"wrote {jp} and {mp}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""``selfsup chem ...`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+OVERRIDES_HELP = ("key=value config overrides (e.g. graph_ga.population_size=200 seed=1); "
+                  "unknown keys are errors listing the valid keys")
+
+
+def _objectives(args: argparse.Namespace) -> int:
+    from .objectives import get_objective, list_objectives
+
+    t = Table(title=f"objectives ({args.suite or 'all'})")
+    t.add_column("name")
+    t.add_column("benchmark name")
+    t.add_column("top-k aggregation")
+    for name in list_objectives(args.suite):
+        obj = get_objective(name)
+        topk = getattr(obj, "topk", None)
+        t.add_row(name, getattr(obj, "display_name", ""),
+                  str(getattr(topk, "top_counts", "")) if topk else "")
+    Console().print(t)
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from .molecules import canonical_smiles
+    from .objectives import get_objective
+
+    smiles = list(args.smiles)
+    if args.file:
+        with open(args.file) as fh:
+            smiles += [ln.split()[0] for ln in fh if ln.strip()]
+    objs = [get_objective(n) for n in args.objective]
+    print("smiles\t" + "\t".join(o.name for o in objs))
+    n_bad = 0
+    for s in smiles:
+        if canonical_smiles(s) is None:
+            n_bad += 1
+        print(s + "\t" + "\t".join(f"{o(s):.6g}" for o in objs))
+    if n_bad:
+        print(f"{n_bad} invalid SMILES scored as the objective's invalid score", file=sys.stderr)
+    return 0
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from ..cli import _print_results
+    from .optimize import optimize, resume
+
+    if args.resume:
+        run, res = resume(args.resume)
+    else:
+        ov = list(args.overrides)
+        for key in ("objective", "budget", "optimizer", "seed"):
+            val = getattr(args, key)
+            if val is not None:
+                ov.insert(0, f"{key}={val}")
+        run, res = optimize(args.config, ov)
+    _print_results(Console(), run.path, res)
+    return 0
+
+
+def add_commands(sc) -> None:
+    o = sc.add_parser("objectives", help="list objectives (GuacaMol v2, PMO, penalized logP, ...)",
+                      description="List the registered objectives with their benchmark names "
+                      "and top-k aggregation.")
+    o.add_argument("--suite", choices=["guacamol_v2", "pmo"], default=None)
+    o.set_defaults(func=_objectives)
+
+    s = sc.add_parser("score", help="score SMILES with one or more objectives",
+                      description="Print a tab-separated table of scores. Invalid SMILES get "
+                      "the objective's invalid score and are counted on stderr.")
+    s.add_argument("smiles", nargs="*")
+    s.add_argument("--file", help="a file of SMILES, one per line")
+    s.add_argument("--objective", "-o", action="append", required=True,
+                   help="objective name (repeatable); see `selfsup chem objectives`")
+    s.set_defaults(func=_score)
+
+    p = sc.add_parser("optimize", help="optimise molecules for an objective (writes a run)",
+                      description="Run a molecular optimiser under a budget of unique oracle "
+                      "calls. Writes oracle_calls.csv, artefacts/molecules.csv, "
+                      "artefacts/learning_curve.png, artefacts/top_molecules.png and "
+                      "results.json (PMO metrics: top1, top10_mean, auc_top10) into the run.")
+    p.add_argument("--config", help="YAML recipe (configs/chem/...)")
+    p.add_argument("--objective", help="objective name (`selfsup chem objectives`)")
+    p.add_argument("--budget", type=int, help="unique oracle calls (PMO: 10000)")
+    p.add_argument("--optimizer", help="graph_ga")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", metavar="RUN", help="continue a killed run (replays from its "
+                   "oracle record at no budget cost)")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    p.set_defaults(func=_optimize)

@@ -1,0 +1,11 @@
+"""Molecular optimisers over one shared loop: a budgeted oracle, a start pool, a run directory.
+
+``selfsup chem optimize --objective NAME --budget N --optimizer NAME`` runs one of the
+registered optimisers (see :data:`OPTIMIZERS`); each is a function
+``(ctx: OptimizationContext, cfg, rng) -> None`` that spends the oracle budget through
+``ctx.score``. The loop, the record of every oracle call, checkpoints and outputs are shared.
+"""
+
+from .base import OPTIMIZERS, OptimizationContext, OptimizeConfig, optimize, resume
+
+__all__ = ["OPTIMIZERS", "OptimizationContext", "OptimizeConfig", "optimize", "resume"]

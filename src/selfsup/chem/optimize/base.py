@@ -1,0 +1,253 @@
+"""The shared optimisation loop: config, oracle context, outputs, resume by replay.
+
+Resume: the oracle's call record is saved atomically every ``checkpoint_every`` calls. A resumed
+run rebuilds the oracle cache from that record and replays the optimiser from the start with the
+same seed: the optimiser is deterministic given the seed, so it asks for the same molecules in the
+same order, those already paid for are answered from the cache at no budget cost, and the run
+continues exactly where it was killed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...config import load_config, to_dict
+from ...errors import ConfigError, InputError
+from ...io import atomic_write_text
+from ...runs import Run
+from ..oracles import Oracle
+
+
+@dataclass
+class GraphGAConfig:
+    population_size: int = 120  # PMO / GuacaMol baseline defaults
+    offspring_size: int = 70
+    mutation_rate: float = 0.067
+    max_heavy_atoms: int | None = None  # no cap by default (the reference capped at ~39)
+
+
+@dataclass
+class OptimizeConfig:
+    name: str = "optimize"
+    seed: int = 0
+    run_root: str | None = None
+    objective: str = "qed"  # any name of `selfsup chem objectives`
+    budget: int = 10000  # unique oracle calls (PMO: 10k)
+    optimizer: str = "graph_ga"
+    start_pool: str = "zinc250k"  # zinc250k | a file of SMILES (one per line)
+    start_pool_size: int | None = None  # default: the optimiser's population size
+    data_root: str | None = None
+    keep_stereo: bool = True
+    n_jobs: int = 1  # processes for the genetic operators
+    checkpoint_every: int = 500  # oracle calls between saves of the call record
+    graph_ga: GraphGAConfig = field(default_factory=GraphGAConfig)
+
+
+class OptimizationContext:
+    """What an optimiser sees: ``score`` (budgeted, cached, recorded), the start pool, the run."""
+
+    def __init__(self, oracle: Oracle, start_pool: list[str], run: Run | None,
+                 checkpoint_every: int = 500) -> None:
+        self.oracle = oracle
+        self.start_pool = start_pool
+        self.run = run
+        self.checkpoint_every = checkpoint_every
+        self._last_saved = oracle.n_calls
+        self._last_logged = 0
+        self.t0 = time.perf_counter()
+
+    @property
+    def exhausted(self) -> bool:
+        return self.oracle.exhausted
+
+    def score(self, smiles: Sequence[str]) -> list[float]:
+        """Scores of ``smiles`` (nan past the budget); logs and checkpoints as calls accrue."""
+        scores = self.oracle(list(smiles))
+        n = self.oracle.n_calls
+        if self.run is not None:
+            if n // 100 > self._last_logged // 100:
+                m = self.oracle.metrics()
+                self.run.log_metrics({"step": n, "top1": m["top1"], "top10_mean": m["top10_mean"],
+                                      "auc_top10": m["auc_top10"]})
+                self._last_logged = n
+            if n - self._last_saved >= self.checkpoint_every or self.oracle.exhausted:
+                self.oracle.save_record(self.run.path / "oracle_calls.csv")
+                self._last_saved = n
+                if os.environ.get("SELFSUP_FAULT_INJECT") == "kill_after_checkpoint":
+                    os.kill(os.getpid(), signal.SIGKILL)  # test hook: die like a killed job
+        return scores
+
+
+Optimizer = Callable[[OptimizationContext, OptimizeConfig, np.random.Generator], None]
+OPTIMIZERS: dict[str, Optimizer] = {}
+
+
+def register(name: str) -> Callable[[Optimizer], Optimizer]:
+    def deco(fn: Optimizer) -> Optimizer:
+        OPTIMIZERS[name] = fn
+        return fn
+
+    return deco
+
+
+def load_start_pool(cfg: OptimizeConfig) -> list[str]:
+    """The molecules optimisers start from: ZINC250k (fetched) or a SMILES file."""
+    if cfg.start_pool == "zinc250k":
+        from ...data import molecules, registry
+
+        return molecules.load_zinc250k(registry.fetch("zinc250k", root=cfg.data_root))
+    path = Path(cfg.start_pool)
+    if not path.is_file():
+        raise ConfigError(
+            f"start_pool '{cfg.start_pool}' is neither 'zinc250k' nor an existing SMILES file."
+        )
+    return [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def _write_outputs(run: Run, ctx: OptimizationContext, cfg: OptimizeConfig) -> dict[str, Any]:
+    oracle = ctx.oracle
+    records = oracle.records
+    oracle.save_record(run.path / "oracle_calls.csv")
+    ranked = sorted(records, key=lambda r: (-r.score, r.index))
+    lines = ["rank,smiles,score,call"] + [
+        f"{i + 1},{r.smiles},{r.score:.6g},{r.index}" for i, r in enumerate(ranked)
+    ]
+    atomic_write_text(run.artefact_dir / "molecules.csv", "\n".join(lines) + "\n")
+    _plot_curve(records, run.artefact_dir / "learning_curve.png", cfg)
+    _molecule_grid(ranked[:12], run.artefact_dir / "top_molecules.png")
+    metrics = oracle.metrics()
+    results: dict[str, Any] = {k: round(float(v), 6) for k, v in metrics.items()}
+    obj = oracle.objective
+    if hasattr(obj, "benchmark_score"):
+        results["benchmark_score"] = round(float(obj.benchmark_score([r.score for r in records])),
+                                           6)
+    results.update(objective=cfg.objective, optimizer=cfg.optimizer, budget=cfg.budget,
+                   seed=cfg.seed, wall_seconds=round(time.perf_counter() - ctx.t0, 2),
+                   best_smiles=ranked[0].smiles if ranked else None,
+                   top10=[{"smiles": r.smiles, "score": round(r.score, 6)} for r in ranked[:10]])
+    return results
+
+
+def _plot_curve(records, path: Path, cfg: OptimizeConfig) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not records:
+        return
+    scores = [r.score for r in records]
+    best, top10 = [], []
+    heap: list[float] = []
+    for s in scores:
+        heap = sorted(heap + [s], reverse=True)[:10]
+        best.append(heap[0])
+        top10.append(sum(heap) / 10.0)
+    x = np.arange(1, len(scores) + 1)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(x, best, label="top-1")
+    ax.plot(x, top10, label="top-10 mean")
+    ax.scatter(x, scores, s=2, alpha=0.2, color="grey", label="each call")
+    ax.set_xlabel("unique oracle calls")
+    ax.set_ylabel(cfg.objective)
+    ax.set_title(f"{cfg.optimizer} on {cfg.objective} (seed {cfg.seed})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _molecule_grid(records, path: Path) -> None:
+    from rdkit import Chem
+    from rdkit.Chem import Draw
+
+    mols, legends = [], []
+    for r in records:
+        m = Chem.MolFromSmiles(r.smiles)
+        if m is not None:
+            mols.append(m)
+            legends.append(f"{r.score:.3f}")
+    if not mols:
+        return
+    img = Draw.MolsToGridImage(mols, molsPerRow=4, subImgSize=(220, 180), legends=legends)
+    tmp = path.with_suffix(".tmp.png")
+    img.save(tmp)
+    os.replace(tmp, path)
+
+
+def _run(run: Run, cfg: OptimizeConfig, resumed: bool) -> dict[str, Any]:
+    from . import graph_ga  # noqa: F401  (registers the optimisers)
+
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(
+            f"Unknown optimizer '{cfg.optimizer}'. Valid: {', '.join(sorted(OPTIMIZERS))}"
+        )
+    record = run.path / "oracle_calls.csv"
+    if resumed and record.is_file():
+        oracle = Oracle.from_record(cfg.objective, record, budget=cfg.budget,
+                                    keep_stereo=cfg.keep_stereo)
+    else:
+        oracle = Oracle(cfg.objective, budget=cfg.budget, keep_stereo=cfg.keep_stereo)
+    pool = load_start_pool(cfg)
+    run.trim_metrics(-1)  # the replay logs every row again
+    ctx = OptimizationContext(oracle, pool, run, cfg.checkpoint_every)
+    rng = np.random.default_rng(cfg.seed)
+    log = run.logger()
+    log.info("optimizer %s objective %s budget %d pool %d (resumed from %d calls)",
+             cfg.optimizer, cfg.objective, cfg.budget, len(pool), oracle.n_calls)
+    OPTIMIZERS[cfg.optimizer](ctx, cfg, rng)
+    results = _write_outputs(run, ctx, cfg)
+    results["stopped"] = "budget" if oracle.exhausted else "optimizer finished"
+    run.finish(results)
+    return results
+
+
+def optimize(config_path: str | None, overrides: Sequence[str]) -> tuple[Run, dict[str, Any]]:
+    cfg = load_config(OptimizeConfig, config_path, list(overrides))
+    if cfg.budget <= 0:
+        raise ConfigError(f"budget must be positive, got {cfg.budget}")
+    from ..objectives import get_objective
+
+    get_objective(cfg.objective)  # fail early on an unknown objective, listing valid names
+    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root)
+    try:
+        return run, _run(run, cfg, resumed=False)
+    except BaseException as exc:
+        run.set_status("failed", error=repr(exc))
+        raise
+
+
+def resume(run_path: str | os.PathLike) -> tuple[Run, dict[str, Any]]:
+    run = Run.resume(run_path)
+    if run.meta.get("status") == "finished" and run.read_results():
+        return run, run.read_results()
+    cfg = load_config(OptimizeConfig, base=run.config)
+    try:
+        return run, _run(run, cfg, resumed=True)
+    except BaseException as exc:
+        run.set_status("failed", error=repr(exc))
+        raise
+
+
+def sample_pool(pool: Sequence[str], n: int, rng: np.random.Generator) -> list[str]:
+    """``n`` molecules drawn without replacement from the start pool."""
+    if not pool:
+        raise InputError("the start pool is empty")
+    idx = rng.choice(len(pool), size=min(n, len(pool)), replace=False)
+    return [pool[i] for i in idx]
+
+
+def finite(x: float) -> bool:
+    return not (math.isnan(x) or math.isinf(x))
