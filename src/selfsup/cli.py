@@ -203,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Dataset registry. Each dataset has an ordered list of "
                         "sources; the cache is $SELFSUP_DATA or ~/.cache/selfsup/data.")
     sd = pd.add_subparsers(dest="cmd", metavar="{list,fetch,path}")
-    dl = sd.add_parser("list", help="list datasets, their sources and whether they are cached")
+    dl = sd.add_parser("list", help="list datasets, their sources and whether they are cached",
+                       description="List every registered dataset, its sources in the order "
+                       "they are tried, and whether it is in the cache.")
     dl.add_argument("--root", help="data cache directory")
     dl.add_argument("--verbose", "-v", action="store_true", help="show every source in full")
     dl.set_defaults(func=_data_list)
@@ -214,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--root", help="data cache directory")
     df.add_argument("--force", action="store_true", help="fetch again even if cached")
     df.set_defaults(func=_data_fetch)
-    dp = sd.add_parser("path", help="print a dataset's cache directory")
+    dp = sd.add_parser("path", help="print a dataset's cache directory",
+                       description="Print the directory where a dataset is (or would be) "
+                       "cached; files placed there by hand are adopted by `data fetch`.")
     dp.add_argument("name")
     dp.add_argument("--root")
     dp.set_defaults(func=_data_path)
@@ -231,9 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     pb = sub.add_parser("bench", help="benchmarks (scripts under benchmarks/)",
                         description="Run a benchmark script; results follow one JSON format.")
     sb = pb.add_subparsers(dest="cmd", metavar="{list,run}")
-    bl = sb.add_parser("list", help="list benchmarks")
+    bl = sb.add_parser("list", help="list benchmarks",
+                       description="List the benchmark scripts (benchmarks/<name>/run.py) of "
+                       "this checkout with their one-line descriptions.")
     bl.set_defaults(func=_bench_list)
-    br = sb.add_parser("run", help="run a benchmark")
+    br = sb.add_parser("run", help="run a benchmark",
+                       description="Run benchmarks/<name>/run.py. Full mode writes "
+                       "benchmarks/results/<name>.json and .md; --quick writes the same format "
+                       "into a run directory instead.")
     br.add_argument("name")
     br.add_argument("--quick", action="store_true", help="minutes instead of hours")
     br.add_argument("extra", nargs="*", help="extra arguments passed to the script")

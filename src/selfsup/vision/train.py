@@ -94,8 +94,17 @@ class VisionTrainConfig:
 
 
 def _lightning():
+    import logging
+    import warnings
+
     import lightning as L
 
+    # Lightning's banner, tips and advice go to the run's log, not the user's terminal
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for msg in (".*weights_only.*", ".*LeafSpec.*", ".*smaller than the logging interval.*",
+                ".*does not have many workers.*", ".*num_workers.*"):
+        warnings.filterwarnings("ignore", message=msg)
     return L
 
 
@@ -292,7 +301,7 @@ def _callbacks(run: Run, cfg: VisionTrainConfig):
                 return
             final = run.checkpoint_dir / "last.ckpt"
             tmp = final.with_suffix(".ckpt.tmp")
-            trainer.save_checkpoint(tmp)
+            trainer.save_checkpoint(tmp, weights_only=False)  # full state: resumable
             os.replace(tmp, final)
             if os.environ.get("SELFSUP_FAULT_INJECT") == "kill_after_checkpoint":
                 # Test hook: die like a killed job, right after the first checkpoint.
