@@ -1,0 +1,603 @@
+"""Maximum-likelihood training of the SMILES LSTM: GEGL's apprentice pretraining and imitation.
+
+Reads top to bottom: config, corpus (load, subset, canonicalise, split, vocabulary, encode),
+sample metrics, :func:`train_likelihood` (GEGL's imitation step), the pretraining loop with atomic
+checkpoints, then :func:`pretrain` / :func:`resume`.
+
+GEGL (Ahn et al., NeurIPS 2020) pretrains the apprentice on ZINC250k (logP tasks) or ChEMBL
+(GuacaMol) and, every round, maximises the likelihood of the union of the apprentice and expert
+queues (8 steps x batch 256, Adam 1e-3). The loss here is the mean negative log-probability per
+target token (:meth:`SmilesLSTM.loss`); gradients are clipped to norm 1.0.
+
+Determinism: the model is initialised from ``seed``; the data order of epoch ``e`` is a
+permutation drawn from ``(seed, e)``; dropout draws from torch's global generator, whose state is
+saved in every checkpoint, so a resumed run continues exactly as the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from selfsup.chem.lstm import EncodedSmiles, SmilesLSTM, SmilesLSTMConfig, encode_smiles
+from selfsup.chem.molecules import Vocabulary, canonical_smiles, canonicalize_many
+from selfsup.config import load_config, to_dict, to_yaml
+from selfsup.errors import ConfigError, InputError
+from selfsup.io import atomic_torch_save, atomic_write_json, atomic_write_text, safe_torch_load
+from selfsup.runs import Run
+
+__all__ = [
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PretrainConfig",
+    "TrainerConfig",
+    "load_corpus",
+    "pretrain",
+    "resume",
+    "sample_metrics",
+    "train_likelihood",
+]
+
+# ============================================================================ config
+
+
+@dataclass
+class DataConfig:
+    # zinc250k | moses | a file: one SMILES per line (first field), or a .csv with a SMILES column
+    dataset: str = "zinc250k"
+    root: str | None = None  # dataset cache (default $SELFSUP_DATA or ~/.cache/selfsup/data)
+    max_train_molecules: int | None = None  # seeded random subset of the corpus (CPU recipes)
+    val_size: int = 2000  # held-out molecules for the validation loss (at most a fifth)
+    max_len: int = 100  # most tokens per SMILES, <eos> included; longer ones are skipped
+    keep_stereo: bool = True  # canonical SMILES keep stereo marks (ZINC250k has them)
+
+
+@dataclass
+class ModelConfig:
+    embed_dim: int = 256
+    hidden_dim: int = 1024  # GEGL: 3 x 1024
+    n_layers: int = 3
+    dropout: float = 0.2
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    batch_size: int = 256
+    epochs: int = 10
+    max_steps: int | None = None  # overrides epochs when set
+    schedule: str = "constant"  # constant | cosine (to 0 at the last step)
+    grad_clip: float = 1.0  # max gradient norm (0 = off)
+    weight_decay: float = 0.0
+
+
+@dataclass
+class EvalConfig:
+    n_samples: int = 1000  # SMILES sampled at the end for validity / uniqueness / novelty
+    sample_batch_size: int = 1000
+    temperature: float = 1.0
+    val_every_n_steps: int = 500  # validation loss (also at the last step)
+    eval_batch_size: int = 512
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"  # auto | cpu | cuda | mps
+    threads: int | None = None  # torch CPU threads (default: torch's choice)
+    log_every_n_steps: int = 50
+    checkpoint_every_n_steps: int = 500  # checkpoints/last.ckpt (also at the last step)
+
+
+@dataclass
+class PretrainConfig:
+    name: str = "smiles-lstm"
+    seed: int = 0
+    run_root: str | None = None  # default $SELFSUP_RUNS or ./runs
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def _check(cfg: PretrainConfig) -> None:
+    if cfg.optim.schedule not in ("constant", "cosine"):
+        raise ConfigError(f"optim.schedule={cfg.optim.schedule!r}; use constant or cosine")
+    positive = {
+        "optim.batch_size": cfg.optim.batch_size, "optim.epochs": cfg.optim.epochs,
+        "data.max_len": cfg.data.max_len, "eval.sample_batch_size": cfg.eval.sample_batch_size,
+        "eval.eval_batch_size": cfg.eval.eval_batch_size,
+        "eval.val_every_n_steps": cfg.eval.val_every_n_steps,
+        "trainer.log_every_n_steps": cfg.trainer.log_every_n_steps,
+        "trainer.checkpoint_every_n_steps": cfg.trainer.checkpoint_every_n_steps,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
+    if cfg.optim.max_steps is not None and cfg.optim.max_steps < 1:
+        raise ConfigError(f"optim.max_steps must be >= 1 or null, got {cfg.optim.max_steps}")
+    if cfg.data.val_size < 0 or cfg.eval.n_samples < 0:
+        raise ConfigError("data.val_size and eval.n_samples must be >= 0")
+
+
+# ============================================================================ corpus
+
+
+def _read_smiles_file(path: Path) -> list[str]:
+    import gzip
+
+    with open(path, "rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gz else open
+    with opener(path, "rt", encoding="utf-8", newline="") as fh:  # type: ignore[operator]
+        text = fh.read()
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(".csv"):
+        reader = csv.reader(io.StringIO(text))
+        header = next(reader, None) or []
+        cols = [c.strip().lower() for c in header]
+        if "smiles" not in cols:
+            raise InputError(f"{path}: a .csv corpus needs a SMILES column; header is {header}")
+        col = cols.index("smiles")
+        return [r[col].strip() for r in reader if len(r) > col and r[col].strip()]
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if parts and parts[0].lower() != "smiles":
+            out.append(parts[0])
+    return out
+
+
+def load_corpus(data: DataConfig) -> list[str]:
+    """Raw SMILES of ``data.dataset`` (zinc250k, moses train split, or a file), in file order."""
+    if data.dataset == "zinc250k":
+        from selfsup.data import fetch, load_zinc250k
+
+        return load_zinc250k(fetch("zinc250k", root=data.root))
+    if data.dataset == "moses":
+        from selfsup.data import fetch, load_moses
+
+        return load_moses(fetch("moses", root=data.root), split="train")
+    path = Path(data.dataset).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"data.dataset={data.dataset!r} is neither zinc250k, moses nor an existing file of "
+            "SMILES (one per line, or a .csv with a SMILES column)"
+        )
+    return _read_smiles_file(path)
+
+
+@dataclass
+class Corpus:
+    """The prepared corpus: canonical train/val SMILES, vocabulary, encodings and counts."""
+
+    train_smiles: list[str]
+    val_smiles: list[str]
+    vocab: Vocabulary
+    train: EncodedSmiles
+    val: EncodedSmiles
+    stats: dict[str, int]
+
+
+def prepare_corpus(cfg: PretrainConfig) -> Corpus:
+    """Load, subset (seeded), canonicalise (invalid skipped), deduplicate, split, encode.
+
+    The vocabulary is built from the training split; validation SMILES with tokens outside it
+    are skipped and counted. Everything is a function of the config and the corpus file.
+    """
+    raw = load_corpus(cfg.data)
+    n_raw = len(raw)
+    g = torch.Generator().manual_seed(cfg.seed)
+    order = torch.randperm(n_raw, generator=g).tolist()
+    if cfg.data.max_train_molecules is not None:
+        order = order[: cfg.data.max_train_molecules]
+    picked = [raw[i] for i in order]
+    canon, n_invalid = canonicalize_many(picked, keep_stereo=cfg.data.keep_stereo)
+    unique = list(dict.fromkeys(canon))
+    if len(unique) < 2:
+        raise InputError(
+            f"the corpus {cfg.data.dataset!r} holds {len(unique)} valid distinct SMILES "
+            f"({n_invalid} invalid of {len(picked)} read); give it at least a few hundred"
+        )
+    n_val = min(cfg.data.val_size, len(unique) // 5)
+    val_smiles, train_smiles = unique[:n_val], unique[n_val:]
+    vocab, n_untok = Vocabulary.build_with_stats(train_smiles)
+    small = torch.int16 if len(vocab) < 2**15 else torch.int32
+    train = encode_smiles(train_smiles, vocab, max_len=cfg.data.max_len, dtype=small)
+    val = encode_smiles(val_smiles, vocab, max_len=cfg.data.max_len, dtype=small)
+    if len(train) == 0:
+        raise InputError(f"no training SMILES of {cfg.data.dataset!r} could be encoded")
+    stats = {
+        "n_read": n_raw,
+        "n_used": len(picked),
+        "n_invalid": n_invalid,
+        "n_duplicates": len(canon) - len(unique),
+        "n_train": len(train),
+        "n_val": len(val),
+        "n_train_skipped": train.n_skipped,
+        "n_val_skipped": val.n_skipped,
+        "n_too_long": train.skipped.get("too_long", 0) + val.skipped.get("too_long", 0),
+        "vocab_size": len(vocab),
+    }
+    return Corpus(
+        train_smiles=[train_smiles[i] for i in train.index],
+        val_smiles=[val_smiles[i] for i in val.index],
+        vocab=vocab, train=train, val=val, stats=stats,
+    )
+
+
+def _batch(enc: EncodedSmiles, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Rows ``idx`` of an encoded corpus, trimmed to their longest row: (b, T) long."""
+    width = int(enc.lengths[idx].max())
+    return enc.tokens[idx, :width].long().to(device, non_blocking=True)
+
+
+# ============================================================================ sample metrics
+
+
+def sample_metrics(
+    samples: Sequence[str], training_set: set[str] | frozenset[str], keep_stereo: bool = True
+) -> tuple[dict[str, float | int], list[dict[str, Any]]]:
+    """Validity, uniqueness and novelty of sampled SMILES (MOSES / GuacaMol definitions).
+
+    validity = valid / sampled (RDKit parses it); uniqueness = unique valid / valid (by canonical
+    SMILES); novelty = unique valid not in ``training_set`` (canonical SMILES) / unique valid.
+    ``training_set`` must hold canonical SMILES written with the same ``keep_stereo``. Returns the
+    numbers and one row per sample (smiles, valid, canonical, novel).
+    """
+    rows: list[dict[str, Any]] = []
+    unique: set[str] = set()
+    novel: set[str] = set()
+    n_valid = 0
+    for s in samples:
+        can = canonical_smiles(s, keep_stereo=keep_stereo) if s else None
+        if can is not None:
+            n_valid += 1
+            unique.add(can)
+            if can not in training_set:
+                novel.add(can)
+        rows.append({
+            "smiles": s, "valid": can is not None, "canonical": can or "",
+            "novel": can is not None and can not in training_set,
+        })
+    n = len(samples)
+    metrics: dict[str, float | int] = {
+        "n_samples": n,
+        "n_valid": n_valid,
+        "n_unique": len(unique),
+        "n_novel": len(novel),
+        "validity": n_valid / n if n else 0.0,
+        "uniqueness": len(unique) / n_valid if n_valid else 0.0,
+        "novelty": len(novel) / len(unique) if unique else 0.0,
+    }
+    return metrics, rows
+
+
+def _write_samples_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["smiles", "valid", "canonical", "novel"])
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+# ============================================================================ imitation step
+
+
+def train_likelihood(
+    model: SmilesLSTM,
+    smiles_list: Sequence[str],
+    vocab: Vocabulary,
+    *,
+    steps: int = 8,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    grad_clip: float = 1.0,
+    max_len: int | None = None,
+) -> float:
+    """``steps`` maximum-likelihood steps on ``smiles_list``; returns the mean loss of the steps.
+
+    GEGL's imitation: 8 steps x batch 256 of Adam 1e-3 on the union of both queues. Batches walk
+    through seeded shuffles of the list (``generator`` on the CPU; a new shuffle when one is
+    used up). SMILES that cannot be encoded (unknown tokens, too long for ``max_len``) are skipped;
+    ``nan`` is returned (and nothing trained) when none is left. Pass ``optimizer`` to keep Adam's
+    moments across rounds; otherwise a fresh Adam(``lr``) is made. The model's train/eval mode is
+    restored afterwards.
+    """
+    if steps < 1 or batch_size < 1:
+        raise InputError(f"train_likelihood needs steps >= 1 and batch_size >= 1, got {steps}, "
+                         f"{batch_size}")
+    enc = encode_smiles(list(smiles_list), vocab, max_len=max_len)
+    if len(enc) == 0:
+        return float("nan")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if optimizer is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    was_training = model.training
+    model.train()
+    losses: list[float] = []
+    perm = torch.randperm(len(enc), generator=generator)
+    pos = 0
+    try:
+        for _ in range(steps):
+            if pos >= len(perm):
+                perm, pos = torch.randperm(len(enc), generator=generator), 0
+            idx = perm[pos : pos + batch_size]
+            pos += batch_size
+            loss = model.loss(_batch(enc, idx, device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+    finally:
+        model.train(was_training)
+    return sum(losses) / len(losses)
+
+
+# ============================================================================ pretraining loop
+
+
+def _lr_schedule(cfg: OptimConfig, total_steps: int) -> list[float]:
+    """Learning rate of every step (precomputed; length ``total_steps``)."""
+    if cfg.schedule == "constant":
+        lrs = [cfg.lr] * total_steps
+    else:
+        lrs = [0.5 * cfg.lr * (1 + math.cos(math.pi * s / total_steps)) for s in range(total_steps)]
+    assert len(lrs) == total_steps
+    return lrs
+
+
+@torch.no_grad()
+def _val_loss(model: SmilesLSTM, enc: EncodedSmiles, batch_size: int, device) -> float | None:
+    if len(enc) == 0:
+        return None
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(enc), batch_size):
+        tokens = _batch(enc, torch.arange(i, min(i + batch_size, len(enc))), device)
+        total += float(model.token_nll(tokens).sum())
+        count += int((tokens[:, 1:] != 0).sum())
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def _fault_inject(step: int) -> None:
+    """Test hook: ``SELFSUP_FAULT_INJECT=stop_at_step:K`` raises RuntimeError after step K."""
+    flag = os.environ.get("SELFSUP_FAULT_INJECT", "")
+    if flag.startswith("stop_at_step:") and step == int(flag.split(":", 1)[1]):
+        raise RuntimeError(f"SELFSUP_FAULT_INJECT stopped the run after step {step}")
+
+
+def _run_fit(
+    run: Run, cfg: PretrainConfig, state: dict | None, console: Callable[[str], None] | None
+) -> dict[str, Any]:
+    from selfsup.device import choose_device
+
+    log = run.logger()
+
+    def say(msg: str) -> None:
+        log.info(msg)
+        if console is not None:
+            console(msg)
+
+    _check(cfg)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    dev = choose_device(cfg.trainer.accelerator)
+    device = torch.device(dev.accelerator)
+
+    # -- data
+    t0 = time.perf_counter()
+    corpus = prepare_corpus(cfg)
+    say(f"corpus {cfg.data.dataset}: {corpus.stats} ({time.perf_counter() - t0:.1f}s)")
+    vocab = corpus.vocab
+    if state is not None and state["vocab"] != vocab.to_dict():
+        raise InputError(
+            f"run {run.path}: the corpus gives another vocabulary than the checkpoint's; was the "
+            f"dataset file {cfg.data.dataset!r} changed? Start a new run instead"
+        )
+    atomic_write_json(run.path / "vocab.json", vocab.to_dict())
+
+    # -- model and optimiser
+    torch.manual_seed(cfg.seed)
+    mcfg = SmilesLSTMConfig(vocab_size=len(vocab), **asdict(cfg.model))
+    model = SmilesLSTM(mcfg).to(device)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+    )
+    n_train = len(corpus.train)
+    steps_per_epoch = math.ceil(n_train / cfg.optim.batch_size)
+    total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
+    lrs = _lr_schedule(cfg.optim, total)
+    n_params = sum(p.numel() for p in model.parameters())
+    say(f"device {dev.description}; {n_params:,} parameters; {n_train} train molecules; "
+        f"{total} steps ({steps_per_epoch} per epoch)")
+
+    # -- resume
+    step = 0
+    window = {"loss_sum": 0.0, "n": 0}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        step = int(state["step"])
+        window = dict(state["window"])
+        say(f"resumed from step {step}")
+
+    def checkpoint() -> None:
+        payload = {
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+            "vocab": vocab.to_dict(),
+            "window": window,
+        }
+        atomic_torch_save(payload, run.checkpoint_dir / "last.ckpt")
+
+    # -- train
+    model.train()
+    order = None
+    order_epoch = -1
+    tokens_seen, t_train, t_window, tok_window = 0, time.perf_counter(), time.perf_counter(), 0
+    val_loss = None
+    last_train_loss = window["loss_sum"] / window["n"] if window["n"] else None
+    start_step = step
+    while step < total:
+        epoch, i = divmod(step, steps_per_epoch)
+        if epoch != order_epoch:
+            order, order_epoch = _epoch_order(cfg.seed, epoch, n_train), epoch
+        idx = order[i * cfg.optim.batch_size : (i + 1) * cfg.optim.batch_size]
+        tokens = _batch(corpus.train, idx, device)  # (b, T)
+        for group in optimizer.param_groups:
+            group["lr"] = lrs[step]
+        loss = model.loss(tokens)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite loss {float(loss)} at step {step}; lower optim.lr or keep "
+                "optim.grad_clip at 1.0"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        optimizer.step()
+        step += 1
+        n_tok = int((tokens[:, 1:] != 0).sum())
+        tokens_seen += n_tok
+        tok_window += n_tok
+        window["loss_sum"] += float(loss.detach())
+        window["n"] += 1
+
+        if step % cfg.trainer.log_every_n_steps == 0 or step == total:
+            last_train_loss = window["loss_sum"] / window["n"]
+            now = time.perf_counter()
+            row = {"step": step, "epoch": epoch, "train_loss": last_train_loss, "lr": lrs[step - 1],
+                   "tokens_per_s": tok_window / max(now - t_window, 1e-9)}
+            run.log_metrics(row)
+            say(f"step {step}/{total} loss {last_train_loss:.4f} "
+                f"{row['tokens_per_s']:.0f} tok/s")
+            window = {"loss_sum": 0.0, "n": 0}
+            t_window, tok_window = now, 0
+        if step % cfg.eval.val_every_n_steps == 0 or step == total:
+            val_loss = _val_loss(model, corpus.val, cfg.eval.eval_batch_size, device)
+            if val_loss is not None:
+                run.log_metrics({"step": step, "val_loss": val_loss})
+                say(f"step {step} val_loss {val_loss:.4f}")
+        if step % cfg.trainer.checkpoint_every_n_steps == 0 or step == total:
+            checkpoint()
+        _fault_inject(step)
+    train_seconds = time.perf_counter() - t_train
+    if val_loss is None:  # resumed after the last step's checkpoint: nothing left to train
+        val_loss = _val_loss(model, corpus.val, cfg.eval.eval_batch_size, device)
+
+    # -- evaluate: sample, score, save the apprentice
+    model.save(run.path / "model.pt", vocab, extra={"run": run.path.name, "step": step,
+                                                   "dataset": cfg.data.dataset})
+    # sampling draws on the model's device on CUDA (no host round trip per token), else on the CPU
+    g = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(cfg.seed + 1)
+    samples = model.sample(
+        cfg.eval.n_samples, vocab, max_len=cfg.data.max_len, temperature=cfg.eval.temperature,
+        generator=g, device=device, batch_size=cfg.eval.sample_batch_size,
+    )
+    metrics, rows = sample_metrics(
+        samples, frozenset(corpus.train_smiles), keep_stereo=cfg.data.keep_stereo
+    )
+    _write_samples_csv(run.path / "samples.csv", rows)
+    results: dict[str, Any] = {
+        "steps": step,
+        "epochs": step / steps_per_epoch,
+        "final_train_loss": last_train_loss,
+        "val_loss": val_loss,
+        **metrics,
+        **corpus.stats,
+        "n_params": n_params,
+        "device": dev.description,
+        "train_seconds": round(train_seconds, 3),
+        "tokens_per_s": tokens_seen / max(train_seconds, 1e-9) if step > start_step else None,
+        "model": "model.pt",
+        "samples": "samples.csv",
+    }
+    run.log_metrics({"step": step, **{k: metrics[k] for k in ("validity", "uniqueness",
+                                                               "novelty")}})
+    run.finish(results)
+    say(f"finished: validity {metrics['validity']:.3f} uniqueness {metrics['uniqueness']:.3f} "
+        f"novelty {metrics['novelty']:.3f}")
+    return results
+
+
+# ============================================================================ entry points
+
+
+def pretrain(
+    config_path: str | os.PathLike | None,
+    overrides: Sequence[str] = (),
+    console: Callable[[str], None] | None = None,
+) -> tuple[Run, dict[str, Any]]:
+    """Start a new pretraining run from a config file and ``key=value`` overrides."""
+    cfg = load_config(PretrainConfig, config_path, list(overrides))
+    _check(cfg)
+    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root)
+    try:
+        return run, _run_fit(run, cfg, None, console)
+    except BaseException as exc:
+        run.set_status("failed", error=repr(exc))
+        raise
+
+
+def resume(
+    run_path: str | os.PathLike,
+    overrides: Sequence[str] = (),
+    console: Callable[[str], None] | None = None,
+) -> tuple[Run, dict[str, Any]]:
+    """Continue a stopped run from ``checkpoints/last.ckpt``; metrics after it are dropped first.
+
+    A finished run is returned as is, unless ``overrides`` change its config (e.g. a larger
+    ``optim.max_steps`` trains on from the last checkpoint; with the constant schedule this equals
+    one run of the larger number of steps). The updated config is written into the run.
+    """
+    run = Run.open(run_path)
+    cfg = load_config(PretrainConfig, base=run.config, overrides=list(overrides))
+    _check(cfg)
+    if run.meta.get("status") == "finished" and run.read_results() and not overrides:
+        return run, run.read_results()
+    run = Run.resume(run_path)
+    if overrides:
+        atomic_write_text(run.path / "config.yaml", to_yaml(cfg))
+    ckpt = run.checkpoint_dir / "last.ckpt"
+    state = None
+    if ckpt.is_file():
+        state = safe_torch_load(ckpt)
+        run.trim_metrics(int(state["step"]))
+    else:
+        run.trim_metrics(-1)
+    try:
+        return run, _run_fit(run, cfg, state, console)
+    except BaseException as exc:
+        run.set_status("failed", error=repr(exc))
+        raise

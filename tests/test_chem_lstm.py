@@ -1,0 +1,240 @@
+"""SMILES LSTM (GEGL apprentice) and its maximum-likelihood pretraining: tiny, seeded, offline."""
+
+import argparse
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from selfsup.chem.lstm import (
+    CHECKPOINT_FORMAT,
+    SmilesLSTM,
+    SmilesLSTMConfig,
+    encode_smiles,
+)
+from selfsup.chem.molecules import Vocabulary, canonicalize_many
+from selfsup.chem.pretrain import pretrain, resume, sample_metrics, train_likelihood
+from selfsup.errors import InputError
+from selfsup.io import safe_torch_load
+from selfsup.runs import Run
+
+HEADS = ["", "O", "N", "Cl", "F", "N#C", "OC", "NC", "C(=O)O", "C(=O)N", "c1ccccc1",
+         "c1ccncc1", "C1CCCCC1", "FC(F)(F)", "S", "Br", "C=C", "CC(C)", "OC(=O)C", "N(C)C",
+         "C1CC1", "c1ccoc1", "O=C", "CO", "NCC"]
+
+
+def corpus() -> list[str]:
+    """About 200 small molecules: a functional group on a carbon chain of 1-8 atoms."""
+    raw = [f"{head}{'C' * k}" for head in HEADS for k in range(1, 9)]
+    canon, n_bad = canonicalize_many(raw)
+    assert n_bad == 0
+    return list(dict.fromkeys(canon))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def vocab() -> Vocabulary:
+    return Vocabulary.build(corpus())
+
+
+def tiny(vocab, hidden=32, layers=2, dropout=0.0, seed=0) -> SmilesLSTM:
+    torch.manual_seed(seed)
+    cfg = SmilesLSTMConfig(len(vocab), embed_dim=16, hidden_dim=hidden, n_layers=layers,
+                           dropout=dropout)
+    return SmilesLSTM(cfg).eval()
+
+
+def test_log_likelihood_is_the_sum_of_next_token_log_softmax(vocab):
+    model = tiny(vocab)
+    smiles = ["CCO", "c1ccccc1CCCC", "N"]
+    enc = encode_smiles(smiles, vocab)
+    assert enc.tokens.shape == (3, 1 + 12 + 1) and enc.lengths.tolist() == [5, 14, 3]
+    ll = model.log_likelihood(enc.tokens)
+    assert ll.shape == (3,)
+    for b, s in enumerate(smiles):
+        ids = vocab.encode(s)  # <bos> ... <eos>, no padding
+        with torch.no_grad():
+            logits, _ = model(torch.tensor([ids[:-1]]))  # (1, T-1, V)
+        logp = F.log_softmax(logits[0], dim=-1)
+        by_hand = sum(float(logp[t, ids[t + 1]]) for t in range(len(ids) - 1))
+        assert ll[b].item() == pytest.approx(by_hand, abs=1e-4)
+    # the loss is the per-token mean of the same numbers
+    assert model.loss(enc.tokens).item() == pytest.approx(-ll.sum().item() / (4 + 13 + 2),
+                                                          rel=1e-5)
+    # special tokens are never predicted
+    logits, _ = model(enc.tokens)
+    for special in (vocab.pad_id, vocab.bos_id, vocab.unk_id):
+        assert torch.isneginf(logits[..., special]).all()
+
+
+def test_encode_skips_and_counts(vocab):
+    enc = encode_smiles(["CCO", "C[Si](C)C", "C[C", "C" * 30, "CN"], vocab, max_len=20)
+    assert enc.index == [0, 4]
+    assert enc.skipped == {"untokenizable": 1, "unknown_token": 1, "too_long": 1}
+    assert enc.n_skipped == 3
+
+
+def test_sampling_is_deterministic_and_reports_log_likelihoods(vocab):
+    model = tiny(vocab)
+    a = model.sample(40, vocab, max_len=30, generator=torch.Generator().manual_seed(3),
+                     return_details=True, batch_size=16)
+    b = model.sample(40, vocab, max_len=30, generator=torch.Generator().manual_seed(3),
+                     return_details=True, batch_size=16)
+    c = model.sample(40, vocab, max_len=30, generator=torch.Generator().manual_seed(4))
+    assert a.smiles == b.smiles and torch.equal(a.tokens, b.tokens)
+    assert a.smiles != c
+    assert len(a.smiles) == 40 and (a.tokens[:, 0] == vocab.bos_id).all()
+    assert a.smiles == [vocab.decode(r) for r in a.tokens[:, 1:].tolist()]
+    done = a.finished
+    assert ((a.tokens == vocab.eos_id).sum(1) == done.long()).all()
+    # reported log-probs are the model's likelihood of the sampled tokens (policy-gradient input)
+    assert torch.allclose(a.log_probs, model.log_likelihood(a.tokens), atol=1e-4)
+    assert model.sample(0, vocab) == []
+
+
+def test_temperature_to_zero_approaches_greedy(vocab):
+    model = tiny(vocab)
+    with torch.no_grad():
+        model.head.weight.mul_(20.0)  # clear gaps between logits
+    greedy = model.sample(8, vocab, max_len=25, temperature=0.0, return_details=True)
+    assert len(set(greedy.smiles)) == 1  # argmax decoding ignores the generator
+    first, _ = model(torch.full((1, 1), vocab.bos_id))
+    assert greedy.tokens[0, 1].item() == first[0, -1].argmax().item()
+    match = []
+    for temp in (1.0, 0.3, 1e-6):
+        s = model.sample(8, vocab, max_len=25, temperature=temp,
+                         generator=torch.Generator().manual_seed(0), return_details=True)
+        width = min(s.tokens.shape[1], greedy.tokens.shape[1])
+        match.append((s.tokens[:, :width] == greedy.tokens[:, :width]).float().mean().item())
+    assert match[0] <= match[1] <= match[2] == 1.0
+
+
+def test_likelihood_training_lowers_loss_and_raises_validity(vocab):
+    smiles = corpus()
+    model = tiny(vocab, hidden=64, layers=1)
+    enc = encode_smiles(smiles, vocab)
+    gen = lambda: torch.Generator().manual_seed(11)  # noqa: E731
+    with torch.no_grad():
+        loss_before = model.loss(enc.tokens).item()
+    valid_before = sample_metrics(model.sample(100, vocab, max_len=40, generator=gen()),
+                                  set(smiles))[0]["validity"]
+    mean_loss = train_likelihood(model, smiles, vocab, steps=250, batch_size=32, lr=1e-2,
+                                 generator=torch.Generator().manual_seed(0))
+    assert not model.training  # mode restored
+    with torch.no_grad():
+        loss_after = model.loss(enc.tokens).item()
+    valid_after = sample_metrics(model.sample(100, vocab, max_len=40, generator=gen()),
+                                 set(smiles))[0]["validity"]
+    assert loss_after < 0.4 * loss_before
+    assert loss_after < mean_loss < loss_before
+    assert valid_before < 0.3 and valid_after >= 0.8
+    # nothing encodable: nothing trained
+    assert train_likelihood(model, ["[Si]"], vocab, steps=2) != train_likelihood(
+        model, ["[Si]"], vocab, steps=2)  # nan != nan
+
+
+def test_save_load_round_trip(tmp_path, vocab):
+    model = tiny(vocab, dropout=0.2)
+    path = model.save(tmp_path / "m.pt", vocab, extra={"note": "x", "step": 3})
+    loaded, vocab2 = SmilesLSTM.load(path)
+    assert vocab2 == vocab and loaded.config == model.config and not loaded.training
+    tokens = encode_smiles(["CCO", "c1ccccc1"], vocab).tokens
+    assert torch.equal(model(tokens)[0], loaded(tokens)[0])
+    data = safe_torch_load(path)
+    assert data["format"] == CHECKPOINT_FORMAT and data["extra"] == {"note": "x", "step": 3}
+
+
+def test_load_refuses_pickled_objects_and_foreign_files(tmp_path, vocab):
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "obj": argparse.Namespace(a=1)}, evil)
+    with pytest.raises(InputError, match="not a safe"):
+        SmilesLSTM.load(evil)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(InputError, match="not a SMILES LSTM checkpoint"):
+        SmilesLSTM.load(other)
+    with pytest.raises(InputError, match="no SMILES LSTM checkpoint"):
+        SmilesLSTM.load(tmp_path / "missing.pt")
+
+
+def test_sample_metrics_by_hand():
+    metrics, rows = sample_metrics(["CCO", "OCC", "C1CC", "c1ccccc1", "NCC", ""], {"CCO"})
+    assert metrics["validity"] == pytest.approx(4 / 6)
+    assert metrics["uniqueness"] == pytest.approx(3 / 4)  # CCO, benzene, CCN
+    assert metrics["novelty"] == pytest.approx(2 / 3)
+    assert [r["novel"] for r in rows] == [False, False, False, True, True, False]
+
+
+# ------------------------------------------------------------------------------ pretrain runs
+
+
+def _args(path, **extra):
+    base = {
+        "data.dataset": str(path), "data.val_size": 20, "data.max_len": 40,
+        "model.embed_dim": 16, "model.hidden_dim": 32, "model.n_layers": 2,
+        "model.dropout": 0.1, "optim.batch_size": 32, "optim.lr": 0.01, "optim.max_steps": 20,
+        "eval.n_samples": 30, "eval.val_every_n_steps": 10, "trainer.log_every_n_steps": 5,
+        "trainer.checkpoint_every_n_steps": 10, "trainer.threads": 1,
+        "trainer.accelerator": "cpu",
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture()
+def smiles_file(tmp_path):
+    path = tmp_path / "tiny.smi"
+    path.write_text("SMILES\n" + "\n".join(corpus()) + "\nnot_a_smiles\n")
+    return path
+
+
+def test_pretrain_end_to_end(smiles_file):
+    run, results = pretrain(None, _args(smiles_file, name="e2e"))
+    assert (run.path / "model.pt").is_file() and (run.path / "samples.csv").is_file()
+    assert (run.path / "checkpoints" / "last.ckpt").is_file()
+    assert json.loads((run.path / "run.json").read_text())["status"] == "finished"
+    assert results["n_invalid"] == 1 and results["n_val"] == 20 and results["steps"] == 20
+    for key in ("validity", "uniqueness", "novelty"):
+        assert 0.0 <= results[key] <= 1.0
+    assert results["n_samples"] == 30 and results["final_train_loss"] < 3.0
+    rows = Run.open(run.path).read_metrics()
+    assert [r["step"] for r in rows if "train_loss" in r] == [5, 10, 15, 20]
+    assert [r["step"] for r in rows if "val_loss" in r] == [10, 20]
+    assert len((run.path / "samples.csv").read_text().splitlines()) == 31
+    model, vocab = SmilesLSTM.load(run.path / "model.pt")
+    assert len(vocab) == results["vocab_size"] == model.config.vocab_size
+
+
+def test_resume_equals_the_uninterrupted_run(smiles_file, monkeypatch):
+    _, straight = pretrain(None, _args(smiles_file, name="straight", **{"optim.max_steps": 40}))
+    # (a) a finished 20-step run extended to 40 steps
+    short, _ = pretrain(None, _args(smiles_file, name="short"))
+    _, extended = resume(short.path, ["optim.max_steps=40"])
+    # (b) a 40-step run stopped after step 25, resumed from its step-20 checkpoint
+    monkeypatch.setenv("SELFSUP_FAULT_INJECT", "stop_at_step:25")
+    with pytest.raises(RuntimeError, match="stopped the run"):
+        pretrain(None, _args(smiles_file, name="stopped", **{"optim.max_steps": 40}))
+    monkeypatch.delenv("SELFSUP_FAULT_INJECT")
+    (stopped,) = (p for p in (smiles_file.parent / "runs").iterdir() if p.name.startswith("stop"))
+    assert json.loads((stopped / "run.json").read_text())["status"] == "failed"
+    run, resumed = resume(stopped)
+    for res in (extended, resumed):
+        for key in ("final_train_loss", "val_loss", "validity", "uniqueness", "novelty"):
+            assert res[key] == straight[key], key
+    for path in (short.path, stopped):
+        assert "resumed from step 20" in (path / "log.txt").read_text()
+    steps = [r["step"] for r in run.read_metrics() if "train_loss" in r]
+    assert steps == [5, 10, 15, 20, 25, 30, 35, 40]  # rows after the checkpoint not doubled
+    a = safe_torch_load(run.path / "model.pt")["state_dict"]
+    b = safe_torch_load(short.path / "model.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a finished run without overrides is returned as is
+    assert resume(run.path)[1] == resumed
