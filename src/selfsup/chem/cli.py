@@ -65,6 +65,18 @@ def _optimize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    from ..cli import _print_results
+    from .pretrain import pretrain, resume
+
+    if args.resume:
+        run, res = resume(args.resume, args.overrides)
+    else:
+        run, res = pretrain(args.config, args.overrides)
+    _print_results(Console(), run.path, res)
+    return 0
+
+
 def add_commands(sc) -> None:
     o = sc.add_parser("objectives", help="list objectives (GuacaMol v2, PMO, penalized logP, ...)",
                       description="List the registered objectives with their benchmark names "
@@ -80,6 +92,17 @@ def add_commands(sc) -> None:
     s.add_argument("--objective", "-o", action="append", required=True,
                    help="objective name (repeatable); see `selfsup chem objectives`")
     s.set_defaults(func=_score)
+
+    pt = sc.add_parser("pretrain", help="pretrain the SMILES LSTM apprentice (writes a run)",
+                       description="Maximum-likelihood pretraining of the SMILES LSTM on "
+                       "ZINC250k, MOSES or a SMILES file. Writes model.pt, vocab.json, "
+                       "samples.csv and results.json (validity, uniqueness, novelty) into the "
+                       "run; checkpoints every N steps and resumes with --resume.")
+    pt.add_argument("--config", help="YAML recipe, e.g. configs/chem/pretrain_zinc_cpu.yaml")
+    pt.add_argument("--resume", metavar="RUN", help="continue a killed run (overrides such as "
+                    "optim.max_steps=N extend a finished one)")
+    pt.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    pt.set_defaults(func=_pretrain)
 
     p = sc.add_parser("optimize", help="optimise molecules for an objective (writes a run)",
                       description="Run a molecular optimiser under a budget of unique oracle "
