@@ -37,9 +37,9 @@ ARMS = {  # arm -> (trained mode, results key)
 
 
 def settings(quick: bool) -> dict[str, list[str]]:
-    common = ["model.backbone=resnet20", "model.width=0.5", "data.val_size=5000",
-              "trainer.progress=false", "trainer.log_every_n_steps=50",
-              "trainer.eval_batch_size=1000"]
+    common = ["model.backbone=resnet20", "model.width=0.5", "trainer.progress=false",
+              "trainer.log_every_n_steps=50", "trainer.eval_batch_size=1000"]
+    low = ["data.per_class=100", "data.val_size=1000", "optim.batch_size=64", "optim.epochs=30"]
     if quick:
         return {
             "fashion-mnist/20-per-class": common + [
@@ -47,14 +47,11 @@ def settings(quick: bool) -> dict[str, list[str]]:
                 "optim.epochs=3", "data.val_size=1000"],
         }
     return {
-        "fashion-mnist/100-per-class": common + [
-            "data.name=fashion-mnist", "data.per_class=100", "optim.batch_size=64",
-            "optim.epochs=40"],
-        "mnist/100-per-class": common + [
-            "data.name=mnist", "data.per_class=100", "optim.batch_size=64", "optim.epochs=40"],
-        "fashion-mnist/1000-per-class": common + [
-            "data.name=fashion-mnist", "data.per_class=1000", "optim.batch_size=128",
-            "optim.epochs=15"],
+        "fashion-mnist/100-per-class": common + low + ["data.name=fashion-mnist"],
+        "mnist/100-per-class": common + low + ["data.name=mnist"],
+        "fashion-mnist/full-data": common + [
+            "data.name=fashion-mnist", "data.val_size=5000", "optim.batch_size=128",
+            "optim.epochs=10"],
     }
 
 
@@ -93,6 +90,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--only", nargs="*", default=None, help="settings to run (default: all)")
     ap.add_argument("--out", default=None, help="output folder (default by mode)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = ap.parse_args()
     from selfsup.vision.train import train
 
@@ -107,6 +105,9 @@ def main() -> int:
     cache = load_json(cache_path)
     run_root = out / "runs"
     chosen = {k: v for k, v in settings(args.quick).items() if not args.only or k in args.only}
+    if args.only and len(chosen) != len(args.only):
+        valid = ", ".join(settings(args.quick))
+        raise SystemExit(f"unknown setting in --only {args.only}; valid: {valid}")
     for setting, overrides in chosen.items():
         for seed in seeds:
             for m in MODES:
@@ -115,13 +116,16 @@ def main() -> int:
                     continue
                 print(f"[sla bench] {key}", flush=True)
                 name = setting.replace("/", "-")
-                _, res = train(None, overrides + [f"sla.mode={m}", f"seed={seed}",
+                extra = [f"trainer.threads={args.threads}"] if args.threads else []
+                _, res = train(None, overrides + extra + [f"sla.mode={m}", f"seed={seed}",
                                                   f"name={name}-{m}-s{seed}",
                                                   f"run_root={run_root}"])
                 cache[key] = {k: v for k, v in res.items() if not isinstance(v, dict)}
                 atomic_write_json(cache_path, cache)
     rows = []
-    for setting in chosen:
+    complete = [st for st in settings(args.quick)
+                if all(f"{st}|{s}|{m}" in cache for s in seeds for m in MODES)]
+    for setting in complete:
         base_t = [cache[f"{setting}|{s}|baseline"]["epoch_seconds"] for s in seeds]
         for arm, (m, key) in ARMS.items():
             accs = [cache[f"{setting}|{s}|{m}"][key] for s in seeds]
@@ -133,7 +137,7 @@ def main() -> int:
     cost = step_cost()
     rows.append(row("speed/resnet20x0.5-batch128-28px", "sla", "step_cost_over_M_x_baseline",
                     [cost["sla"] / (4 * cost["baseline"])]))
-    command = "python benchmarks/sla/run.py" + (" --quick" if args.quick else "")
+    command = "python " + " ".join(sys.argv)
     notes = ("Arms sla_si and sla_ag are one model (mode sla) evaluated with two rules; "
              "sla_sd is a model trained with the self-distillation head and evaluated with it. "
              "Model selection on a held-out validation split of 5k training images (1k in quick "

@@ -1,0 +1,507 @@
+"""Training data of the template classifier of Retro* (Chen et al., ICML 2020) from USPTO-50k.
+
+Each reaction of a split becomes one example:
+
+- ``product``: canonical RDKit SMILES of the (single) product, atom maps removed;
+- ``reactants``: the sorted tuple of canonical reactant SMILES (the exact-match target);
+- ``template``: the rdchiral retro template ``product_pattern>>reactant_patterns`` (the one
+  recorded in the file; re-extracted with rdchiral when asked or when none was recorded);
+- ``label``: the template's index in the vocabulary, ``-1`` when the template is not in it.
+
+The vocabulary is built from the TRAIN split only (templates seen at least ``min_count``
+times), ordered by decreasing count then by string, so a valid/test reaction whose template was
+never seen in training keeps ``label == -1`` and counts as a miss in every accuracy.
+
+Inputs of the networks are Morgan fingerprints (radius 2, 2048 bits, as in Retro*), stored as
+``uint8`` arrays of shape ``(n, n_bits)``: of the product (backward model) and of the dotted
+reactant set (forward model). :func:`prepare_uspto50k` computes everything once and caches it
+(an ``.npz`` with bit-packed fingerprints and a JSON with the strings, both written atomically,
+keyed by a hash of the source files and the parameters).
+
+Malformed rows never stop preparation: they are skipped and counted per reason in a
+:class:`~selfsup.chem.retro.reactions.BulkReport` per split.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rdkit import Chem, rdBase
+from rdkit.Chem import rdFingerprintGenerator
+
+from selfsup.errors import InputError
+from selfsup.io import atomic_write_bytes, atomic_write_json
+
+from .reactions import BulkReport, Reaction, extract_retro_template
+
+__all__ = [
+    "CACHE_FORMAT",
+    "SPLITS",
+    "SplitData",
+    "TemplateData",
+    "build_split",
+    "build_vocabulary",
+    "morgan_fingerprints",
+    "parse_template_records",
+    "prepare_from_records",
+    "prepare_uspto50k",
+]
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+CACHE_FORMAT = "selfsup.uspto50k_templates/1"
+
+
+# ----------------------------------------------------------------------------------------------
+# Fingerprints
+# ----------------------------------------------------------------------------------------------
+
+_GENERATORS: dict[tuple[int, int, bool], Any] = {}
+
+
+def _generator(radius: int, n_bits: int, use_chirality: bool):
+    key = (radius, n_bits, use_chirality)
+    gen = _GENERATORS.get(key)
+    if gen is None:
+        gen = rdFingerprintGenerator.GetMorganGenerator(
+            radius=radius, fpSize=n_bits, includeChirality=use_chirality
+        )
+        _GENERATORS[key] = gen
+    return gen
+
+
+def morgan_fingerprints(
+    smiles: Sequence[str],
+    radius: int = 2,
+    n_bits: int = 2048,
+    *,
+    use_chirality: bool = False,
+) -> np.ndarray:
+    """Morgan bit fingerprints of ``smiles`` as a ``uint8`` array of shape ``(n, n_bits)``.
+
+    A dotted SMILES (a reactant set) gives the fingerprint of all its fragments together.
+    An unparsable SMILES gives an all-zero row (callers pass canonical SMILES, so this only
+    guards against odd input).
+    """
+    if isinstance(smiles, str):
+        raise InputError("morgan_fingerprints() takes a list of SMILES, not one string")
+    gen = _generator(int(radius), int(n_bits), bool(use_chirality))
+    out = np.zeros((len(smiles), int(n_bits)), dtype=np.uint8)
+    with rdBase.BlockLogs():
+        for i, s in enumerate(smiles):
+            mol = Chem.MolFromSmiles(s) if isinstance(s, str) and s else None
+            if mol is not None:
+                out[i] = gen.GetFingerprintAsNumPy(mol)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Examples
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SplitData:
+    """One split: parallel lists of examples plus labels and fingerprints.
+
+    ``labels``: int64 ``(n,)``, ``-1`` for a template outside the vocabulary.
+    ``product_fps`` / ``reactant_fps``: uint8 ``(n, n_bits)``.
+    """
+
+    name: str
+    ids: list[str]
+    products: list[str]
+    reactants: list[tuple[str, ...]]
+    templates: list[str]
+    labels: np.ndarray
+    product_fps: np.ndarray
+    reactant_fps: np.ndarray
+    report: BulkReport = field(default_factory=BulkReport)
+
+    def __len__(self) -> int:
+        return len(self.products)
+
+    @property
+    def coverage(self) -> float:
+        """Fraction of the split's reactions whose template is in the vocabulary."""
+        return float((self.labels >= 0).mean()) if len(self.labels) else 0.0
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> SplitData:
+        """The examples at ``index`` (in that order); the report is shared."""
+        idx = np.asarray(index, dtype=np.int64)
+        return SplitData(
+            name=self.name,
+            ids=[self.ids[i] for i in idx],
+            products=[self.products[i] for i in idx],
+            reactants=[self.reactants[i] for i in idx],
+            templates=[self.templates[i] for i in idx],
+            labels=self.labels[idx],
+            product_fps=self.product_fps[idx],
+            reactant_fps=self.reactant_fps[idx],
+            report=self.report,
+        )
+
+
+@dataclass
+class TemplateData:
+    """Prepared data: the template vocabulary (from train) and the splits."""
+
+    templates: list[str]
+    splits: dict[str, SplitData]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, split: str) -> SplitData:
+        try:
+            return self.splits[split]
+        except KeyError:
+            raise InputError(
+                f"unknown split {split!r}; prepared splits: {', '.join(self.splits)}"
+            ) from None
+
+    @property
+    def n_templates(self) -> int:
+        return len(self.templates)
+
+
+def parse_template_records(
+    records: Iterable[Mapping[str, str]], *, reextract: bool = False
+) -> tuple[list[tuple[str, str, tuple[str, ...], str]], BulkReport]:
+    """Turn raw rows ``{"id", "reaction", "template"}`` into ``(id, product, reactants, template)``.
+
+    ``reaction`` is an atom-mapped reaction SMILES; ``template`` the recorded rdchiral retro
+    template (may be empty). With ``reextract`` (or no usable recorded template) the template is
+    extracted from the mapped reaction with rdchiral. Skips, counted in the report:
+    ``malformed_reaction`` (unparsable reaction or several product fragments) and
+    ``no_template`` (no usable template and rdchiral found none). Re-extractions forced by a
+    missing recorded template are logged, not counted as skips.
+    """
+    report = BulkReport()
+    out: list[tuple[str, str, tuple[str, ...], str]] = []
+    n_reextracted = 0
+    for i, rec in enumerate(records):
+        report.n_total += 1
+        text = rec.get("reaction", "")
+        try:
+            rxn = Reaction.from_smiles(text)
+        except InputError as err:
+            report.skip(i, "malformed_reaction", str(err))
+            continue
+        template = (rec.get("template") or "").strip()
+        usable = template.count(">>") == 1 and all(template.split(">>"))
+        if reextract or not usable:
+            try:
+                template = extract_retro_template(rxn)
+            except InputError as err:
+                report.skip(i, "no_template", str(err))
+                continue
+            n_reextracted += not reextract
+        out.append((str(rec.get("id", i)), rxn.product, rxn.reactants, template))
+        report.n_ok += 1
+    if n_reextracted:
+        log.info("re-extracted %d template(s) that were missing or malformed", n_reextracted)
+    return out, report
+
+
+def build_vocabulary(templates: Iterable[str], min_count: int = 1) -> list[str]:
+    """Templates seen at least ``min_count`` times, by decreasing count then by string."""
+    if min_count < 1:
+        raise InputError(f"min_count must be >= 1, got {min_count}")
+    counts = Counter(templates)
+    kept = [t for t, c in counts.items() if c >= min_count]
+    return sorted(kept, key=lambda t: (-counts[t], t))
+
+
+def build_split(
+    name: str,
+    examples: Sequence[tuple[str, str, tuple[str, ...], str]],
+    vocabulary: Mapping[str, int],
+    report: BulkReport | None = None,
+    *,
+    radius: int = 2,
+    n_bits: int = 2048,
+) -> SplitData:
+    """Labels and fingerprints of parsed examples ``(id, product, reactants, template)``."""
+    ids = [e[0] for e in examples]
+    products = [e[1] for e in examples]
+    reactants = [tuple(e[2]) for e in examples]
+    templates = [e[3] for e in examples]
+    labels = np.array([vocabulary.get(t, -1) for t in templates], dtype=np.int64)
+    return SplitData(
+        name=name,
+        ids=ids,
+        products=products,
+        reactants=reactants,
+        templates=templates,
+        labels=labels,
+        product_fps=morgan_fingerprints(products, radius, n_bits),
+        reactant_fps=morgan_fingerprints([".".join(r) for r in reactants], radius, n_bits),
+        report=report if report is not None else BulkReport(),
+    )
+
+
+def prepare_from_records(
+    records: Mapping[str, Iterable[Mapping[str, str]]],
+    *,
+    min_count: int = 1,
+    reextract: bool = False,
+    radius: int = 2,
+    n_bits: int = 2048,
+    extra_skips: Mapping[str, int] | None = None,
+) -> tuple[TemplateData, dict[str, Any]]:
+    """Prepare splits from in-memory rows (``records[split]``; ``"train"`` is required).
+
+    ``extra_skips[split]`` adds rows that were already dropped upstream (by the file reader) to
+    the split's ``malformed_row`` count. Returns the data and the report (see
+    :func:`prepare_uspto50k`).
+    """
+    if "train" not in records:
+        raise InputError("records need a 'train' split: the template vocabulary comes from it")
+    parsed: dict[str, tuple[list, BulkReport]] = {}
+    for split, rows in records.items():
+        t0 = time.perf_counter()
+        parsed[split] = parse_template_records(rows, reextract=reextract)
+        rep = parsed[split][1]
+        n_dropped = int((extra_skips or {}).get(split, 0))
+        if n_dropped:
+            rep.n_total += n_dropped
+            rep.skipped["malformed_row"] = rep.skipped.get("malformed_row", 0) + n_dropped
+        log.info(
+            "%s: %d/%d reactions parsed in %.1fs", split, rep.n_ok, rep.n_total,
+            time.perf_counter() - t0,
+        )
+    vocab_list = build_vocabulary((e[3] for e in parsed["train"][0]), min_count)
+    vocab = {t: i for i, t in enumerate(vocab_list)}
+    splits = {
+        split: build_split(split, ex, vocab, rep, radius=radius, n_bits=n_bits)
+        for split, (ex, rep) in parsed.items()
+    }
+    params = {
+        "min_count": int(min_count),
+        "reextract": bool(reextract),
+        "radius": int(radius),
+        "n_bits": int(n_bits),
+    }
+    data = TemplateData(templates=vocab_list, splits=splits, params=params)
+    return data, _report(data)
+
+
+def _report(data: TemplateData) -> dict[str, Any]:
+    train_counts = Counter(data["train"].templates)
+    out: dict[str, Any] = {
+        "n_templates": data.n_templates,
+        "n_distinct_train_templates": len(train_counts),
+        "params": dict(data.params),
+        "splits": {},
+    }
+    for name, split in data.splits.items():
+        out["splits"][name] = {
+            "n_rows": split.report.n_total,
+            "n_reactions": len(split),
+            "n_skipped": split.report.n_skipped,
+            "skipped": dict(split.report.skipped),
+            "coverage": round(split.coverage, 6),
+            "n_out_of_vocabulary": int((split.labels < 0).sum()),
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# USPTO-50k files and the cache
+# ----------------------------------------------------------------------------------------------
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    with open(path, "rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    if gz:
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def _n_data_rows(path: Path) -> int:
+    with _open_text(path) as fh:
+        return max(sum(1 for _ in fh) - 1, 0)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _dataset_root(root: str | os.PathLike | None) -> Path:
+    if root is not None:
+        return Path(root)
+    from selfsup.data.registry import fetch
+
+    return fetch("uspto50k")
+
+
+def _default_cache_dir() -> Path:
+    from selfsup.data.registry import default_root
+
+    return default_root() / "derived" / "uspto50k_templates"
+
+
+def prepare_uspto50k(
+    root: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    min_count: int = 1,
+    reextract: bool = False,
+    radius: int = 2,
+    n_bits: int = 2048,
+    splits: Sequence[str] = SPLITS,
+    use_cache: bool = True,
+) -> tuple[TemplateData, dict[str, Any]]:
+    """Template-classifier data of USPTO-50k, computed once and cached.
+
+    ``root`` is the folder holding ``reaction_templates_50k_{split}.csv`` (as for
+    :func:`selfsup.data.molecules.load_uspto50k`); ``None`` fetches the dataset into the data
+    cache. ``cache_dir`` (default ``<data cache>/derived/uspto50k_templates``) receives
+    ``<key>.json`` (strings, report) and ``<key>.npz`` (bit-packed fingerprints, labels), the
+    key hashing the source files and the parameters; a cache whose key or format does not match
+    is ignored and rewritten.
+
+    Returns ``(data, report)``; the report holds per split the rows read, reactions kept,
+    skips per reason (``malformed_row`` for rows the file reader dropped, ``malformed_reaction``,
+    ``no_template``), the coverage of the split by the train vocabulary and the number of
+    out-of-vocabulary reactions, plus ``n_templates``, ``params`` and ``cache``.
+    """
+    from selfsup.data.molecules import load_uspto50k
+
+    if "train" not in splits:
+        raise InputError("splits must include 'train': the template vocabulary comes from it")
+    base = _dataset_root(root)
+    files = {s: base / f"reaction_templates_50k_{s}.csv" for s in splits}
+    params = {
+        "min_count": int(min_count),
+        "reextract": bool(reextract),
+        "radius": int(radius),
+        "n_bits": int(n_bits),
+    }
+    digests = {}
+    for s, p in files.items():
+        if not p.is_file():
+            from selfsup.errors import DataNotFoundError
+
+            raise DataNotFoundError(
+                f"missing {p}; run selfsup.data.fetch('uspto50k') or pass root= to the folder "
+                "holding reaction_templates_50k_{train,valid,test}.csv"
+            )
+        digests[s] = _file_digest(p)
+    key_src = json.dumps({"format": CACHE_FORMAT, "files": digests, "params": params},
+                         sort_keys=True)
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
+    cdir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    json_path, npz_path = cdir / f"uspto50k-{key}.json", cdir / f"uspto50k-{key}.npz"
+    if use_cache:
+        cached = _load_cache(json_path, npz_path, key)
+        if cached is not None:
+            data, report = cached
+            report["cache"] = {"hit": True, "path": str(npz_path)}
+            return data, report
+
+    t0 = time.perf_counter()
+    records: dict[str, list[dict]] = {}
+    dropped: dict[str, int] = {}
+    for s, p in files.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the rows it drops are counted below
+            records[s] = load_uspto50k(base, s)
+        dropped[s] = _n_data_rows(p) - len(records[s])
+    data, report = prepare_from_records(
+        records, min_count=min_count, reextract=reextract, radius=radius, n_bits=n_bits,
+        extra_skips=dropped,
+    )
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    if use_cache:
+        _save_cache(json_path, npz_path, key, data, report)
+    report["cache"] = {"hit": False, "path": str(npz_path) if use_cache else None}
+    return data, report
+
+
+def _save_cache(
+    json_path: Path, npz_path: Path, key: str, data: TemplateData, report: dict
+) -> None:
+    meta = {
+        "format": CACHE_FORMAT,
+        "key": key,
+        "templates": data.templates,
+        "params": data.params,
+        "report": {k: v for k, v in report.items() if k != "cache"},
+        "splits": {
+            name: {
+                "ids": s.ids,
+                "products": s.products,
+                "reactants": [".".join(r) for r in s.reactants],
+                "templates": s.templates,
+                "bulk": s.report.as_dict(),
+            }
+            for name, s in data.splits.items()
+        },
+    }
+    atomic_write_json(json_path, meta, indent=0)
+    arrays: dict[str, np.ndarray] = {"key": np.array(key)}
+    for name, s in data.splits.items():
+        arrays[f"{name}_labels"] = s.labels
+        arrays[f"{name}_product_fps"] = np.packbits(s.product_fps.astype(bool), axis=1)
+        arrays[f"{name}_reactant_fps"] = np.packbits(s.reactant_fps.astype(bool), axis=1)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(npz_path, buf.getvalue())  # written last: its presence marks completion
+
+
+def _load_cache(json_path: Path, npz_path: Path, key: str) -> tuple[TemplateData, dict] | None:
+    if not (json_path.is_file() and npz_path.is_file()):
+        return None
+    try:
+        meta = json.loads(json_path.read_text())
+        if meta.get("format") != CACHE_FORMAT or meta.get("key") != key:
+            return None
+        n_bits = int(meta["params"]["n_bits"])
+        with np.load(npz_path, allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                return None
+            splits = {}
+            for name, sm in meta["splits"].items():
+                bulk = sm.get("bulk", {})
+                rep = BulkReport(
+                    n_total=int(bulk.get("n_total", 0)),
+                    n_ok=int(bulk.get("n_ok", 0)),
+                    skipped=dict(bulk.get("skipped", {})),
+                    examples=[tuple(e) for e in bulk.get("examples", [])],
+                )
+                splits[name] = SplitData(
+                    name=name,
+                    ids=list(sm["ids"]),
+                    products=list(sm["products"]),
+                    reactants=[tuple(r.split(".")) for r in sm["reactants"]],
+                    templates=list(sm["templates"]),
+                    labels=z[f"{name}_labels"].astype(np.int64),
+                    product_fps=np.unpackbits(z[f"{name}_product_fps"], axis=1)[:, :n_bits],
+                    reactant_fps=np.unpackbits(z[f"{name}_reactant_fps"], axis=1)[:, :n_bits],
+                    report=rep,
+                )
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
+        log.warning("ignoring unreadable template-data cache %s: %s", npz_path, err)
+        return None
+    data = TemplateData(templates=list(meta["templates"]), splits=splits,
+                        params=dict(meta["params"]))
+    return data, dict(meta["report"])
