@@ -39,7 +39,7 @@ ARMS = {  # arm -> (trained mode, results key)
 def settings(quick: bool) -> dict[str, list[str]]:
     common = ["model.backbone=resnet20", "model.width=0.5", "trainer.progress=false",
               "trainer.log_every_n_steps=50", "trainer.eval_batch_size=1000"]
-    low = ["data.per_class=100", "data.val_size=1000", "optim.batch_size=64", "optim.epochs=30"]
+    low = ["data.per_class=100", "data.val_size=1000", "optim.batch_size=64", "optim.epochs=15"]
     if quick:
         return {
             "fashion-mnist/20-per-class": common + [
