@@ -89,6 +89,30 @@ def _train_single_step(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from ..cli import _print_results
+    from .retro.plan import plan, resume_plan
+
+    if args.resume:
+        run, res = resume_plan(args.resume)
+    else:
+        ov = list(args.overrides)
+        if args.targets:
+            ov.insert(0, f"targets={args.targets}")
+        run, res = plan(args.config, ov)
+    _print_results(Console(), run.path, res)
+    return 0
+
+
+def _self_improve(args: argparse.Namespace) -> int:
+    from ..cli import _print_results
+    from .retro.self_improve import self_improve
+
+    run, res = self_improve(args.config, args.overrides)
+    _print_results(Console(), run.path, res)
+    return 0
+
+
 def add_commands(sc) -> None:
     o = sc.add_parser("objectives", help="list objectives (GuacaMol v2, PMO, penalized logP, ...)",
                       description="List the registered objectives with their benchmark names "
@@ -127,6 +151,31 @@ def add_commands(sc) -> None:
     ts.add_argument("--resume", metavar="RUN", help="continue a killed run")
     ts.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     ts.set_defaults(func=_train_single_step)
+
+    pl = sc.add_parser("plan", help="Retro* multi-step planning for many targets (writes a run)",
+                       description="Plan routes with Retro* (value 0, or a trained value "
+                       "network) and a single-step model, over worker processes (Ray with "
+                       "executor=ray). Writes results.jsonl (one line per target), routes.json, "
+                       "route pictures under artefacts/ and results.json (success within "
+                       "10/25/50/100/... iterations, mean route length and iterations, the stock "
+                       "used); --resume skips targets already done.")
+    pl.add_argument("--config", help="YAML recipe, e.g. configs/retro/plan_cpu.yaml")
+    pl.add_argument("--targets", help="file of target SMILES, one per line")
+    pl.add_argument("--resume", metavar="RUN", help="continue a killed run")
+    pl.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    pl.set_defaults(func=_plan)
+
+    si = sc.add_parser("self-improve",
+                       help="self-improved retrosynthetic planning (writes a run)",
+                       description="Plan on training targets, keep reactions of successful "
+                       "routes that the reference model ranks top-5 with p >= threshold "
+                       "(optionally forward-augmented), fine-tune, repeat. Every iteration's "
+                       "model, reactions and plan are kept under iterations/; one-step accuracy "
+                       "before and after is reported. mode=random_control fine-tunes on random "
+                       "true training reactions instead.")
+    si.add_argument("--config", help="YAML recipe, e.g. configs/retro/self_improve_cpu.yaml")
+    si.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    si.set_defaults(func=_self_improve)
 
     p = sc.add_parser("optimize", help="optimise molecules for an objective (writes a run)",
                       description="Run a molecular optimiser under a budget of unique oracle "

@@ -1,0 +1,416 @@
+"""``selfsup chem self-improve``: self-improved retrosynthetic planning (Kim et al., ICML 2021).
+
+Each iteration ``i = 1..n_iterations``:
+
+1. plan on (a seeded subset of) the training targets with the current single-step model
+   (Retro*-0, :func:`~selfsup.chem.retro.plan.plan_targets`);
+2. collect the reactions of the successful routes (product, reactants, the template the model
+   applied);
+3. keep those that the *reference* model (the iteration-0 model) ranks within the top ``rank``
+   (5) with probability ``>= min_probability`` (0.8) (:func:`confidence_filter`);
+4. optionally add forward-augmented reactions: products a forward model predicts from the kept
+   reactant sets with ``p >= 0.8`` that the backward model maps back to the same reactants at
+   top-1 (:func:`forward_augment`);
+5. fine-tune the current model on them (20 epochs, lr 1e-4, batch 1024, dropout 0.4:
+   :func:`~selfsup.chem.retro.train_single_step.fine_tune`);
+6. save ``iterations/iter_i/{model.pt, reactions.csv, plan.jsonl}`` and evaluate one-step
+   exact-match top-k on held-out test reactions (reported before and after: it must not drop).
+
+``mode: random_control`` skips planning and fine-tunes on ``control_n_reactions`` true training
+reactions drawn at random (the same number the self-improvement iteration kept), to separate the
+effect of the planned data from that of more fine-tuning.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from selfsup.config import load_config, to_dict
+from selfsup.errors import ConfigError, InputError
+from selfsup.io import atomic_write_json, atomic_write_text
+from selfsup.runs import Run
+
+from .plan import PlanSearchConfig, SearchSpec, _check_common, make_model_factory, plan_targets
+from .single_step import SingleStepModel
+
+__all__ = [
+    "RouteReaction",
+    "SelfImproveConfig",
+    "collect_route_reactions",
+    "confidence_filter",
+    "forward_augment",
+    "load_self_improve_config",
+    "self_improve",
+]
+
+
+# ============================================================================ config
+
+
+@dataclass
+class SIDataConfig:
+    root: str | None = None  # folder of reaction_templates_50k_*.csv; None: fetch
+    cache_dir: str | None = None  # prepared arrays (default <data cache>/derived/...)
+
+
+@dataclass
+class SITargetsConfig:
+    file: str | None = None  # SMILES file; None: train targets of the USPTO route benchmark
+    n: int = 200  # seeded random subset (0 = all)
+    seed: int = 0
+    min_length: int = 1  # known-route length of route-benchmark targets (2: multi-step only)
+
+
+@dataclass
+class SIFilterConfig:
+    rank: int = 5  # the reference model must rank the reaction within its top `rank`
+    min_probability: float = 0.8  # ... with at least this probability
+
+
+@dataclass
+class SIForwardConfig:
+    model: str | None = None  # forward model.pt (direction: forward); None: no augmentation
+    min_probability: float = 0.8
+    n_templates: int = 10
+
+
+@dataclass
+class SIFinetuneConfig:
+    epochs: int = 20
+    lr: float = 1e-4
+    batch_size: int = 1024
+    dropout: float = 0.4
+    accumulate: bool = False  # fine-tune on the data of all iterations so far, not only this one
+
+
+@dataclass
+class SIEvalConfig:
+    n_test: int = 500  # held-out test reactions for one-step exact match (0 = the whole split)
+    subset_seed: int = 0
+    top_k: list[int] = field(default_factory=lambda: [1, 5, 10, 50])
+    batch_size: int = 50
+
+
+@dataclass
+class SelfImproveConfig:
+    name: str = "retro-self-improve"
+    seed: int = 0
+    run_root: str | None = None
+    model: str | None = None  # model.pt of the trained single-step model (required)
+    mode: str = "self_improve"  # self_improve | random_control
+    control_n_reactions: int = 0  # random_control: training reactions per iteration
+    n_iterations: int = 2
+    stock: str | None = None  # stock file; None: USPTO-50k reactants never produced
+    data: SIDataConfig = field(default_factory=SIDataConfig)
+    targets: SITargetsConfig = field(default_factory=SITargetsConfig)
+    search: PlanSearchConfig = field(default_factory=PlanSearchConfig)
+    filter: SIFilterConfig = field(default_factory=SIFilterConfig)
+    forward: SIForwardConfig = field(default_factory=SIForwardConfig)
+    finetune: SIFinetuneConfig = field(default_factory=SIFinetuneConfig)
+    eval: SIEvalConfig = field(default_factory=SIEvalConfig)
+    executor: str = "local"
+    n_workers: int = 1
+    start_method: str = "spawn"
+    torch_threads: int = 1
+
+
+def load_self_improve_config(
+    path: str | os.PathLike | None = None, overrides: Sequence[str] = (), base: dict | None = None
+) -> SelfImproveConfig:
+    cfg = load_config(SelfImproveConfig, path, list(overrides), base=base)
+    if not cfg.model:
+        raise ConfigError("model is required: the model.pt of a single-step run")
+    if cfg.mode not in ("self_improve", "random_control"):
+        raise ConfigError(f"mode must be 'self_improve' or 'random_control', got {cfg.mode!r}")
+    if cfg.mode == "random_control" and cfg.control_n_reactions < 1:
+        raise ConfigError("mode random_control needs control_n_reactions >= 1 (use the number "
+                          "of reactions a self-improvement iteration kept)")
+    if cfg.n_iterations < 1:
+        raise ConfigError(f"n_iterations must be >= 1, got {cfg.n_iterations}")
+    if cfg.filter.rank < 1 or not 0.0 <= cfg.filter.min_probability <= 1.0:
+        raise ConfigError("filter.rank must be >= 1 and filter.min_probability in [0, 1]")
+    _check_common(cfg.executor, cfg.n_workers, cfg.search.max_iterations)
+    return cfg
+
+
+# ============================================================================ data steps
+
+
+@dataclass
+class RouteReaction:
+    """A reaction for fine-tuning: product, reactants, template, where it came from, and the
+    reference model's rank (0-based) and probability of it (``None`` if unranked)."""
+
+    product: str
+    reactants: tuple[str, ...]
+    template: str
+    source: str = "route"
+    ref_rank: int | None = None
+    ref_probability: float | None = None
+
+
+def collect_route_reactions(records: Iterable[dict[str, Any]]) -> list[RouteReaction]:
+    """Distinct reactions of the best routes of successful planning records (first seen kept).
+
+    A reaction without a template in its metadata (a model that does not use templates) is
+    kept with an empty template; :func:`fine_tune` then skips it.
+    """
+    out: dict[tuple[str, tuple[str, ...]], RouteReaction] = {}
+
+    def walk(node: dict[str, Any]) -> None:
+        rxn = node.get("reaction")
+        if not rxn:
+            return
+        reactants = tuple(sorted(r["smiles"] for r in rxn["reactants"]))
+        key = (node["smiles"], reactants)
+        if key not in out:
+            tpl = str((rxn.get("metadata") or {}).get("template", ""))
+            out[key] = RouteReaction(node["smiles"], reactants, tpl)
+        for r in rxn["reactants"]:
+            walk(r)
+
+    for rec in records:
+        if rec.get("success") and rec.get("best_route"):
+            walk(rec["best_route"])
+    return list(out.values())
+
+
+def confidence_filter(
+    reactions: Sequence[RouteReaction],
+    reference: SingleStepModel,
+    *,
+    rank: int = 5,
+    min_probability: float = 0.8,
+    top_k: int = 50,
+) -> tuple[list[RouteReaction], dict[str, int]]:
+    """Keep the reactions the reference model ranks within its top ``rank`` proposals with
+    probability ``>= min_probability`` (probabilities as the search sees them: ``top_k``
+    proposals, renormalised by the model). Returns the kept reactions (with ``ref_rank`` and
+    ``ref_probability`` filled in) and counts ``{'n_in', 'n_kept', 'n_not_ranked',
+    'n_low_probability'}``."""
+    kept: list[RouteReaction] = []
+    counts = {"n_in": len(reactions), "n_kept": 0, "n_not_ranked": 0, "n_low_probability": 0}
+    for rxn in reactions:
+        props = reference.propose([rxn.product], max(top_k, rank))[0]
+        hit = next((i for i, p in enumerate(props) if p.reactants == rxn.reactants), None)
+        if hit is None or hit >= rank:
+            counts["n_not_ranked"] += 1
+            continue
+        p = float(props[hit].probability)
+        if p < min_probability:
+            counts["n_low_probability"] += 1
+            continue
+        kept.append(RouteReaction(rxn.product, rxn.reactants, rxn.template, rxn.source, hit, p))
+    counts["n_kept"] = len(kept)
+    return kept, counts
+
+
+def forward_augment(
+    reactions: Sequence[RouteReaction],
+    forward_model: Any,
+    backward_model: SingleStepModel,
+    *,
+    min_probability: float = 0.8,
+    n_templates: int = 10,
+    top_k: int = 50,
+) -> list[RouteReaction]:
+    """New reactions ``reactants -> product'`` for the reactant sets of ``reactions``: products
+    the forward model predicts with ``p >= min_probability`` (not the recorded product) that the
+    backward model maps back to the same reactants as its top-1 proposal (backward consistency).
+    The template is the backward model's top-1 template."""
+    known = {(r.product, r.reactants) for r in reactions}
+    out: list[RouteReaction] = []
+    sets = list(dict.fromkeys(r.reactants for r in reactions))
+    if not sets:
+        return out
+    preds = forward_model.predict([".".join(s) for s in sets], n_templates=n_templates,
+                                  top_k=n_templates)
+    for reactants, plist in zip(sets, preds):
+        for pred in plist:
+            if pred.probability < min_probability or (pred.product, reactants) in known:
+                continue
+            try:
+                back = backward_model.propose([pred.product], top_k)[0]
+            except InputError:
+                continue
+            if back and back[0].reactants == reactants:
+                tpl = str(back[0].metadata.get("template", ""))
+                out.append(RouteReaction(pred.product, reactants, tpl, "forward", 0,
+                                         float(back[0].probability)))
+                known.add((pred.product, reactants))
+    return out
+
+
+def _reactions_csv(rows: Sequence[RouteReaction]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["product", "reactants", "template", "source", "ref_rank", "ref_probability"])
+    for r in rows:
+        w.writerow([r.product, ".".join(r.reactants), r.template, r.source,
+                    "" if r.ref_rank is None else r.ref_rank,
+                    "" if r.ref_probability is None else f"{r.ref_probability:.6g}"])
+    return buf.getvalue()
+
+
+# ============================================================================ the loop
+
+
+def self_improve(config_path: str | os.PathLike | None = None, overrides: Sequence[str] = ()
+                 ) -> tuple[Run, dict[str, Any]]:
+    """Run ``n_iterations`` of self-improvement (or the random control); see the module doc."""
+    cfg = load_self_improve_config(config_path, overrides)
+    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root)
+    try:
+        return _self_improve(run, cfg)
+    except BaseException as err:
+        run.set_status("failed", error=repr(err))
+        raise
+
+
+def _self_improve(run: Run, cfg: SelfImproveConfig) -> tuple[Run, dict[str, Any]]:
+    import torch
+
+    from .mlp import MLPSingleStepModel
+    from .plan import make_stock
+    from .route_benchmark import (
+        build_route_benchmark,
+        default_stock,
+        load_targets,
+        reactions_from_template_data,
+    )
+    from .templates_data import prepare_uspto50k
+    from .train_single_step import evaluate_exact_match, fine_tune
+
+    log = run.logger()
+    if cfg.torch_threads:
+        torch.set_num_threads(int(cfg.torch_threads))
+    t_start = time.perf_counter()
+    data, _ = prepare_uspto50k(cfg.data.root, cfg.data.cache_dir)
+    reactions = reactions_from_template_data(data)
+    stock = default_stock(reactions) if cfg.stock is None else make_stock(cfg.stock)
+    rng = np.random.default_rng(cfg.targets.seed)
+
+    # -- targets ---------------------------------------------------------------------------
+    n_bad = 0
+    if cfg.mode == "random_control":
+        targets: list[str] = []
+    elif cfg.targets.file:
+        targets, n_bad = load_targets(cfg.targets.file)
+    else:
+        bench = build_route_benchmark(reactions, stock=stock)
+        targets = bench.smiles("train", min_length=cfg.targets.min_length)
+    if cfg.targets.n and cfg.targets.n < len(targets):
+        targets = [targets[i] for i in sorted(rng.choice(len(targets), cfg.targets.n,
+                                                           replace=False))]
+    if cfg.mode == "self_improve" and not targets:
+        raise InputError("no training targets to plan on: check targets.file / the data")
+    atomic_write_text(run.path / "targets.smi", "".join(t + "\n" for t in targets))
+    log.info("%d training targets (%d bad lines); stock %s", len(targets), n_bad,
+             stock.describe())
+
+    # -- held-out one-step evaluation --------------------------------------------------------
+    test = data["test"]
+    if cfg.eval.n_test and cfg.eval.n_test < len(test):
+        sub = np.random.default_rng(cfg.eval.subset_seed).choice(len(test), cfg.eval.n_test,
+                                                                 replace=False)
+        test = test.subset(np.sort(sub))
+    ks = sorted({int(k) for k in cfg.eval.top_k})
+
+    def onestep(model: MLPSingleStepModel) -> dict[str, float]:
+        em = evaluate_exact_match(model, list(test.products), list(test.reactants), ks,
+                                  cfg.eval.batch_size)
+        model.clear_cache()
+        return {f"top{k}": em[f"top{k}"] for k in ks} | {"n": em["n"]}
+
+    reference = MLPSingleStepModel.load(cfg.model)
+    onestep0 = onestep(reference)
+    log.info("iteration 0 one-step exact match: %s", onestep0)
+    train = data["train"]
+
+    current = str(cfg.model)
+    pool: list[RouteReaction] = []
+    history: list[dict[str, Any]] = []
+    for it in range(1, cfg.n_iterations + 1):
+        t_it = time.perf_counter()
+        d = run.path / "iterations" / f"iter_{it}"
+        row: dict[str, Any] = {"iteration": it}
+        if cfg.mode == "self_improve":
+            spec = SearchSpec(make_model_factory(current, cfg.torch_threads), stock,
+                              top_k=cfg.search.top_k, max_iterations=cfg.search.max_iterations,
+                              time_limit_s=cfg.search.time_limit_s,
+                              max_depth=cfg.search.max_depth)
+            records = plan_targets(targets, spec, n_workers=cfg.n_workers,
+                                   executor=cfg.executor, start_method=cfg.start_method)
+            atomic_write_text(d / "plan.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+            solved = sum(bool(r.get("success")) for r in records)
+            route_rxns = collect_route_reactions(records)
+            kept, counts = confidence_filter(
+                route_rxns, reference, rank=cfg.filter.rank,
+                min_probability=cfg.filter.min_probability, top_k=cfg.search.top_k)
+            new = list(kept)
+            if cfg.forward.model:
+                from .mlp import ForwardTemplateModel
+
+                fwd = ForwardTemplateModel.load(cfg.forward.model)
+                backward = MLPSingleStepModel.load(current)
+                aug = forward_augment(kept, fwd, backward,
+                                      min_probability=cfg.forward.min_probability,
+                                      n_templates=cfg.forward.n_templates,
+                                      top_k=cfg.search.top_k)
+                new += aug
+                row["n_forward_augmented"] = len(aug)
+            row.update({"train_success_rate": solved / len(targets), "n_solved": solved,
+                        "n_route_reactions": len(route_rxns), **counts})
+        else:
+            n = min(cfg.control_n_reactions, len(train))
+            pick = np.sort(np.random.default_rng(cfg.seed + it).choice(len(train), n,
+                                                                       replace=False))
+            new = [RouteReaction(train.products[i], tuple(train.reactants[i]),
+                                 train.templates[i], "random") for i in pick]
+        pool = pool + new if cfg.finetune.accumulate else new
+        model = MLPSingleStepModel.load(current)
+        ft = fine_tune(model, [(r.product, r.template) for r in pool if r.template],
+                       epochs=cfg.finetune.epochs, lr=cfg.finetune.lr,
+                       batch_size=cfg.finetune.batch_size, dropout=cfg.finetune.dropout,
+                       seed=cfg.seed * 1000 + it)
+        model.save(d / "model.pt", extra={"iteration": it, "mode": cfg.mode,
+                                          "n_finetune_examples": ft["n_examples"]})
+        atomic_write_text(d / "reactions.csv", _reactions_csv(pool))
+        row.update({"n_finetune_examples": ft["n_examples"], "n_finetune_skipped":
+                    ft["n_skipped"], "finetune_loss_last": ft["losses"][-1] if ft["losses"]
+                    else None})
+        row["onestep"] = onestep(model)
+        row["seconds"] = round(time.perf_counter() - t_it, 2)
+        history.append(row)
+        atomic_write_json(d / "summary.json", row)
+        run.log_metrics({"step": it, **{k: v for k, v in row.items() if k != "onestep"},
+                         **{f"onestep_{k}": v for k, v in row["onestep"].items()}})
+        log.info("iteration %d: %s", it, row)
+        current = str(d / "model.pt")
+
+    last = history[-1]["onestep"]
+    results = {
+        "mode": cfg.mode,
+        "n_iterations": cfg.n_iterations,
+        "n_targets": len(targets),
+        "n_bad_targets": n_bad,
+        "stock": stock.describe(),
+        "onestep_before": onestep0,
+        "onestep_after": last,
+        "onestep_dropped": {f"top{k}": last[f"top{k}"] < onestep0[f"top{k}"] for k in ks},
+        "iterations": history,
+        "models": [str(run.path / "iterations" / f"iter_{i}" / "model.pt")
+                   for i in range(1, cfg.n_iterations + 1)],
+        "seconds": round(time.perf_counter() - t_start, 2),
+    }
+    run.finish(results)
+    return run, results
