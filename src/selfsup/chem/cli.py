@@ -185,7 +185,9 @@ def add_commands(sc) -> None:
     p.add_argument("--config", help="YAML recipe (configs/chem/...)")
     p.add_argument("--objective", help="objective name (`selfsup chem objectives`)")
     p.add_argument("--budget", type=int, help="unique oracle calls (PMO: 10000)")
-    p.add_argument("--optimizer", help="graph_ga")
+    p.add_argument("--optimizer", help="graph_ga | gegl | gegl_no_expert | gegl_no_learning | "
+                   "lstm_hc | reinvent | prior_only (all but graph_ga need prior=RUN/model.pt "
+                   "from `selfsup chem pretrain`)")
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", metavar="RUN", help="continue a killed run (replays from its "
                    "oracle record at no budget cost)")

@@ -7,5 +7,7 @@ registered optimisers (see :data:`OPTIMIZERS`); each is a function
 """
 
 from .base import OPTIMIZERS, OptimizationContext, OptimizeConfig, optimize, resume
+from .generator import SelfsupGoalDirectedGenerator
 
-__all__ = ["OPTIMIZERS", "OptimizationContext", "OptimizeConfig", "optimize", "resume"]
+__all__ = ["OPTIMIZERS", "OptimizationContext", "OptimizeConfig", "SelfsupGoalDirectedGenerator",
+           "optimize", "resume"]

@@ -36,6 +36,54 @@ class GraphGAConfig:
 
 
 @dataclass
+class GEGLConfig:
+    """GEGL (gegl.py). Budgeted defaults; the paper's are in configs/chem/gegl_paper.yaml."""
+
+    n_apprentice: int = 100  # SMILES sampled from the apprentice per round (paper: 8192)
+    n_expert: int = 100  # expert children per round (paper: 8192)
+    queue_size: int = 100  # K of each max-reward queue (paper: 1024)
+    imitation_steps: int = 8  # Adam steps per round (paper: 8)
+    imitation_batch: int = 64  # SMILES per step (paper: 256)
+    lr: float = 1e-3  # Adam, kept across rounds (paper: 1e-3)
+    mutation_rate: float = 0.01  # expert mutation probability per child (paper: 0.01)
+    sample_max_len: int = 100  # most tokens per sampled SMILES (<eos> included)
+    temperature: float = 1.0  # sampling temperature of the apprentice
+    use_expert: bool = True  # False: the gegl_no_expert ablation
+    learn: bool = True  # False: the gegl_no_learning ablation (apprentice stays the prior)
+    patience: int = 20  # stop after this many rounds in a row without a molecule new to the run
+    device: str = "cpu"  # cpu | cuda | auto (replay-resume is exact on the same device only)
+
+
+@dataclass
+class LSTMHCConfig:
+    """SMILES-LSTM hill climbing (lstm_hc.py), sized for 1k-10k calls."""
+
+    n_samples: int = 256  # SMILES sampled per round (GuacaMol: 1024)
+    keep_top: int = 128  # best molecules fine-tuned on (GuacaMol: 512)
+    epochs_per_round: float = 2.0  # passes over the top-k per round
+    batch_size: int = 64  # (GuacaMol: 256)
+    lr: float = 1e-3
+    sample_max_len: int = 100
+    temperature: float = 1.0
+    patience: int = 20  # stop after this many rounds in a row without a new molecule
+    device: str = "cpu"  # cpu | cuda | auto
+
+
+@dataclass
+class ReinventConfig:
+    """REINVENT (reinvent.py); PMO's defaults."""
+
+    batch_size: int = 64  # sequences sampled per step (PMO: 64)
+    lr: float = 5e-4  # Adam on the agent (PMO: 5e-4)
+    sigma: float = 500.0  # weight of the score in the augmented likelihood (PMO: 500)
+    experience_replay: int = 24  # memory molecules added to each step's loss (PMO: 24)
+    memory_size: int = 100  # best molecules kept for replay
+    sample_max_len: int = 100
+    patience: int = 20  # stop after this many steps in a row without a new molecule
+    device: str = "cpu"  # cpu | cuda | auto
+
+
+@dataclass
 class OptimizeConfig:
     name: str = "optimize"
     seed: int = 0
@@ -50,6 +98,10 @@ class OptimizeConfig:
     n_jobs: int = 1  # processes for the genetic operators
     checkpoint_every: int = 500  # oracle calls between saves of the call record
     graph_ga: GraphGAConfig = field(default_factory=GraphGAConfig)
+    prior: str | None = None  # model.pt of a pretrained SMILES LSTM (gegl, lstm_hc, reinvent, ...)
+    gegl: GEGLConfig = field(default_factory=GEGLConfig)
+    lstm_hc: LSTMHCConfig = field(default_factory=LSTMHCConfig)
+    reinvent: ReinventConfig = field(default_factory=ReinventConfig)
 
 
 class OptimizationContext:
@@ -188,7 +240,7 @@ def _molecule_grid(records, path: Path) -> None:
 
 
 def _run(run: Run, cfg: OptimizeConfig, resumed: bool) -> dict[str, Any]:
-    from . import graph_ga  # noqa: F401  (registers the optimisers)
+    from . import gegl, graph_ga, lstm_hc, reinvent  # noqa: F401  (registers the optimisers)
 
     if cfg.optimizer not in OPTIMIZERS:
         raise ConfigError(
