@@ -1,0 +1,370 @@
+"""GEGL vs Graph GA, SMILES-LSTM hill climbing, REINVENT and the GEGL ablations, PMO protocol.
+
+PMO protocol (Gao et al. 2022): a budget of unique oracle calls per run (10k), several seeds,
+metric AUC of the running top-10 mean versus calls (``auc_top10``), also ``top10_mean``, ``top1``
+and ``wall_seconds``. Arms (REFERENCES.md section 4): gegl, graph_ga, lstm_hc, reinvent,
+gegl_no_expert, gegl_no_learning and the control prior_only, all with their library defaults
+(budgeted GEGL: 100 + 100 per round, K = 100); every arm that needs a prior starts from the same
+pretrained SMILES LSTM. Tasks: by default the eight hardest PMO tasks (both median-molecule tasks
+and the Osimertinib, Ranolazine, Perindopril, Amlodipine, Sitagliptin and Zaleplon MPOs);
+``--tasks all`` runs the 20 PMO tasks that need no downloaded model. Settings are named as
+GuacaMol names the task. Also unconstrained penalized logP (raw form) with top1 and top3_mean.
+
+    python benchmarks/gegl/run.py --quick --threads 1   # minutes: 2 tasks, 500 calls, 1 seed
+    python benchmarks/gegl/run.py --threads 1            # full: 8 tasks, 10k calls, seeds 0 1 2
+    python benchmarks/gegl/run.py --prior runs/RUN/model.pt --tasks all
+
+Without ``--prior`` the script pretrains one with configs/chem/pretrain_zinc_bench.yaml into
+``<out>/prior/`` once (quick mode: a much shorter pretraining) and reuses it. Every finished
+(task, arm, seed) unit is cached in ``<out>/gegl_cache.json``; a unit killed half way is resumed
+from its run directory (replay-resume of ``selfsup.chem.optimize``), so a killed benchmark started
+again with the same arguments goes on where it was. ``--report`` writes the results from the
+cache without running what is missing. Full mode keeps its runs in ``runs/bench-gegl-full/`` and
+writes ``benchmarks/results/gegl.{json,md}``; quick mode writes both into its output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import load_json, now, row, write_results  # noqa: E402
+from selfsup.io import atomic_write_json  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+PRETRAIN_CONFIG = REPO / "configs" / "chem" / "pretrain_zinc_bench.yaml"
+QUICK_PRETRAIN_STEPS = 300
+
+ARMS = ("gegl", "graph_ga", "lstm_hc", "reinvent", "gegl_no_expert", "gegl_no_learning",
+        "prior_only")
+# REINVENT's sigma 500 assumes scores in [0, 1]; penalized logP is unbounded and scores an
+# invalid SMILES -1000, which would swamp its loss, so it sits out the penalized-logP setting.
+PLOGP_ARMS = tuple(a for a in ARMS if a != "reinvent")
+HARDEST = ("median1", "median2", "osimertinib_mpo", "ranolazine_mpo", "perindopril_mpo",
+           "amlodipine_mpo", "sitagliptin_mpo", "zaleplon_mpo")
+QUICK_TASKS = ("osimertinib_mpo", "median1")
+PLOGP = "penalized_logp"  # raw form: logP - SA - max(largest ring - 6, 0), cycle-basis rings
+
+
+def pmo_tasks() -> list[str]:
+    """The PMO tasks that need no downloaded classifier (registry suite 'pmo': 23 minus DRD2,
+    GSK3B, JNK3)."""
+    from selfsup.chem.objectives import list_objectives
+
+    return list(list_objectives("pmo"))
+
+
+def display_name(task: str) -> str:
+    from selfsup.chem.objectives import get_objective
+
+    return getattr(get_objective(task), "display_name", task)
+
+
+def budget_label(n: int) -> str:
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+# ------------------------------------------------------------------------------------ prior
+def _prior_info(model_path: Path, source: str) -> dict:
+    res = load_json(model_path.parent / "results.json")
+    return {"path": str(model_path.resolve()), "source": source,
+            "validity": res.get("validity"), "val_loss": res.get("val_loss"),
+            "steps": res.get("steps"), "n_params": res.get("n_params"),
+            "train_seconds": res.get("train_seconds")}
+
+
+def ensure_prior(out: Path, given: str | None, steps: int | None, threads: int | None,
+                 cache: dict | None = None) -> dict:
+    """The prior every apprentice arm starts from: ``given``, else one pretrained (once) into
+    ``<out>/prior/`` with configs/chem/pretrain_zinc_bench.yaml (``steps`` overrides its
+    max_steps), resumed from its checkpoint if an earlier pretraining was killed."""
+    if given:
+        path = Path(given)
+        if not path.is_file():
+            raise SystemExit(f"--prior {given}: no such file (a model.pt of selfsup chem pretrain)")
+        return _prior_info(path, "given (--prior)")
+    if cache is not None and "prior" in cache and Path(cache["prior"]["path"]).is_file():
+        return cache["prior"]
+    from selfsup.chem import pretrain as pt
+    from selfsup.runs import Run
+
+    root = out / "prior"
+    overrides = [f"run_root={root}"] + ([f"trainer.threads={threads}"] if threads else []) + (
+        [f"optim.max_steps={steps}"] if steps else [])
+    runs = sorted(p for p in root.glob("*") if (p / "run.json").is_file()) if root.is_dir() else []
+    print(f"[gegl bench] pretraining the prior ({PRETRAIN_CONFIG.name}, "
+          f"{'resumed' if runs else 'new'}) into {root}", flush=True)
+    if runs and Run.open(runs[-1]).meta.get("status") == "finished":
+        run_path = runs[-1]
+    elif runs and (runs[-1] / "checkpoints" / "last.ckpt").is_file():
+        run_path = pt.resume(runs[-1])[0].path
+    else:
+        run_path = pt.pretrain(str(PRETRAIN_CONFIG), overrides)[0].path
+    info = _prior_info(run_path / "model.pt", f"pretrained here ({PRETRAIN_CONFIG.name}"
+                       + (f", max_steps={steps}" if steps else "") + ")")
+    if cache is not None:
+        cache["prior"] = info
+    return info
+
+
+# ------------------------------------------------------------------------------------ units
+def _summary(res: dict, run_path: Path, resumed: bool) -> dict:
+    top = [t["score"] for t in res.get("top10", [])][:3]
+    keys = ("auc_top10", "top10_mean", "top1", "wall_seconds", "n_calls", "stopped",
+            "benchmark_score")
+    out = {k: res[k] for k in keys if k in res}
+    out.update(top3_mean=sum(top) / len(top) if top else float("nan"), run=str(run_path),
+               resumed=resumed)
+    return out
+
+
+def run_unit(task: str, arm: str, seed: int, budget: int, prior: str, run_root: Path) -> dict:
+    """One (task, arm, seed) optimisation through selfsup.chem.optimize; resumes a killed one."""
+    import yaml
+
+    from selfsup.chem.optimize import optimize, resume
+    from selfsup.runs import Run
+
+    name = f"{task}-{arm}-s{seed}"
+    for old in sorted(run_root.glob(f"{name}-2*"), reverse=True):
+        if not (old / "run.json").is_file() or not (old / "config.yaml").is_file():
+            continue
+        cfg = yaml.safe_load((old / "config.yaml").read_text()) or {}
+        if cfg.get("budget") != budget or cfg.get("prior") != prior:
+            continue
+        if Run.open(old).meta.get("status") == "finished" and (old / "results.json").is_file():
+            return _summary(load_json(old / "results.json"), old, resumed=False)
+        if (old / "oracle_calls.csv").is_file():
+            print(f"[gegl bench] resuming {old.name}", flush=True)
+            run, res = resume(old)
+            return _summary(res, run.path, resumed=True)
+    run, res = optimize(None, [f"name={name}", f"run_root={run_root}", f"objective={task}",
+                               f"optimizer={arm}", f"seed={seed}", f"budget={budget}",
+                               f"prior={prior}", "n_jobs=1"])
+    return _summary(res, run.path, resumed=False)
+
+
+def unit_key(task: str, arm: str, seed: int, budget: int) -> str:
+    return f"{task}|{arm}|{seed}|{budget}"
+
+
+# ------------------------------------------------------------------------------------ rows
+def build_rows(cache: dict, tasks: list[str], arms: list[str], seeds: list[int], budget: int,
+               plogp_budget: int, plogp_arms: list[str]) -> tuple[list[dict], list[str]]:
+    rows, missing = [], []
+    for task in tasks:
+        setting = display_name(task)
+        for arm in arms:
+            done = [cache[k] for s in seeds if (k := unit_key(task, arm, s, budget)) in cache]
+            missing += [unit_key(task, arm, s, budget) for s in seeds
+                        if unit_key(task, arm, s, budget) not in cache]
+            if done:
+                for metric in ("auc_top10", "top10_mean", "top1", "wall_seconds"):
+                    rows.append(row(setting, arm, metric, [u[metric] for u in done]))
+    for arm in arms:  # per-seed sums over the tasks (only seeds where every task finished)
+        full = [s for s in seeds if all(unit_key(t, arm, s, budget) in cache for t in tasks)]
+        if full and tasks:
+            rows.append(row("sum-over-tasks", arm, "auc_top10_sum",
+                            [sum(cache[unit_key(t, arm, s, budget)]["auc_top10"] for t in tasks)
+                             for s in full]))
+            rows.append(row("sum-over-tasks", arm, "wall_seconds_sum",
+                            [sum(cache[unit_key(t, arm, s, budget)]["wall_seconds"]
+                                 for t in tasks) for s in full]))
+    setting = f"penalized-logP/{budget_label(plogp_budget)}-calls"
+    for arm in plogp_arms:
+        done = [cache[k] for s in seeds if (k := unit_key(PLOGP, arm, s, plogp_budget)) in cache]
+        missing += [unit_key(PLOGP, arm, s, plogp_budget) for s in seeds
+                    if unit_key(PLOGP, arm, s, plogp_budget) not in cache]
+        if done:
+            for metric in ("top1", "top3_mean", "wall_seconds"):
+                rows.append(row(setting, arm, metric, [u[metric] for u in done]))
+    return rows, missing
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 tasks, 500 calls, 1 seed")
+    ap.add_argument("--tasks", nargs="+", default=None,
+                    help="registry names, 'hardest' (default) or 'all' (the 20 PMO tasks that "
+                         "need no downloaded model)")
+    ap.add_argument("--arms", nargs="+", default=None, choices=ARMS)
+    ap.add_argument("--seeds", type=int, nargs="+", default=None)
+    ap.add_argument("--budget", type=int, default=None, help="unique oracle calls per run")
+    ap.add_argument("--plogp-budget", type=int, default=None,
+                    help="budget of the penalized-logP setting (default: --budget); 0 skips it")
+    ap.add_argument("--prior", default=None, help="model.pt of selfsup chem pretrain")
+    ap.add_argument("--pretrain-steps", type=int, default=None,
+                    help=f"max_steps of the pretraining when there is no --prior (default: the "
+                         f"config's 2400; quick mode {QUICK_PRETRAIN_STEPS})")
+    ap.add_argument("--out", default=None, help="output folder (cache, runs, prior)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--report", action="store_true",
+                    help="only write results from the cache (run nothing)")
+    args = ap.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started, t0 = now(), time.perf_counter()
+    mode = "quick" if args.quick else "full"
+    if args.tasks in (None, ["hardest"]):
+        tasks = list(QUICK_TASKS if args.quick else HARDEST)
+    elif args.tasks == ["all"]:
+        tasks = pmo_tasks()
+    else:
+        valid = pmo_tasks()
+        bad = [t for t in args.tasks if t not in valid]
+        if bad:
+            raise SystemExit(f"--tasks {bad}: not PMO tasks of the registry; valid: {valid}")
+        tasks = list(args.tasks)
+    arms = list(args.arms or ARMS)
+    plogp_arms = [a for a in arms if a in PLOGP_ARMS]
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    budget = args.budget or (500 if args.quick else 10000)
+    plogp_budget = budget if args.plogp_budget is None else args.plogp_budget
+    out = Path(args.out) if args.out else (
+        REPO / "runs" / f"bench-gegl-quick-{time.strftime('%Y%m%d-%H%M%S')}" if args.quick
+        else REPO / "runs" / "bench-gegl-full")
+    out.mkdir(parents=True, exist_ok=True)
+    cache_path = out / "gegl_cache.json"
+    cache = load_json(cache_path)
+    run_root = out / "runs"
+    steps = args.pretrain_steps or (QUICK_PRETRAIN_STEPS if args.quick else None)
+
+    if args.report:
+        prior = cache.get("prior") or ({"path": args.prior} if args.prior else {})
+    else:
+        t_prior = time.perf_counter()
+        before = cache.get("prior", {}).get("path")
+        prior = ensure_prior(out, args.prior, steps, args.threads, cache)
+        if before and before != prior["path"] and any("|" in k for k in cache):
+            raise SystemExit(f"{cache_path} holds units run with the prior {before}; pass that "
+                             "--prior or another --out")
+        prior.setdefault("seconds_this_run", round(time.perf_counter() - t_prior, 1))
+        cache["prior"] = prior
+        atomic_write_json(cache_path, cache)
+        units = [(t, a, s, budget) for t in tasks for s in seeds for a in arms]
+        if plogp_budget:
+            units += [(PLOGP, a, s, plogp_budget) for s in seeds for a in plogp_arms]
+        for i, (task, arm, seed, b) in enumerate(units):
+            key = unit_key(task, arm, seed, b)
+            if key in cache:
+                continue
+            t_unit = time.perf_counter()
+            print(f"[gegl bench] {i + 1}/{len(units)} {key}", flush=True)
+            cache[key] = run_unit(task, arm, seed, b, prior["path"], run_root)
+            cache[key]["unit_seconds"] = round(time.perf_counter() - t_unit, 1)  # with loading
+            print(f"[gegl bench]   auc_top10 {cache[key]['auc_top10']:.4f} top1 "
+                  f"{cache[key]['top1']:.4f} {cache[key]['wall_seconds']:.0f}s "
+                  f"({cache[key]['unit_seconds']:.0f}s with start-up)", flush=True)
+            atomic_write_json(cache_path, cache)
+        cache.setdefault("invocations", []).append(
+            {"started": started, "seconds": round(time.perf_counter() - t0, 1),
+             "command": "python " + " ".join(sys.argv)})
+        atomic_write_json(cache_path, cache)
+
+    rows, missing = build_rows(cache, tasks, arms, seeds, budget,
+                               plogp_budget if plogp_budget else 0,
+                               plogp_arms if plogp_budget else [])
+    notes = make_notes(tasks, arms, seeds, budget, plogp_budget, prior, missing, args.quick,
+                       cache)
+    command = "python " + " ".join(sys.argv)
+    extra = {"tasks": tasks, "arms": arms, "seeds": seeds, "budget": budget,
+             "plogp_budget": plogp_budget, "prior": prior, "missing_units": missing,
+             "cache": str(cache_path)}
+    jp, mp = write_results("gegl", mode, command, started, time.perf_counter() - t0, rows,
+                           out if args.out or args.quick else None, notes, extra)
+    print(f"wrote {jp} and {mp}" + (f" ({len(missing)} units missing)" if missing else ""))
+    return 0
+
+
+def make_notes(tasks, arms, seeds, budget, plogp_budget, prior, missing, quick, cache) -> str:
+    names = ", ".join(f"{display_name(t)} (`{t}`)" for t in tasks)
+    validity = prior.get("validity")
+    lines = [
+        f"Tasks that ran ({len(tasks)} of the 20 PMO tasks that need no downloaded model): "
+        f"{names}. Budget {budget} unique oracle calls per run, seeds {seeds}, arms "
+        f"{', '.join(arms)}; every arm with its library defaults (budgeted GEGL: 100 apprentice "
+        "samples + 100 expert children per round, K = 100 per queue, 8 imitation steps x 64; "
+        "Graph GA: population 120, 70 offspring, mutation 0.067, ZINC250k start; REINVENT: PMO's "
+        "lr 5e-4, batch 64, sigma 500, replay 24; LSTM-HC: 256 samples, top 128).",
+        "",
+        f"Prior (one model for every apprentice arm): {prior.get('source', '?')}, "
+        f"`{prior.get('path', '?')}`, {prior.get('steps', '?')} steps, validity "
+        f"{validity if validity is not None else '?'} of 500 samples, validation loss "
+        f"{_fmt(prior.get('val_loss'))}, {prior.get('n_params', '?')} parameters (2 x 256 LSTM on "
+        "50k ZINC250k molecules). PMO's published numbers used a REINVENT-style prior "
+        "trained on ChEMBL/ZINC of a different (larger) size, 5 seeds and its own GA/LSTM "
+        "settings, so absolute values are not comparable with its tables; the arms here share "
+        "one prior and one oracle.",
+        "",
+        "auc_top10: area under the running top-10 mean vs calls (logged every 100 calls, "
+        "carried flat to the budget if a run stops early), divided by the budget. "
+        "sum-over-tasks/auc_top10_sum: per-seed sum over the tasks above (seeds where every task "
+        "finished); wall_seconds_sum likewise.",
+    ]
+    if plogp_budget:
+        lines += ["", f"penalized-logP/{budget_label(plogp_budget)}-calls: unconstrained "
+                  "penalized logP in its RAW form (objective `penalized_logp`: logP - SA - "
+                  "max(largest ring - 6, 0), cycle-basis rings, not ZINC-normalised), budget "
+                  f"{plogp_budget} unique calls, metrics top1 (best value) and top3_mean. "
+                  "REINVENT sits out this setting: its sigma 500 assumes scores in [0, 1] and an "
+                  "invalid SMILES scores -1000 here."]
+    unit_s = sum(u.get("unit_seconds", u["wall_seconds"]) for k, u in cache.items() if "|" in k
+                 and k.split("|")[0] in (*tasks, PLOGP) and k.split("|")[1] in arms)
+    lines += ["", f"Time: the finished units took {unit_s / 3600:.2f} h in all (start-up included; "
+              "each row's wall_seconds is the optimiser's own time)"
+              + (f"; the prior's pretraining took {prior['train_seconds'] / 60:.0f} min"
+                 if prior.get("train_seconds") else "") + "."]
+    for inv in cache.get("invocations", []):
+        lines.append(f"Started {inv['started']}: {inv['seconds'] / 60:.1f} min "
+                     f"(`{inv['command']}`).")
+    if quick:
+        lines += ["", f"Quick mode: {len(tasks)} tasks, {budget} calls, {len(seeds)} seed(s)"
+                  + ("; the prior is a much shorter pretraining than the full mode's 2400 steps"
+                     if "max_steps" in str(prior.get("source", "")) else "") + "."]
+        est = _estimate(cache, tasks, arms, seeds, budget)
+        if est:
+            lines.append(est)
+    if missing:
+        shown = ", ".join(missing[:12]) + (", ..." if len(missing) > 12 else "")
+        lines += ["", f"Missing units (not run yet, {len(missing)}; all listed in the JSON): "
+                  f"{shown}."]
+    return "\n".join(lines)
+
+
+def _fmt(x) -> str:
+    return f"{x:.3f}" if isinstance(x, float) else str(x if x is not None else "?")
+
+
+def _estimate(cache, tasks, arms, seeds, budget) -> str:
+    """Rough full-mode time from the quick units: optimiser time scaled linearly in calls, plus
+    each unit's start-up (loading the start pool and the prior) unscaled."""
+    per_arm, startup = {}, []
+    for arm in arms:
+        units = [cache[k] for t in tasks for s in seeds if (k := unit_key(t, arm, s, budget))
+                 in cache]
+        if units:
+            per_arm[arm] = sum(u["wall_seconds"] for u in units) / len(units)
+            startup += [u["unit_seconds"] - u["wall_seconds"] for u in units
+                        if "unit_seconds" in u]
+    if not per_arm:
+        return ""
+    scale = 10000 / budget
+    extra = sum(startup) / len(startup) if startup else 0.0
+    one = sum(per_arm.values()) * scale + extra * len(per_arm)  # one task and seed, all arms
+    full_h = one * (len(HARDEST) + 1) * 3 / 3600  # 8 tasks + penalized logP, 3 seeds
+    parts = ", ".join(f"{a} {v:.0f}s" for a, v in per_arm.items())
+    return (f"Mean optimiser wall time per unit here ({budget} calls): {parts}; start-up "
+            f"{extra:.0f}s a unit. Scaled linearly to 10k calls: about {one / 60:.0f} min per "
+            f"task and seed for all arms, {full_h:.1f} h for the full mode (8 tasks + penalized "
+            "logP, 3 seeds) on this machine; only a rough guide (runs whose generator collapses "
+            "onto known molecules need more rounds per new call).")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
