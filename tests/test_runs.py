@@ -60,6 +60,18 @@ def test_atomic_writes_leave_no_temp_files(tmp_path):
     assert torch.equal(safe_torch_load(tmp_path / "w.pt")["w"], torch.ones(2))
 
 
+def test_atomic_writes_have_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+
+
 def test_failed_write_keeps_old_file(tmp_path):
     atomic_write_json(tmp_path / "a.json", {"x": 1})
 

@@ -10,6 +10,12 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: str | os.PathLike, mode: str, writer: Callable[[IO], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -19,6 +25,7 @@ def _atomic(path: str | os.PathLike, mode: str, writer: Callable[[IO], None]) ->
             writer(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; use the usual mode
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -413,10 +413,58 @@ _USPTO = DatasetSpec(
     ),
 )
 
+# ORD / USPTO grants as extracted by ORDerly (observed here in orderly 1.0.0). The wheel ships
+# the same 13,501 USPTO reactions twice (extracted_ord_test_data_{trust,dont_trust}_labelling);
+# the "dont_trust" tables are read: their reactant columns come from the atom mapping, the
+# USPTO-50k convention, not from the ORD role labels.
+_ORD_DIR = ("orderly/data/test_data/extracted_ord_test_data_dont_trust_labelling/"
+            "extracted_ords")
+_ORD_SHA256 = {
+    "uspto-grants-1976_01.parquet":
+    "e9ccfe4bbb0247ee28470a93a636986fad13e1f99bf2da6df7f45be69a69ce84",
+    "uspto-grants-1978_12.parquet":
+    "999cd375530e277d56bc5ec1d41f90cccdbeabb652d9fca2ce1662cbee7b63bb",
+    "uspto-grants-1979_09.parquet":
+    "4e2c01278334262cf31001f83b3edab9cd0b5851069d631955cd47d1b97046cf",
+    "uspto-grants-1980_08.parquet":
+    "6f04ee7761719cc7c98c71585cec87665c4cfb6ceac647efa1cb745945c2a406",
+    "uspto-grants-1982_08.parquet":
+    "69aa2bff6793573a35c99e5efb0fe39f6089c25d6f8ad454dd65f4ce91dc41e8",
+    "uspto-grants-1986_09.parquet":
+    "c015c04a6baa69980d2f8b4da356c0bba35a3128991509bed92a02361333a41e",
+    "uspto-grants-1995_11.parquet":
+    "db5152fafa7339e422e3347257f0bc1d1675965bfc04a0bee8f14bd7af1b51e7",
+    "uspto-grants-2001_07.parquet":
+    "95e98f0d386fd3cfb00312dba3e2b9c979bddab1cca225a41954376812525def",
+}
+_ORD_USPTO = DatasetSpec(
+    name="ord-uspto",
+    kind="reactions",
+    description="ORD USPTO grants (8 monthly slices, 1976-2001) extracted by ORDerly: 13,501 "
+    "atom-mapped reactions in parquet tables (rxn_str, reactant_*/product_* columns; read "
+    "with selfsup.data.ord.load_ord_uspto, needs pyarrow).",
+    citation="Kearnes et al., The Open Reaction Database, JACS 2021 (data CC BY-SA 4.0, from "
+    "Lowe's USPTO extraction, CC0); Wigh et al., ORDerly, J. Chem. Inf. Model. 2024; files as "
+    "shipped in the orderly 1.0.0 wheel.",
+    files=tuple(_ORD_SHA256),
+    sources=(
+        # No official URL for these extracted tables: the ORD itself is protobuf on GitHub.
+        PyPIWheelMemberSource(
+            package="orderly",
+            version="1.0.0",
+            members={f"{_ORD_DIR}/{f}": f for f in _ORD_SHA256},
+            member_sha256={f"{_ORD_DIR}/{f}": h for f, h in _ORD_SHA256.items()},
+            sha256=dict(_ORD_SHA256),
+        ),
+        ManualSource(note=f"the orderly 1.0.0 wheel's {_ORD_DIR}/uspto-grants-*.parquet files",
+                     layouts=(Layout(tuple(_ORD_SHA256)),)),
+    ),
+)
+
 _REGISTRY: dict[str, DatasetSpec] = {
     s.name: s
     for s in (_MNIST, _FASHION, _CIFAR10, _CIFAR100, _STL10, _IMAGEFOLDER, _ZINC, _MOSES,
-              _USPTO)
+              _USPTO, _ORD_USPTO)
 }
 
 
