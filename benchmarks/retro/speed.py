@@ -160,6 +160,7 @@ def main() -> None:
     def log(msg: str) -> None:
         print(f"[retro_speed {time.perf_counter() - t0:7.1f}s] {msg}", flush=True)
 
+    from selfsup.chem.retro.reactions import canonical_smiles
     from selfsup.chem.retro.route_benchmark import (
         build_route_benchmark,
         default_stock,
@@ -246,6 +247,7 @@ def main() -> None:
             recs = []
             for t in targets:
                 model.clear_cache()
+                canonical_smiles.cache_clear()  # cold per target, like the peer's fresh cache
                 r = search.run(t)
                 recs.append({"target": r.target, "success": r.success,
                              "iterations": r.iterations, "time_s": r.time_s})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -45,10 +46,12 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=500_000)
 def canonical_smiles(smiles: str, *, remove_atom_map: bool = True) -> str:
     """Canonical RDKit SMILES of ``smiles`` (atom-map numbers removed by default).
 
-    Raises :class:`InputError` naming the SMILES when RDKit cannot parse it.
+    Raises :class:`InputError` naming the SMILES when RDKit cannot parse it. Memoised: a
+    search canonicalises the same molecules over and over (bounded LRU; errors not cached).
     """
     if not isinstance(smiles, str) or not smiles.strip():
         raise InputError(f"empty or non-string SMILES {smiles!r}: pass a SMILES string")

@@ -10,6 +10,7 @@ reactants of a reaction set (USPTO-50k) that never occur as a product. Every res
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import io
 import os
@@ -25,8 +26,12 @@ from .reactions import Reaction
 __all__ = ["Stock", "inchikey", "stock_from_reactions"]
 
 
+@functools.lru_cache(maxsize=500_000)
 def inchikey(smiles: str) -> str | None:
-    """Standard InChIKey of ``smiles`` (RDKit), or ``None`` when it cannot be computed."""
+    """Standard InChIKey of ``smiles`` (RDKit), or ``None`` when it cannot be computed.
+
+    Memoised (bounded LRU): stock look-ups during a search repeat the same molecules.
+    """
     if not isinstance(smiles, str) or not smiles.strip():
         return None
     with rdBase.BlockLogs():
