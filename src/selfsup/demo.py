@@ -19,12 +19,13 @@ from .errors import SelfsupError
 NOT_BUILT = [
     ("vision", "two-view SSL (SimCLR, MoCo v2, BYOL, SimSiam, DINO), AugSelf, SelfPatch, "
                "rotation / masked-image pretext tasks"),
-    ("chem", "ORD reactions in the route benchmark; syntheseus speed comparison"),
 ]
 NOT_IN_DEMO = [  # built, but longer than the demo's few minutes on 2 CPU cores
     ("chem", "selfsup chem pretrain (SMILES LSTM apprentice; GEGL / LSTM-HC / REINVENT need it)"),
     ("chem", "selfsup chem train-single-step, plan, self-improve (template MLP on USPTO-50k: "
              "about 7 minutes to train on 2 cores)"),
+    ("all", "the benchmarks in benchmarks/ (selfsup bench list): minutes in --quick mode, "
+            "hours in full mode"),
 ]
 
 
