@@ -48,69 +48,49 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _optimize(args: argparse.Namespace) -> int:
+def _start_or_resume(args: argparse.Namespace, start, resume, first: tuple[str, ...] = ()) -> int:
+    """Run ``start(config, overrides)`` or, with --resume, ``resume(run)``; print the results."""
     from ..cli import _print_results
-    from .optimize import optimize, resume
 
-    if args.resume:
+    if getattr(args, "resume", None):
         run, res = resume(args.resume)
     else:
-        ov = list(args.overrides)
-        for key in ("objective", "budget", "optimizer", "seed"):
-            val = getattr(args, key)
-            if val is not None:
-                ov.insert(0, f"{key}={val}")
-        run, res = optimize(args.config, ov)
+        run, res = start(args.config, [*first, *args.overrides])
     _print_results(Console(), run.path, res)
     return 0
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from .optimize import optimize, resume
+
+    flags = ("objective", "budget", "optimizer", "seed")
+    first = tuple(f"{k}={getattr(args, k)}" for k in flags if getattr(args, k) is not None)
+    return _start_or_resume(args, optimize, resume, first)
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from ..cli import _print_results
     from .pretrain import pretrain, resume
 
-    if args.resume:
-        run, res = resume(args.resume, args.overrides)
-    else:
-        run, res = pretrain(args.config, args.overrides)
-    _print_results(Console(), run.path, res)
-    return 0
+    return _start_or_resume(args, pretrain, lambda run: resume(run, args.overrides))
 
 
 def _train_single_step(args: argparse.Namespace) -> int:
-    from ..cli import _print_results
     from .retro.train_single_step import resume, train_single_step
 
-    if args.resume:
-        run, res = resume(args.resume)
-    else:
-        run, res = train_single_step(args.config, args.overrides)
-    _print_results(Console(), run.path, res)
-    return 0
+    return _start_or_resume(args, train_single_step, resume)
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from ..cli import _print_results
     from .retro.plan import plan, resume_plan
 
-    if args.resume:
-        run, res = resume_plan(args.resume)
-    else:
-        ov = list(args.overrides)
-        if args.targets:
-            ov.insert(0, f"targets={args.targets}")
-        run, res = plan(args.config, ov)
-    _print_results(Console(), run.path, res)
-    return 0
+    first = (f"targets={args.targets}",) if args.targets else ()
+    return _start_or_resume(args, plan, resume_plan, first)
 
 
 def _self_improve(args: argparse.Namespace) -> int:
-    from ..cli import _print_results
     from .retro.self_improve import self_improve
 
-    run, res = self_improve(args.config, args.overrides)
-    _print_results(Console(), run.path, res)
-    return 0
+    return _start_or_resume(args, self_improve, None)
 
 
 def add_commands(sc) -> None:
