@@ -114,7 +114,7 @@ def build_model(cfg: VisionTrainConfig, n_classes: int, in_channels: int):
     from .methods.sla import SLAModel
 
     kwargs: dict[str, Any] = {"in_channels": in_channels}
-    if cfg.model.backbone.startswith("resnet") and cfg.model.backbone in ("resnet18", "resnet50"):
+    if cfg.model.backbone in ("resnet18", "resnet50"):  # torchvision ResNets
         kwargs["small_image_stem"] = cfg.model.small_image_stem
     else:
         kwargs["width"] = cfg.model.width
