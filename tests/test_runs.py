@@ -98,3 +98,12 @@ def test_safe_load_refuses_pickled_objects(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         safe_torch_load(tmp_path / "evil.pt")
     assert torch is not None
+
+
+def test_marks_failure_records_status_and_reraises(tmp_path):
+    run = Run.create("x", {}, root=tmp_path)
+    with pytest.raises(ZeroDivisionError):
+        with run.marks_failure():
+            raise ZeroDivisionError("boom")
+    meta = Run.open(run.path).meta
+    assert meta["status"] == "failed" and "ZeroDivisionError" in meta["error"]

@@ -19,6 +19,7 @@ and calls :meth:`Run.trim_metrics` so no row after the checkpoint is counted twi
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -28,6 +29,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -178,6 +180,15 @@ class Run:
         self.meta[f"{status}_at"] = _now()
         self.meta.update(extra)
         self._save_meta()
+
+    @contextlib.contextmanager
+    def marks_failure(self) -> Iterator[Run]:
+        """Run the body; if it raises (Ctrl-C included), record status 'failed' and re-raise."""
+        try:
+            yield self
+        except BaseException as exc:
+            self.set_status("failed", error=repr(exc))
+            raise
 
     def logger(self) -> logging.Logger:
         """A logger writing to ``log.txt`` of this run (and nowhere else)."""

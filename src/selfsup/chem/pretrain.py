@@ -563,11 +563,8 @@ def pretrain(
     cfg = load_config(PretrainConfig, config_path, list(overrides))
     _check(cfg)
     run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root)
-    try:
+    with run.marks_failure():
         return run, _run_fit(run, cfg, None, console)
-    except BaseException as exc:
-        run.set_status("failed", error=repr(exc))
-        raise
 
 
 def resume(
@@ -596,8 +593,5 @@ def resume(
         run.trim_metrics(int(state["step"]))
     else:
         run.trim_metrics(-1)
-    try:
+    with run.marks_failure():
         return run, _run_fit(run, cfg, state, console)
-    except BaseException as exc:
-        run.set_status("failed", error=repr(exc))
-        raise

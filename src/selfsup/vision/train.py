@@ -415,11 +415,8 @@ def train(config_path: str | None, overrides: list[str], console=None) -> tuple[
     """Start a new run from a config file and overrides."""
     cfg = load_config(VisionTrainConfig, config_path, overrides)
     run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root)
-    try:
+    with run.marks_failure():
         return run, _run_fit(run, cfg, None, console)
-    except BaseException as exc:
-        run.set_status("failed", error=repr(exc))
-        raise
 
 
 def resume(run_path: str | os.PathLike, console=None) -> tuple[Run, dict]:
@@ -436,11 +433,8 @@ def resume(run_path: str | os.PathLike, console=None) -> tuple[Run, dict]:
     else:
         run.trim_metrics(-1)
         ckpt_path = None
-    try:
+    with run.marks_failure():
         return run, _run_fit(run, cfg, ckpt_path, console)
-    except BaseException as exc:
-        run.set_status("failed", error=repr(exc))
-        raise
 
 
 def evaluate(run_path: str | os.PathLike, split: str = "test") -> dict:

@@ -274,11 +274,8 @@ def optimize(config_path: str | None, overrides: Sequence[str]) -> tuple[Run, di
 
     get_objective(cfg.objective)  # fail early on an unknown objective, listing valid names
     run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root)
-    try:
+    with run.marks_failure():
         return run, _run(run, cfg, resumed=False)
-    except BaseException as exc:
-        run.set_status("failed", error=repr(exc))
-        raise
 
 
 def resume(run_path: str | os.PathLike) -> tuple[Run, dict[str, Any]]:
@@ -286,11 +283,8 @@ def resume(run_path: str | os.PathLike) -> tuple[Run, dict[str, Any]]:
     if run.meta.get("status") == "finished" and run.read_results():
         return run, run.read_results()
     cfg = load_config(OptimizeConfig, base=run.config)
-    try:
+    with run.marks_failure():
         return run, _run(run, cfg, resumed=True)
-    except BaseException as exc:
-        run.set_status("failed", error=repr(exc))
-        raise
 
 
 def sample_pool(pool: Sequence[str], n: int, rng: np.random.Generator) -> list[str]:

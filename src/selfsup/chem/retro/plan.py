@@ -398,11 +398,8 @@ def plan(config_path: str | os.PathLike | None = None, overrides: Sequence[str] 
     """Plan every target of ``targets`` in a new run; return the run and ``results.json``."""
     cfg = load_plan_config(config_path, overrides)
     run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root)
-    try:
+    with run.marks_failure():
         return _execute(run, cfg)
-    except BaseException as err:
-        run.set_status("failed", error=repr(err))
-        raise
 
 
 def resume_plan(run_path: str | os.PathLike) -> tuple[Run, dict[str, Any]]:
@@ -413,11 +410,8 @@ def resume_plan(run_path: str | os.PathLike) -> tuple[Run, dict[str, Any]]:
         return run, run.read_results()
     run = Run.resume(run_path)
     cfg = load_plan_config(base=run.config)
-    try:
+    with run.marks_failure():
         return _execute(run, cfg)
-    except BaseException as err:
-        run.set_status("failed", error=repr(err))
-        raise
 
 
 def _execute(run: Run, cfg: PlanConfig) -> tuple[Run, dict[str, Any]]:

@@ -269,11 +269,8 @@ def self_improve(config_path: str | os.PathLike | None = None, overrides: Sequen
     """Run ``n_iterations`` of self-improvement (or the random control); see the module doc."""
     cfg = load_self_improve_config(config_path, overrides)
     run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root)
-    try:
+    with run.marks_failure():
         return _self_improve(run, cfg)
-    except BaseException as err:
-        run.set_status("failed", error=repr(err))
-        raise
 
 
 def _self_improve(run: Run, cfg: SelfImproveConfig) -> tuple[Run, dict[str, Any]]:

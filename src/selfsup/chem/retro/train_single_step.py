@@ -337,11 +337,8 @@ def train_single_step(
     """
     cfg = load_single_step_config(config_path, overrides)
     run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root)
-    try:
+    with run.marks_failure():
         return _train(run, cfg, start_ckpt=None, max_epochs=max_epochs)
-    except BaseException as err:
-        run.set_status("failed", error=repr(err))
-        raise
 
 
 def resume(run_path: str | os.PathLike, *, max_epochs: int | None = None
@@ -359,11 +356,8 @@ def resume(run_path: str | os.PathLike, *, max_epochs: int | None = None
     ckpt_path = run.checkpoint_dir / "last.pt"
     ckpt = safe_torch_load(ckpt_path) if ckpt_path.is_file() else None
     run.trim_metrics(int(ckpt["epoch"]) if ckpt is not None else 0)
-    try:
+    with run.marks_failure():
         return _train(run, cfg, start_ckpt=ckpt, max_epochs=max_epochs)
-    except BaseException as err:
-        run.set_status("failed", error=repr(err))
-        raise
 
 
 def _train(
