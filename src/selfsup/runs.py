@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 
 from .errors import InputError
-from .io import atomic_write_json, atomic_write_text
+from .io import append_jsonl, atomic_write_json, atomic_write_text
 
 DEFAULT_RUN_ROOT = "runs"
 
@@ -205,10 +205,7 @@ class Run:
     def log_metrics(self, row: dict[str, Any]) -> None:
         """Append one row (must hold ``step``) to metrics.jsonl; flushed to disk at once."""
         row = {k: (float(v) if hasattr(v, "item") else v) for k, v in row.items()}
-        with open(self.path / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_jsonl(self.path / "metrics.jsonl", row)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         p = self.path / "metrics.jsonl"

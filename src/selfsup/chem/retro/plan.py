@@ -36,7 +36,7 @@ from typing import Any
 
 from selfsup.config import load_config, to_dict
 from selfsup.errors import ConfigError, InputError
-from selfsup.io import atomic_write_json, atomic_write_text
+from selfsup.io import append_jsonl, atomic_write_json, atomic_write_text
 from selfsup.runs import Run
 
 from .routes import Route, draw_route
@@ -386,13 +386,6 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     return good
 
 
-def _append(path: Path, rec: dict[str, Any]) -> None:
-    with open(path, "a") as fh:
-        fh.write(json.dumps(rec) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def plan(config_path: str | os.PathLike | None = None, overrides: Sequence[str] = ()
          ) -> tuple[Run, dict[str, Any]]:
     """Plan every target of ``targets`` in a new run; return the run and ``results.json``."""
@@ -444,7 +437,7 @@ def _execute(run: Run, cfg: PlanConfig) -> tuple[Run, dict[str, Any]]:
     n_new = [0]
 
     def on_result(rec: dict[str, Any]) -> None:
-        _append(jsonl, rec)
+        append_jsonl(jsonl, rec)
         n_new[0] += 1
         log.info("target %d: success=%s iterations=%s", rec["index"], rec.get("success"),
                  rec.get("iterations"))
