@@ -235,6 +235,22 @@ class _SavedTemplateNet:
         return model
 
 
+def _attach_net(model: Any, net: TemplateMLP, radius: int, batch_size: int,
+                device: str | torch.device) -> None:
+    """Give ``model`` (whose ``templates`` are set) its network, in eval mode on ``device``."""
+    if net.n_templates != len(model.templates):
+        raise InputError(
+            f"the network scores {net.n_templates} templates but {len(model.templates)} "
+            "templates were given: pass the template list the network was trained on"
+        )
+    model.device = torch.device(device)
+    model.net = net.to(model.device)
+    model.net.eval()
+    model.radius = int(radius)
+    model.batch_size = int(batch_size)
+    model.extra = {}
+
+
 class MLPSingleStepModel(_SavedTemplateNet, TemplateModel):
     """Retro*'s single-step model: a trained :class:`TemplateMLP` over a template list.
 
@@ -254,17 +270,7 @@ class MLPSingleStepModel(_SavedTemplateNet, TemplateModel):
         **kwargs: Any,
     ) -> None:
         super().__init__(templates, **kwargs)
-        if net.n_templates != len(self.templates):
-            raise InputError(
-                f"the network scores {net.n_templates} templates but {len(self.templates)} "
-                "templates were given: pass the template list the network was trained on"
-            )
-        self.device = torch.device(device)
-        self.net = net.to(self.device)
-        self.net.eval()
-        self.radius = int(radius)
-        self.batch_size = int(batch_size)
-        self.extra: dict[str, Any] = {}
+        _attach_net(self, net, radius, batch_size, device)
 
     def fingerprints(self, smiles: Sequence[str]) -> np.ndarray:
         """Input fingerprints ``(n, fp_dim)`` uint8 of products."""
@@ -399,18 +405,8 @@ class ForwardTemplateModel(_SavedTemplateNet):
         device: str | torch.device = "cpu",
     ) -> None:
         self.templates = list(templates)
-        if net.n_templates != len(self.templates):
-            raise InputError(
-                f"the network scores {net.n_templates} templates but {len(self.templates)} "
-                "templates were given"
-            )
-        self.device = torch.device(device)
-        self.net = net.to(self.device)
-        self.net.eval()
-        self.radius = int(radius)
-        self.batch_size = int(batch_size)
         self.n_template_errors = 0
-        self.extra: dict[str, Any] = {}
+        _attach_net(self, net, radius, batch_size, device)
 
     def fingerprints(self, reactant_sets: Sequence[str | Sequence[str]]) -> np.ndarray:
         """Input fingerprints ``(n, fp_dim)`` uint8 of reactant sets."""
