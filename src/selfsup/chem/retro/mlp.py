@@ -207,6 +207,21 @@ class _SavedTemplateNet:
     templates: list[str]
     radius: int
 
+    def _attach_net(self, net: TemplateMLP, radius: int, batch_size: int,
+                    device: str | torch.device) -> None:
+        """Take ``net`` (checked against ``self.templates``), in eval mode on ``device``."""
+        if net.n_templates != len(self.templates):
+            raise InputError(
+                f"the network scores {net.n_templates} templates but {len(self.templates)} "
+                "templates were given: pass the template list the network was trained on"
+            )
+        self.device = torch.device(device)
+        self.net = net.to(self.device)
+        self.net.eval()
+        self.radius = int(radius)
+        self.batch_size = int(batch_size)
+        self.extra: dict[str, Any] = {}
+
     def checkpoint(self, extra: dict | None = None) -> dict[str, Any]:
         """The weights_only-safe dict that :meth:`save` writes."""
         return _checkpoint(self.kind, self.net, self.templates, self.radius, extra)
@@ -235,22 +250,6 @@ class _SavedTemplateNet:
         return model
 
 
-def _attach_net(model: Any, net: TemplateMLP, radius: int, batch_size: int,
-                device: str | torch.device) -> None:
-    """Give ``model`` (whose ``templates`` are set) its network, in eval mode on ``device``."""
-    if net.n_templates != len(model.templates):
-        raise InputError(
-            f"the network scores {net.n_templates} templates but {len(model.templates)} "
-            "templates were given: pass the template list the network was trained on"
-        )
-    model.device = torch.device(device)
-    model.net = net.to(model.device)
-    model.net.eval()
-    model.radius = int(radius)
-    model.batch_size = int(batch_size)
-    model.extra = {}
-
-
 class MLPSingleStepModel(_SavedTemplateNet, TemplateModel):
     """Retro*'s single-step model: a trained :class:`TemplateMLP` over a template list.
 
@@ -270,7 +269,7 @@ class MLPSingleStepModel(_SavedTemplateNet, TemplateModel):
         **kwargs: Any,
     ) -> None:
         super().__init__(templates, **kwargs)
-        _attach_net(self, net, radius, batch_size, device)
+        self._attach_net(net, radius, batch_size, device)
 
     def fingerprints(self, smiles: Sequence[str]) -> np.ndarray:
         """Input fingerprints ``(n, fp_dim)`` uint8 of products."""
@@ -406,7 +405,7 @@ class ForwardTemplateModel(_SavedTemplateNet):
     ) -> None:
         self.templates = list(templates)
         self.n_template_errors = 0
-        _attach_net(self, net, radius, batch_size, device)
+        self._attach_net(net, radius, batch_size, device)
 
     def fingerprints(self, reactant_sets: Sequence[str | Sequence[str]]) -> np.ndarray:
         """Input fingerprints ``(n, fp_dim)`` uint8 of reactant sets."""
