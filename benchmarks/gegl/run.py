@@ -247,9 +247,12 @@ def main() -> int:
         prior.setdefault("seconds_this_run", round(time.perf_counter() - t_prior, 1))
         cache["prior"] = prior
         atomic_write_json(cache_path, cache)
-        units = [(t, a, s, budget) for t in tasks for s in seeds for a in arms]
-        if plogp_budget:
-            units += [(PLOGP, a, s, plogp_budget) for s in seeds for a in plogp_arms]
+        # seed-major: a benchmark stopped part way has whole seeds over every task
+        units = []
+        for s in seeds:
+            units += [(t, a, s, budget) for t in tasks for a in arms]
+            if plogp_budget:
+                units += [(PLOGP, a, s, plogp_budget) for a in plogp_arms]
         for i, (task, arm, seed, b) in enumerate(units):
             key = unit_key(task, arm, seed, b)
             if key in cache:
