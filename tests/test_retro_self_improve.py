@@ -61,7 +61,8 @@ def _si_overrides(root, model, tmp_path, **extra):
     base = {"model": str(model), "data.root": str(root), "data.cache_dir": str(root / "cache"),
             "run_root": str(tmp_path / "runs"), "n_iterations": 1, "targets.n": 0,
             "search.max_iterations": 10, "search.top_k": 5, "filter.min_probability": 0.5,
-            "finetune.epochs": 2, "finetune.batch_size": 8, "eval.n_test": 0,
+            "finetune.epochs": 2, "finetune.batch_size": 8, "finetune.replay": 0,
+            "eval.n_test": 0,
             "eval.top_k": "[1,5]"}
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
@@ -129,6 +130,22 @@ def test_random_control_fine_tunes_on_random_train_reactions(tiny, tmp_path):
                                     "reactions.csv").open()))
         assert len(rows) == 3 and {r["source"] for r in rows} == {"random"}
     assert len(res["models"]) == 2
+
+
+def test_replay_mixes_random_train_reactions_into_the_fine_tuning_set(tiny, tmp_path):
+    root, model = tiny
+    with pytest.raises(ConfigError, match="replay"):
+        self_improve(None, _si_overrides(root, model, tmp_path, **{"finetune.replay": -1}))
+    _, res = self_improve(None, _si_overrides(root, model, tmp_path,
+                                              **{"finetune.replay": 0.6}))
+    it = res["iterations"][0]
+    # 5 kept route reactions + round(0.6 * 5) = 3 replayed train reactions
+    assert it["n_kept"] == 5 and it["n_replay"] == 3 and it["n_finetune_examples"] == 8
+    _, res = self_improve(None, _si_overrides(root, model, tmp_path, mode="random_control",
+                                              control_n_reactions=2,
+                                              **{"finetune.replay": 1.0}))
+    assert res["iterations"][0]["n_replay"] == 2
+    assert res["iterations"][0]["n_finetune_examples"] == 4
 
 
 def test_forward_augment_keeps_confident_back_consistent_products():

@@ -18,10 +18,12 @@ on the same test targets and stock):
   ``-log p`` under the model, MSE + margin hinge), one network per seed;
 - ``retro_star_0_si1`` / ``_si2``: Retro*-0 with the model after 1 / 2 self-improvement
   iterations (planning on a seeded subset of the multi-step train targets, reference filter
-  top-5 / p >= 0.8, fine-tuning 20 epochs, lr 1e-4, batch 1024, dropout 0.4);
+  top-5 / p >= 0.8, fine-tuning 20 epochs, lr 1e-4, batch 1024, dropout 0.4, mixed with as
+  many random train reactions: ``finetune.replay`` 1.0, the library default; ``--replay 0`` is
+  the paper's recipe, the new reactions alone);
 - ``retro_star_si1`` / ``_si2``: the same with the value network (trained for the base model);
 - ``random_control``: Retro*-0 with the model fine-tuned on as many random true train reactions
-  as self-improvement iteration 1 kept (same fine-tuning recipe).
+  as self-improvement iteration 1 kept (same fine-tuning recipe, replay included).
 
 Metrics: success within 10/25/50/100 iterations, mean route length (solved targets), mean
 iterations (failures at the maximum), one-step exact top-1/top-10 on held-out test reactions
@@ -90,6 +92,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--seeds", type=int, nargs="+", default=None,
                     help="default: 0 (quick), 0 1 2 (full)")
+    ap.add_argument("--replay", type=float, default=None,
+                    help="finetune.replay of self-improvement and the control (default: the "
+                         "library's 1.0; 0 = the paper's recipe)")
     ap.add_argument("--report", action="store_true",
                     help="only write results from the cache (run nothing)")
     args = ap.parse_args()
@@ -111,7 +116,7 @@ def main() -> None:
         reactions_from_template_data,
         write_route_benchmark,
     )
-    from selfsup.chem.retro.self_improve import self_improve
+    from selfsup.chem.retro.self_improve import SIFinetuneConfig, self_improve
     from selfsup.chem.retro.stock import Stock
     from selfsup.chem.retro.templates_data import prepare_uspto50k
     from selfsup.chem.retro.value import train_value_network, value_examples_from_routes
@@ -131,6 +136,11 @@ def main() -> None:
         raise SystemExit(f"{cache_path} holds units of the model {cache['model']}; pass that "
                          "--model or another --out")
     cache["model"] = str(Path(args.model).resolve())
+    replay = args.replay if args.replay is not None else SIFinetuneConfig().replay
+    if cache.get("replay", replay) != replay:
+        raise SystemExit(f"{cache_path} holds units fine-tuned with replay {cache['replay']}; "
+                         "pass that --replay or another --out")
+    cache["replay"] = replay
 
     def save() -> None:
         atomic_write_json(cache_path, cache)
@@ -185,6 +195,8 @@ def main() -> None:
                  f"n_workers={args.workers}", f"stock={stock_file}",
                  f"eval.n_test={st['n_onestep']}", "eval.top_k=[1,10]",
                  f"finetune.epochs={st['finetune_epochs']}"]
+    if args.replay is not None:
+        common_si.append(f"finetune.replay={args.replay}")
 
     def plan_arm(key: str, model: str, value: str | None) -> dict:
         if key not in cache:
@@ -303,12 +315,15 @@ def main() -> None:
              f"reactions before: {base_onestep}). The value network of the retro_star_si arms "
              "was trained for the base model. Self-improvement: "
              f"{st['n_train_targets']} multi-step train targets per iteration (seeded subset), "
-             f"{st['si_max_iterations']} iterations each; per seed and iteration: {si_rows}.")
+             f"{st['si_max_iterations']} iterations each, fine-tuning replay {replay} (random "
+             "train reactions per new reaction; 0 is the paper's recipe); per seed and "
+             f"iteration: {si_rows}.")
     command = "python " + " ".join(sys.argv)
     target = None if (mode == "full" and not args.out) else out  # full: benchmarks/results/
     name = "retro_ord" if args.with_ord else "retro"
     write_results(name, mode, command, started, time.perf_counter() - t0, rows, target, notes,
                   extra={"route_benchmark": bench.report, "settings": st, "seeds": done_seeds,
+                         "replay": replay,
                          "per_seed": {str(s): per_seed[s] for s in done_seeds},
                          "self_improvement": si_rows,
                          "value": {str(s): cache.get(f"seed{s}:value") for s in done_seeds}})
