@@ -148,6 +148,36 @@ def test_replay_mixes_random_train_reactions_into_the_fine_tuning_set(tiny, tmp_
     assert res["iterations"][0]["n_finetune_examples"] == 4
 
 
+def test_select_on_valid_keeps_the_best_validation_epoch(tiny, tmp_path):
+    root, model = tiny
+    _, res = self_improve(None, _si_overrides(root, model, tmp_path,
+                                              **{"finetune.select_on_valid": "true",
+                                                 "finetune.epochs": 3}))
+    it = res["iterations"][0]
+    assert 0 <= it["selected_epoch"] <= 3
+    assert it["valid_template_top1_after"] >= it["valid_template_top1_before"]
+
+
+def test_fine_tune_selection_restores_the_starting_weights_when_nothing_is_better(tiny):
+    import numpy as np
+
+    from selfsup.chem.retro.train_single_step import fine_tune, template_topk_accuracy
+
+    _, model_path = tiny
+    model = MLPSingleStepModel.load(model_path)
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    prods = ["OCCN", "CC(=O)NCCO"]
+    fps = np.ascontiguousarray(model.fingerprints(prods))
+    labels = model.net(torch.as_tensor(fps)).argmax(1).numpy()  # the model's own answers: 100%
+    assert template_topk_accuracy(model.net, fps, labels, (1,))["top1"] == 1.0
+    wrong = [(p, model.templates[(int(lb) + 1) % len(model.templates)])
+             for p, lb in zip(prods, labels)]  # fine-tuning on other templates only
+    ft = fine_tune(model, wrong * 4, epochs=3, lr=0.05, batch_size=8, dropout=0.0,
+                   select=(fps, labels))
+    assert ft["selected_epoch"] == 0 and ft["select_top1"][0] == 1.0
+    assert all(torch.equal(before[k], v) for k, v in model.net.state_dict().items())
+
+
 def test_forward_augment_keeps_confident_back_consistent_products():
     from selfsup.chem.retro.mlp import ForwardPrediction
     from selfsup.chem.retro.self_improve import forward_augment

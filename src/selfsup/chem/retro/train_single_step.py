@@ -23,6 +23,7 @@ reports the exact match of the recorded product among the top-k forward predicti
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -488,6 +489,7 @@ def fine_tune(
     weight_decay: float = 0.0,
     seed: int = 0,
     run: Run | None = None,
+    select: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Continue training ``model.net`` from its current weights on new reactions.
 
@@ -500,6 +502,12 @@ def fine_tune(
     atom-mapped text (their template is extracted with rdchiral). Items whose template is not
     in the model's vocabulary or that cannot be parsed are skipped and counted. Logs one
     ``finetune_loss`` row per epoch to ``run`` when given. Returns counts and losses.
+
+    ``select = (fingerprints, labels)`` of held-out reactions (labels index ``model.templates``,
+    ``-1`` unknown) turns on model selection: template top-1 on them is measured before the first
+    epoch and after every epoch, and the weights of the best epoch are kept (the starting weights
+    win ties), so held-out template accuracy cannot fall. The result then holds
+    ``selected_epoch`` (0: the starting weights) and ``select_top1`` per epoch.
     """
     forward = isinstance(model, ForwardTemplateModel)
     index = {t: i for i, t in enumerate(model.templates)}
@@ -534,6 +542,8 @@ def fine_tune(
 
     t0 = time.perf_counter()
     losses: list[float] = []
+    select_top1: list[float] = []
+    selected = 0
     net = model.net
     device = model.device
     if len(labels) >= 2 and epochs > 0:
@@ -541,13 +551,25 @@ def fine_tune(
         y = np.asarray(labels, dtype=np.int64)
         net.set_dropout(dropout)
         opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+        if select is not None:
+            select_top1.append(template_topk_accuracy(net, select[0], select[1], (1,))["top1"])
+            best_state = copy.deepcopy(net.state_dict())
         for epoch in range(1, epochs + 1):
             tr = train_epoch(net, opt, fps, y, batch_size, seed=seed * 100_003 + epoch,
                              device=device)
             losses.append(tr["loss"])
+            row = {"step": epoch, "finetune_epoch": epoch, "finetune_loss": tr["loss"],
+                   "finetune_acc": tr["acc"]}
+            if select is not None:
+                row["select_top1"] = template_topk_accuracy(net, select[0], select[1],
+                                                            (1,))["top1"]
+                if row["select_top1"] > max(select_top1):
+                    best_state, selected = copy.deepcopy(net.state_dict()), epoch
+                select_top1.append(row["select_top1"])
             if run is not None:
-                run.log_metrics({"step": epoch, "finetune_epoch": epoch,
-                                 "finetune_loss": tr["loss"], "finetune_acc": tr["acc"]})
+                run.log_metrics(row)
+        if select is not None:
+            net.load_state_dict(best_state)
     net.eval()
     if hasattr(model, "clear_cache"):
         model.clear_cache()  # cached proposals came from the old weights
@@ -558,7 +580,7 @@ def fine_tune(
         "epochs": epochs if len(labels) >= 2 else 0,
         "losses": losses,
         "seconds": round(time.perf_counter() - t0, 2),
-    }
+    } | ({"selected_epoch": selected, "select_top1": select_top1} if select_top1 else {})
 
 
 def load_trained_model(run_path: str | os.PathLike, device: str = "cpu"
