@@ -95,6 +95,9 @@ def main() -> None:
     ap.add_argument("--replay", type=float, default=None,
                     help="finetune.replay of self-improvement and the control (default: the "
                          "library's 1.0; 0 = the paper's recipe)")
+    ap.add_argument("--select-on-valid", action="store_true",
+                    help="fine-tuning keeps its best epoch on the validation split "
+                         "(finetune.select_on_valid)")
     ap.add_argument("--report", action="store_true",
                     help="only write results from the cache (run nothing)")
     args = ap.parse_args()
@@ -141,6 +144,10 @@ def main() -> None:
         raise SystemExit(f"{cache_path} holds units fine-tuned with replay {cache['replay']}; "
                          "pass that --replay or another --out")
     cache["replay"] = replay
+    if cache.get("select_on_valid", args.select_on_valid) != args.select_on_valid:
+        raise SystemExit(f"{cache_path} holds units with select_on_valid "
+                         f"{cache['select_on_valid']}; pass the same flag or another --out")
+    cache["select_on_valid"] = args.select_on_valid
 
     def save() -> None:
         atomic_write_json(cache_path, cache)
@@ -197,6 +204,8 @@ def main() -> None:
                  f"finetune.epochs={st['finetune_epochs']}"]
     if args.replay is not None:
         common_si.append(f"finetune.replay={args.replay}")
+    if args.select_on_valid:
+        common_si.append("finetune.select_on_valid=true")
 
     def plan_arm(key: str, model: str, value: str | None) -> dict:
         if key not in cache:
@@ -299,7 +308,8 @@ def main() -> None:
     si_rows = {s: [{k: it.get(k) for k in ("iteration", "n_solved", "train_success_rate",
                                             "n_route_reactions", "n_kept", "n_not_ranked",
                                             "n_low_probability", "n_finetune_examples",
-                                            "onestep", "seconds")}
+                                            "selected_epoch", "onestep", "seconds")
+                    if k in it}
                    for it in cache[f"seed{s}:si"]["iterations"]] for s in done_seeds}
     lengths = bench.report["groups"]["test"]["length_distribution"]
     notes = (f"Stock: {stock.describe()} (written to stock.smi), not eMolecules. Targets: "
@@ -316,14 +326,16 @@ def main() -> None:
              "was trained for the base model. Self-improvement: "
              f"{st['n_train_targets']} multi-step train targets per iteration (seeded subset), "
              f"{st['si_max_iterations']} iterations each, fine-tuning replay {replay} (random "
-             "train reactions per new reaction; 0 is the paper's recipe); per seed and "
+             "train reactions per new reaction; 0 is the paper's recipe)"
+             + (", best epoch on the validation split kept (select_on_valid)"
+                if args.select_on_valid else "") + "; per seed and "
              f"iteration: {si_rows}.")
     command = "python " + " ".join(sys.argv)
     target = None if (mode == "full" and not args.out) else out  # full: benchmarks/results/
     name = "retro_ord" if args.with_ord else "retro"
     write_results(name, mode, command, started, time.perf_counter() - t0, rows, target, notes,
                   extra={"route_benchmark": bench.report, "settings": st, "seeds": done_seeds,
-                         "replay": replay,
+                         "replay": replay, "select_on_valid": args.select_on_valid,
                          "per_seed": {str(s): per_seed[s] for s in done_seeds},
                          "self_improvement": si_rows,
                          "value": {str(s): cache.get(f"seed{s}:value") for s in done_seeds}})
