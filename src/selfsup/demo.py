@@ -163,12 +163,15 @@ def _retro_part(console: Console, quick: bool, run_root: str | None) -> tuple[st
     pick = sorted(np.random.default_rng(0).choice(len(pool), n_test, replace=False))
     targets = atomic_write_text(ss_run.artefact_dir / "demo_targets.smi",
                                 "".join(pool[i] + "\n" for i in pick))
+    train_targets = atomic_write_text(ss_run.artefact_dir / "demo_train_targets.smi",
+                                      "".join(t + "\n" for t in bench.smiles("train", 2)))
     model0 = ss_run.path / "model.pt"
     search = [f"search.max_iterations={max_it}", f"targets={targets}", "n_draw=4"]
     p0_run, p0 = plan(None, root + search + [f"model={model0}", "name=demo-plan-retro-star-0"])
     r0 = write_report(p0_run.path)
     si_run, si = self_improve(None, root + [
-        f"model={model0}", "n_iterations=1", "targets.min_length=2", f"targets.n={n_train}",
+        f"model={model0}", "n_iterations=1", f"targets.file={train_targets}",
+        f"targets.n={n_train}",
         f"search.max_iterations={max_it}", "eval.n_test=100", "eval.top_k=[1,10]",
         "name=demo-self-improve"])
     write_report(si_run.path)
