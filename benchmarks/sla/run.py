@@ -61,6 +61,22 @@ def settings(quick: bool) -> dict[str, list[str]]:
     }
 
 
+def _net(overrides: list[str]) -> str:
+    kv = dict(o.split("=", 1) for o in overrides)
+    return f"{kv['model.backbone']} x{kv['model.width']}, {kv['optim.epochs']} epochs"
+
+
+def _threads(cache: dict) -> dict[str, str]:
+    """``setting -> 'mode: device, ...'`` of the cached units (the device names the threads)."""
+    seen: dict[str, dict[str, set]] = {}
+    for key, unit in cache.items():
+        if key.count("|") == 2 and isinstance(unit, dict):
+            setting, _, mode = key.split("|")
+            seen.setdefault(setting, {}).setdefault(mode, set()).add(unit.get("device", "?"))
+    return {k: ", ".join(f"{m} {'/'.join(sorted(d))}" for m, d in v.items())
+            for k, v in seen.items()}
+
+
 def step_cost(repeats: int = 21) -> dict[str, float]:
     """Seconds of one training step (forward + backward + SGD) on the same batch of 128.
 
@@ -170,10 +186,13 @@ def main() -> int:
     notes = ("Arms sla_si and sla_ag are one model (mode sla) evaluated with two rules; "
              "sla_sd is a model trained with the self-distillation head and evaluated with it. "
              "Model selection on a held-out validation split of training images (1k for the "
-             "per-class settings, 5k for full data). ResNet-20 at half width, rotation (M=4), "
-             "SGD 0.1 with x0.1 steps at 50% and 75% of the steps. epoch_seconds come from "
-             "runs that shared the 2 cores with other jobs, so their ratios are noisy; the "
-             "speed row is the clean comparison (interleaved steps on one batch).")
+             "per-class settings, 5k for full data). Rotation (M=4), SGD 0.1 with x0.1 steps "
+             "at 50% and 75% of the steps. Networks: "
+             + "; ".join(f"{k}: {_net(v)}" for k, v in settings(args.quick).items()) + ". "
+             "epoch_seconds come from runs that shared the 2 cores with other jobs, so their "
+             "ratios are noisy; the speed row is the clean comparison (interleaved steps on one "
+             "batch). Threads per setting and mode: "
+             + "; ".join(f"{k}: {v}" for k, v in _threads(cache).items()) + ".")
     notes += (" Invocations that filled the unit cache: "
               + "; ".join(f"`{h['command']}` ({h['started']})" for h in history) + ".")
     jp, mp = write_results("sla", mode, command, started, time.perf_counter() - t0, rows,
