@@ -10,7 +10,11 @@ training step of SLA against M x the baseline step on the same batch.
     python benchmarks/sla/run.py                  # full; writes benchmarks/results/sla.{json,md}
 
 Finished (setting, seed, mode) trainings are cached in the output folder's sla_cache.json, so a
-killed benchmark started again with the same arguments skips what it already did.
+killed benchmark started again with the same arguments skips what it already did. The full
+run's cache is committed as benchmarks/results/sla_cache.json (per seed and mode: accuracies,
+epoch seconds, threads), so `--report` rebuilds the tables from it and a run with another
+`--out` resumes from a copy of it. Runners with different --modes or --seeds may share one
+--out at the same time (each merges the cache file before writing it).
 """
 
 from __future__ import annotations
@@ -75,6 +79,12 @@ def _threads(cache: dict) -> dict[str, str]:
             seen.setdefault(setting, {}).setdefault(mode, set()).add(unit.get("device", "?"))
     return {k: ", ".join(f"{m} {'/'.join(sorted(d))}" for m, d in v.items())
             for k, v in seen.items()}
+
+
+def _merge_history(a: list[dict], b: list[dict]) -> list[dict]:
+    """Union of two invocation lists, in start order."""
+    seen = {(h["command"], h["started"]): h for h in a + b}
+    return sorted(seen.values(), key=lambda h: h["started"])
 
 
 def step_cost(repeats: int = 21) -> dict[str, float]:
@@ -143,7 +153,11 @@ def main() -> int:
     cache = load_json(cache_path)
     history = cache.setdefault("_invocations", [])
     history.append({"command": "python " + " ".join(sys.argv), "started": started})
-    run_root = out / "runs"
+    # the full mode's default out is benchmarks/results (its cache is committed there); its
+    # training runs (checkpoints) go under runs/, never into the repository
+    results_dir = Path(__file__).resolve().parents[1] / "results"
+    run_root = (Path("runs") / "bench-sla-full" if out.resolve() == results_dir.resolve()
+                else out / "runs")
     chosen = {k: v for k, v in settings(args.quick).items() if not args.only or k in args.only}
     if args.only and len(chosen) != len(args.only):
         valid = ", ".join(settings(args.quick))
@@ -160,8 +174,19 @@ def main() -> int:
                 _, res = train(None, overrides + extra + [f"sla.mode={m}", f"seed={seed}",
                                                   f"name={name}-{m}-s{seed}",
                                                   f"run_root={run_root}"])
-                cache[key] = {k: v for k, v in res.items() if not isinstance(v, dict)}
+                unit = {k: v for k, v in res.items() if not isinstance(v, dict)}
+                # reload before writing: another runner with other --modes/--seeds may share
+                # this cache (units finish minutes apart, so merging here is enough)
+                fresh = load_json(cache_path)
+                fresh.update({k: v for k, v in cache.items() if k not in fresh})
+                fresh[key] = unit
+                fresh["_invocations"] = _merge_history(fresh.get("_invocations", []), history)
+                cache = fresh
+                history = cache["_invocations"]
                 atomic_write_json(cache_path, cache)
+    cache = {**load_json(cache_path), **{k: v for k, v in cache.items()
+                                         if k not in load_json(cache_path)}}
+    history = _merge_history(cache.get("_invocations", []), history)
     rows = []
     for setting in settings(args.quick):
         done = {m for m in MODES if all(f"{setting}|{s}|{m}" in cache for s in seeds)}
