@@ -146,3 +146,15 @@ def test_one_epoch_cpu_run_of_every_mode(mode, tmp_path):
     # eval of the selected weights reproduces the test numbers of the run
     ev = evaluate(run.path)
     assert ev["test_acc"] == pytest.approx(res["test_acc"], abs=1e-6)
+
+
+def test_lr_factor_warmup_then_step_decay():
+    from selfsup.errors import ConfigError
+    from selfsup.vision.train import lr_factor
+
+    f = [lr_factor(s, 100, [0.5, 0.75], 0.1, warmup=0.1) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[4] == pytest.approx(0.5) and f[9] == 1.0
+    assert f[49] == 1.0 and f[50] == pytest.approx(0.1) and f[75] == pytest.approx(0.01)
+    assert [lr_factor(s, 100, [0.5], 0.1) for s in (0, 49, 50)] == [1.0, 1.0, pytest.approx(0.1)]
+    with pytest.raises(ConfigError, match="optim.warmup"):
+        lr_factor(0, 100, [], 0.1, warmup=1.5)

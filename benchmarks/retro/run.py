@@ -131,7 +131,8 @@ def main() -> None:
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     out = Path(args.out) if args.out else (
         Path("runs") / f"bench-retro-quick-{time.strftime('%Y%m%d-%H%M%S')}" if args.quick
-        else Path("runs") / ("bench-retro-full-ord" if args.with_ord else "bench-retro-full"))
+        else Path("runs") / (("bench-retro-full-ord" if args.with_ord else "bench-retro-full")
+                             + ("-select" if args.select_on_valid else "")))
     out.mkdir(parents=True, exist_ok=True)
     cache_path = out / "retro_cache.json"
     cache = load_json(cache_path)
@@ -332,7 +333,7 @@ def main() -> None:
              f"iteration: {si_rows}.")
     command = "python " + " ".join(sys.argv)
     target = None if (mode == "full" and not args.out) else out  # full: benchmarks/results/
-    name = "retro_ord" if args.with_ord else "retro"
+    name = ("retro_ord" if args.with_ord else "retro") + ("_select" if args.select_on_valid else "")
     write_results(name, mode, command, started, time.perf_counter() - t0, rows, target, notes,
                   extra={"route_benchmark": bench.report, "settings": st, "seeds": done_seeds,
                          "replay": replay, "select_on_valid": args.select_on_valid,

@@ -59,6 +59,14 @@ def settings(quick: bool) -> dict[str, list[str]]:
             "trainer.log_every_n_steps=50", "trainer.eval_batch_size=1000",
             "data.per_class=100", "data.val_size=1000", "optim.batch_size=64",
             "optim.epochs=30", "data.name=fashion-mnist"],
+        # the same with a linear lr warm-up over the first 10% of the steps: without it, the
+        # multi-copy modes (da, mt, sla_sd) at lr 0.1 can stall near chance for 10+ of the 30
+        # epochs (450 steps in all)
+        "fashion-mnist/100-per-class/resnet32-warmup": [
+            "model.backbone=resnet32", "model.width=1.0", "trainer.progress=false",
+            "trainer.log_every_n_steps=50", "trainer.eval_batch_size=1000",
+            "data.per_class=100", "data.val_size=1000", "optim.batch_size=64",
+            "optim.epochs=30", "data.name=fashion-mnist", "optim.warmup=0.1"],
         "fashion-mnist/full-data": common + [
             "data.name=fashion-mnist", "data.val_size=5000", "optim.batch_size=128",
             "optim.epochs=10"],
@@ -67,7 +75,8 @@ def settings(quick: bool) -> dict[str, list[str]]:
 
 def _net(overrides: list[str]) -> str:
     kv = dict(o.split("=", 1) for o in overrides)
-    return f"{kv['model.backbone']} x{kv['model.width']}, {kv['optim.epochs']} epochs"
+    warm = f", lr warm-up {kv['optim.warmup']} of the steps" if "optim.warmup" in kv else ""
+    return f"{kv['model.backbone']} x{kv['model.width']}, {kv['optim.epochs']} epochs{warm}"
 
 
 def _threads(cache: dict) -> dict[str, str]:
