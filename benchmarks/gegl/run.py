@@ -19,8 +19,12 @@ Without ``--prior`` the script pretrains one with configs/chem/pretrain_zinc_ben
 (task, arm, seed) unit is cached in ``<out>/gegl_cache.json``; a unit killed half way is resumed
 from its run directory (replay-resume of ``selfsup.chem.optimize``), so a killed benchmark started
 again with the same arguments goes on where it was. ``--report`` writes the results from the
-cache without running what is missing. Full mode keeps its runs in ``runs/bench-gegl-full/`` and
-writes ``benchmarks/results/gegl.{json,md}``; quick mode writes both into its output folder.
+cache without running what is missing. Full mode keeps its unit cache in
+``benchmarks/results/gegl_cache.json`` and its prior in ``benchmarks/results/gegl_prior/`` (both
+committed, so a benchmark spread over several sessions or machines goes on where it was), its runs
+in ``runs/bench-gegl-full/``, and writes ``benchmarks/results/gegl.{json,md}``; quick mode writes
+everything into its output folder. Several runners may share one cache (e.g. different
+``--seeds``): each merges the file from disk before it writes a finished unit.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from common import load_json, now, row, write_results  # noqa: E402
 from selfsup.io import atomic_write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "benchmarks" / "results"
+COMMITTED_PRIOR = RESULTS / "gegl_prior"
 PRETRAIN_CONFIG = REPO / "configs" / "chem" / "pretrain_zinc_bench.yaml"
 QUICK_PRETRAIN_STEPS = 300
 
@@ -69,9 +75,36 @@ def budget_label(n: int) -> str:
 
 
 # ------------------------------------------------------------------------------------ prior
+def _stored(path: Path) -> str:
+    """A path as the cache stores it: relative to the repository when inside it (the committed
+    cache then holds on any checkout), absolute otherwise."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def _resolved(path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else REPO / path
+
+
+def _commit_prior(info: dict) -> dict:
+    """Copy a prior pretrained under runs/ into benchmarks/results/gegl_prior/ (model.pt with its
+    config and results, a few MB) so that the committed cache's units keep their prior."""
+    import shutil
+
+    src = _resolved(info["path"]).parent
+    COMMITTED_PRIOR.mkdir(parents=True, exist_ok=True)
+    for name in ("model.pt", "results.json", "config.yaml"):
+        if (src / name).is_file():
+            tmp = COMMITTED_PRIOR / f".{name}.tmp"
+            shutil.copyfile(src / name, tmp)
+            tmp.replace(COMMITTED_PRIOR / name)
+    return {**info, "path": _stored(COMMITTED_PRIOR / "model.pt"),
+            "pretrained_in": info["path"]}
+
+
 def _prior_info(model_path: Path, source: str) -> dict:
     res = load_json(model_path.parent / "results.json")
-    return {"path": str(model_path.resolve()), "source": source,
+    return {"path": _stored(model_path), "source": source,
             "validity": res.get("validity"), "val_loss": res.get("val_loss"),
             "steps": res.get("steps"), "n_params": res.get("n_params"),
             "train_seconds": res.get("train_seconds")}
@@ -87,7 +120,7 @@ def ensure_prior(out: Path, given: str | None, steps: int | None, threads: int |
         if not path.is_file():
             raise SystemExit(f"--prior {given}: no such file (a model.pt of selfsup chem pretrain)")
         return _prior_info(path, "given (--prior)")
-    if cache is not None and "prior" in cache and Path(cache["prior"]["path"]).is_file():
+    if cache is not None and "prior" in cache and _resolved(cache["prior"]["path"]).is_file():
         return cache["prior"]
     from selfsup.chem import pretrain as pt
     from selfsup.runs import Run
@@ -146,6 +179,18 @@ def run_unit(task: str, arm: str, seed: int, budget: int, prior: str, run_root: 
                                f"optimizer={arm}", f"seed={seed}", f"budget={budget}",
                                f"prior={prior}", "n_jobs=1"])
     return _summary(res, run.path, resumed=False)
+
+
+def _merged(path: Path, cache: dict) -> dict:
+    """The cache on disk with this runner's entries added (units finish minutes apart, so merging
+    before each write is enough for runners that share the file)."""
+    disk = load_json(path)
+    merged = {**cache, **disk}
+    runs = {(i["started"], i["command"]): i for i in
+            [*cache.get("invocations", []), *disk.get("invocations", [])]}
+    if runs:
+        merged["invocations"] = sorted(runs.values(), key=lambda i: i["started"])
+    return merged
 
 
 def unit_key(task: str, arm: str, seed: int, budget: int) -> str:
@@ -230,7 +275,8 @@ def main() -> int:
         REPO / "runs" / f"bench-gegl-quick-{time.strftime('%Y%m%d-%H%M%S')}" if args.quick
         else REPO / "runs" / "bench-gegl-full")
     out.mkdir(parents=True, exist_ok=True)
-    cache_path = out / "gegl_cache.json"
+    committed = not (args.out or args.quick)  # full mode's cache and prior live in the repository
+    cache_path = (RESULTS if committed else out) / "gegl_cache.json"
     cache = load_json(cache_path)
     run_root = out / "runs"
     steps = args.pretrain_steps or (QUICK_PRETRAIN_STEPS if args.quick else None)
@@ -241,12 +287,17 @@ def main() -> int:
         t_prior = time.perf_counter()
         before = cache.get("prior", {}).get("path")
         prior = ensure_prior(out, args.prior, steps, args.threads, cache)
+        if committed and not args.prior and not _resolved(prior["path"]).is_relative_to(
+                COMMITTED_PRIOR):
+            prior = _commit_prior(prior)
         if before and before != prior["path"] and any("|" in k for k in cache):
             raise SystemExit(f"{cache_path} holds units run with the prior {before}; pass that "
                              "--prior or another --out")
         prior.setdefault("seconds_this_run", round(time.perf_counter() - t_prior, 1))
+        cache = _merged(cache_path, cache)
         cache["prior"] = prior
         atomic_write_json(cache_path, cache)
+        prior_path = str(_resolved(prior["path"]))
         # seed-major: a benchmark stopped part way has whole seeds over every task
         units = []
         for s in seeds:
@@ -259,12 +310,17 @@ def main() -> int:
                 continue
             t_unit = time.perf_counter()
             print(f"[gegl bench] {i + 1}/{len(units)} {key}", flush=True)
-            cache[key] = run_unit(task, arm, seed, b, prior["path"], run_root)
-            cache[key]["unit_seconds"] = round(time.perf_counter() - t_unit, 1)  # with loading
-            print(f"[gegl bench]   auc_top10 {cache[key]['auc_top10']:.4f} top1 "
-                  f"{cache[key]['top1']:.4f} {cache[key]['wall_seconds']:.0f}s "
-                  f"({cache[key]['unit_seconds']:.0f}s with start-up)", flush=True)
+            if key in (cache := _merged(cache_path, cache)):
+                continue  # another runner sharing this cache finished it meanwhile
+            unit = run_unit(task, arm, seed, b, prior_path, run_root)
+            unit["unit_seconds"] = round(time.perf_counter() - t_unit, 1)  # with loading
+            print(f"[gegl bench]   auc_top10 {unit['auc_top10']:.4f} top1 "
+                  f"{unit['top1']:.4f} {unit['wall_seconds']:.0f}s "
+                  f"({unit['unit_seconds']:.0f}s with start-up)", flush=True)
+            cache = _merged(cache_path, cache)
+            cache[key] = unit
             atomic_write_json(cache_path, cache)
+        cache = _merged(cache_path, cache)
         cache.setdefault("invocations", []).append(
             {"started": started, "seconds": round(time.perf_counter() - t0, 1),
              "command": "python " + " ".join(sys.argv)})
