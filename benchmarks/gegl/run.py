@@ -24,7 +24,8 @@ cache without running what is missing. Full mode keeps its unit cache in
 committed, so a benchmark spread over several sessions or machines goes on where it was), its runs
 in ``runs/bench-gegl-full/``, and writes ``benchmarks/results/gegl.{json,md}``; quick mode writes
 everything into its output folder. Several runners may share one cache (e.g. different
-``--seeds``): each merges the file from disk before it writes a finished unit.
+``--seeds``): each merges the file from disk before it writes a finished unit, and a lock file
+per unit (``<out>/runs/<unit>.lock``, its pid) keeps two runners off the same unit.
 """
 
 from __future__ import annotations
@@ -181,6 +182,35 @@ def run_unit(task: str, arm: str, seed: int, budget: int, prior: str, run_root: 
     return _summary(res, run.path, resumed=False)
 
 
+def _claim(run_root: Path, key: str) -> Path | None:
+    """A lock file for one unit, created atomically (O_EXCL) and holding this process's pid, so
+    two runners sharing a cache never work on (or resume) the same unit at once. A lock whose
+    process is gone is stale and taken over. None: a live runner holds the unit."""
+    import os
+
+    run_root.mkdir(parents=True, exist_ok=True)
+    lock = run_root / (key.replace("|", "-") + ".lock")
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                text = lock.read_text().strip()
+                if not text:
+                    return None  # just created by another runner, pid not written yet
+                os.kill(int(text), 0)  # raises if no such process
+                return None
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock.unlink(missing_ok=True)  # stale: its runner was killed
+                continue
+            except PermissionError:  # a live process of another user
+                return None
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return lock
+    return None
+
+
 def _merged(path: Path, cache: dict) -> dict:
     """The cache on disk with this runner's entries added (units finish minutes apart, so merging
     before each write is enough for runners that share the file)."""
@@ -312,7 +342,14 @@ def main() -> int:
             print(f"[gegl bench] {i + 1}/{len(units)} {key}", flush=True)
             if key in (cache := _merged(cache_path, cache)):
                 continue  # another runner sharing this cache finished it meanwhile
-            unit = run_unit(task, arm, seed, b, prior_path, run_root)
+            lock = _claim(run_root, key)
+            if lock is None:
+                print(f"[gegl bench]   another runner is on {key}; skipped here", flush=True)
+                continue
+            try:
+                unit = run_unit(task, arm, seed, b, prior_path, run_root)
+            finally:
+                lock.unlink(missing_ok=True)
             unit["unit_seconds"] = round(time.perf_counter() - t_unit, 1)  # with loading
             print(f"[gegl bench]   auc_top10 {unit['auc_top10']:.4f} top1 "
                   f"{unit['top1']:.4f} {unit['wall_seconds']:.0f}s "
