@@ -216,8 +216,11 @@ def _merged(path: Path, cache: dict) -> dict:
     before each write is enough for runners that share the file)."""
     disk = load_json(path)
     merged = {**cache, **disk}
-    runs = {(i["started"], i["command"]): i for i in
-            [*cache.get("invocations", []), *disk.get("invocations", [])]}
+    runs = {}
+    for i in [*cache.get("invocations", []), *disk.get("invocations", [])]:
+        key = (i["started"], i["command"])
+        if key not in runs or i.get("seconds") is not None:  # a finished record wins
+            runs[key] = i
     if runs:
         merged["invocations"] = sorted(runs.values(), key=lambda i: i["started"])
     return merged
@@ -326,6 +329,10 @@ def main() -> int:
         prior.setdefault("seconds_this_run", round(time.perf_counter() - t_prior, 1))
         cache = _merged(cache_path, cache)
         cache["prior"] = prior
+        # recorded at the start, so a runner that is killed still shows in the report
+        invocation = {"started": started, "command": "python " + " ".join(sys.argv),
+                      "seconds": None}
+        cache.setdefault("invocations", []).append(invocation)
         atomic_write_json(cache_path, cache)
         prior_path = str(_resolved(prior["path"]))
         # seed-major: a benchmark stopped part way has whole seeds over every task
@@ -357,10 +364,8 @@ def main() -> int:
             cache = _merged(cache_path, cache)
             cache[key] = unit
             atomic_write_json(cache_path, cache)
-        cache = _merged(cache_path, cache)
-        cache.setdefault("invocations", []).append(
-            {"started": started, "seconds": round(time.perf_counter() - t0, 1),
-             "command": "python " + " ".join(sys.argv)})
+        invocation["seconds"] = round(time.perf_counter() - t0, 1)
+        cache = _merged(cache_path, {**cache, "invocations": [invocation]})
         atomic_write_json(cache_path, cache)
 
     rows, missing = build_rows(cache, tasks, arms, seeds, budget,
@@ -376,6 +381,60 @@ def main() -> int:
                            out if args.out or args.quick else None, notes, extra)
     print(f"wrote {jp} and {mp}" + (f" ({len(missing)} units missing)" if missing else ""))
     return 0
+
+
+def _pm(vals: list[float], digits: int = 3) -> str:
+    """mean +- sample std of the values (the value alone when there is one)."""
+    import statistics
+
+    m = statistics.fmean(vals)
+    if len(vals) == 1:
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} +- {statistics.stdev(vals):.{digits}f}"
+
+
+def summary_table(cache: dict, tasks: list[str], arms: list[str], seeds: list[int], budget: int,
+                  plogp_budget: int = 0, plogp_arms: list[str] | tuple = ()) -> str:
+    """The README's table: task x arm, auc_top10 mean +- std over the finished seeds with the
+    top-10 mean at the budget in brackets; the per-seed sum over the tasks (seeds where every task
+    finished); mean optimiser minutes per unit; penalized logP top-1 and top-3 mean."""
+    import statistics
+
+    def units(task, arm, b):
+        return [cache[k] for s in seeds if (k := unit_key(task, arm, s, b)) in cache]
+
+    def note(n: int) -> str:
+        return "" if n == len(seeds) else f" (n={n})"
+
+    lines = ["| task | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    for t in tasks:
+        cells = []
+        for a in arms:
+            u = units(t, a, budget)
+            cells.append(f"{_pm([x['auc_top10'] for x in u])} "
+                         f"({statistics.fmean(x['top10_mean'] for x in u):.3f}){note(len(u))}"
+                         if u else "-")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    cells = []
+    for a in arms:
+        full = [s for s in seeds if all(unit_key(t, a, s, budget) in cache for t in tasks)]
+        sums = [sum(cache[unit_key(t, a, s, budget)]["auc_top10"] for t in tasks) for s in full]
+        cells.append(f"**{_pm(sums)}**{note(len(sums))}" if sums else "-")
+    lines.append("| sum over the tasks above | " + " | ".join(cells) + " |")
+    cells = []
+    for a in arms:
+        u = [x for t in tasks for x in units(t, a, budget)]
+        cells.append(f"{statistics.fmean(x['wall_seconds'] for x in u) / 60:.1f}" if u else "-")
+    lines.append("| optimiser minutes per unit, mean | " + " | ".join(cells) + " |")
+    if plogp_budget and plogp_arms:
+        cells = []
+        for a in arms:
+            u = units(PLOGP, a, plogp_budget) if a in plogp_arms else []
+            cells.append(f"{_pm([x['top1'] for x in u], 2)} / {_pm([x['top3_mean'] for x in u], 2)}"
+                         f"{note(len(u))}" if u else "-")
+        lines.append(f"| penalized logP (raw), {budget_label(plogp_budget)} calls: top-1 / top-3 "
+                     "mean | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def make_notes(tasks, arms, seeds, budget, plogp_budget, prior, missing, quick, cache) -> str:
@@ -417,8 +476,9 @@ def make_notes(tasks, arms, seeds, budget, plogp_budget, prior, missing, quick, 
               + (f"; the prior's pretraining took {prior['train_seconds'] / 60:.0f} min"
                  if prior.get("train_seconds") else "") + "."]
     for inv in cache.get("invocations", []):
-        lines.append(f"Started {inv['started']}: {inv['seconds'] / 60:.1f} min "
-                     f"(`{inv['command']}`).")
+        took = (f"{inv['seconds'] / 60:.1f} min" if inv.get("seconds") is not None
+                else "stopped before its end, or still running")
+        lines.append(f"Started {inv['started']}: {took} (`{inv['command']}`).")
     if quick:
         lines += ["", f"Quick mode: {len(tasks)} tasks, {budget} calls, {len(seeds)} seed(s)"
                   + ("; the prior is a much shorter pretraining than the full mode's 2400 steps"
@@ -426,6 +486,10 @@ def make_notes(tasks, arms, seeds, budget, plogp_budget, prior, missing, quick, 
         est = _estimate(cache, tasks, arms, seeds, budget)
         if est:
             lines.append(est)
+    lines += ["", "Summary (auc_top10 mean +- std over the seeds, top-10 mean at the budget in "
+              "brackets; n = seeds finished where fewer than asked):", "",
+              summary_table(cache, tasks, arms, seeds, budget, plogp_budget,
+                            [a for a in arms if a in PLOGP_ARMS])]
     if missing:
         shown = ", ".join(missing[:12]) + (", ..." if len(missing) > 12 else "")
         lines += ["", f"Missing units (not run yet, {len(missing)}; all listed in the JSON): "

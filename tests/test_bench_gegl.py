@@ -1,0 +1,94 @@
+"""The GEGL benchmark script: the per-unit lock of runners sharing a cache, the merge, the summary."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gegl" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("gegl_bench_run", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_claim_is_exclusive_and_released(bench, tmp_path):
+    lock = bench._claim(tmp_path, "median1|gegl|0|10000")
+    assert lock is not None and lock.name == "median1-gegl-0-10000.lock"
+    assert lock.read_text() == str(os.getpid())
+    assert bench._claim(tmp_path, "median1|gegl|0|10000") is None  # held by a live process
+    assert bench._claim(tmp_path, "median1|gegl|1|10000") is not None  # other units are free
+    lock.unlink()
+    assert bench._claim(tmp_path, "median1|gegl|0|10000") is not None
+
+
+def test_stale_lock_of_a_dead_runner_is_taken_over(bench, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = int(proc.stdout)
+    (tmp_path / "zaleplon_mpo-reinvent-2-10000.lock").write_text(str(dead))
+    lock = bench._claim(tmp_path, "zaleplon_mpo|reinvent|2|10000")
+    assert lock is not None and lock.read_text() == str(os.getpid())
+
+
+def test_lock_being_written_counts_as_held(bench, tmp_path):
+    (tmp_path / "median2-lstm_hc-0-10000.lock").write_text("")
+    assert bench._claim(tmp_path, "median2|lstm_hc|0|10000") is None
+
+
+def _unit(auc, top10, top1=0.5, wall=60.0, top3=None):
+    u = {"auc_top10": auc, "top10_mean": top10, "top1": top1, "wall_seconds": wall}
+    if top3 is not None:
+        u["top3_mean"] = top3
+    return u
+
+
+def test_summary_table_means_sums_and_missing_cells(bench):
+    cache = {
+        "median1|gegl|0|100": _unit(0.30, 0.40, wall=120),
+        "median1|gegl|1|100": _unit(0.34, 0.42, wall=60),
+        "zaleplon_mpo|gegl|0|100": _unit(0.50, 0.60, wall=60),
+        "zaleplon_mpo|gegl|1|100": _unit(0.54, 0.64, wall=0),
+        "median1|graph_ga|0|100": _unit(0.20, 0.25),  # seed 1 and zaleplon missing
+        "penalized_logp|gegl|0|50": _unit(0, 0, top1=10.0, top3=8.0),
+        "penalized_logp|gegl|1|50": _unit(0, 0, top1=12.0, top3=9.0),
+        "penalized_logp|reinvent|0|50": _unit(0, 0, top1=99.0, top3=99.0),  # not a plogp arm
+    }
+    md = bench.summary_table(cache, ["median1", "zaleplon_mpo"], ["gegl", "graph_ga", "reinvent"],
+                             [0, 1], 100, 50, ["gegl", "graph_ga"]).splitlines()
+    assert md[0] == "| task | gegl | graph_ga | reinvent |"
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in md[2:]]
+    rows = {c[0]: c[1:] for c in cells}
+    # mean +- sample std of (0.30, 0.34) = 0.320 +- 0.028; top-10 mean 0.41; one seed: no std
+    assert rows["median1"] == ["0.320 +- 0.028 (0.410)", "0.200 (0.250) (n=1)", "-"]
+    assert rows["zaleplon_mpo"][1:] == ["-", "-"]
+    # per-seed sums 0.80 and 0.88 -> 0.840 +- 0.057; graph_ga has no seed with every task
+    assert rows["sum over the tasks above"] == ["**0.840 +- 0.057**", "-", "-"]
+    assert rows["optimiser minutes per unit, mean"][0] == "1.0"  # (120+60+60+0)/4 s
+    plogp = rows["penalized logP (raw), 50 calls: top-1 / top-3 mean"]
+    assert plogp == ["11.00 +- 1.41 / 8.50 +- 0.71", "-", "-"]
+
+
+def test_merge_keeps_units_of_both_runners_and_the_finished_invocation(bench, tmp_path):
+    path = tmp_path / "cache.json"
+    start = {"started": "t0", "command": "python run.py --seeds 1", "seconds": None}
+    path.write_text(json.dumps({"a|gegl|0|10": {"auc_top10": 0.1}, "invocations": [start]}))
+    mine = {"b|gegl|1|10": {"auc_top10": 0.2},
+            "invocations": [{**start, "seconds": 12.5},
+                            {"started": "t1", "command": "python run.py", "seconds": None}]}
+    merged = bench._merged(path, mine)
+    assert {"a|gegl|0|10", "b|gegl|1|10"} <= set(merged)
+    assert merged["invocations"] == [{**start, "seconds": 12.5},
+                                     {"started": "t1", "command": "python run.py",
+                                      "seconds": None}]
+    notes = bench.make_notes(["median1"], ["gegl"], [0], 10, 0, {}, [], False, merged)
+    assert "Started t0: 0.2 min (`python run.py --seeds 1`)." in notes
+    assert "Started t1: stopped before its end, or still running" in notes
