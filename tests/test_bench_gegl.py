@@ -1,4 +1,4 @@
-"""The GEGL benchmark script: the per-unit lock of runners sharing a cache, the merge, the summary."""
+"""The GEGL benchmark script: the per-unit lock of runners sharing a cache, merge, summary."""
 
 import importlib.util
 import json

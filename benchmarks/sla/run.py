@@ -14,7 +14,9 @@ killed benchmark started again with the same arguments skips what it already did
 run's cache is committed as benchmarks/results/sla_cache.json (per seed and mode: accuracies,
 epoch seconds, threads), so `--report` rebuilds the tables from it and a run with another
 `--out` resumes from a copy of it. Runners with different --modes or --seeds may share one
---out at the same time (each merges the cache file before writing it).
+--out at the same time (each merges the cache file before writing it). A unit killed half way
+is resumed from its run directory's last checkpoint (same run name and config) when the benchmark
+runs again, so a long setting can be spread over several sessions.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ def settings(quick: bool) -> dict[str, list[str]]:
     common = ["model.backbone=resnet20", "model.width=0.5", "trainer.progress=false",
               "trainer.log_every_n_steps=50", "trainer.eval_batch_size=1000"]
     low = ["data.per_class=100", "data.val_size=1000", "optim.batch_size=64", "optim.epochs=15"]
+    resnet32_warmup = [
+        "model.backbone=resnet32", "model.width=1.0", "trainer.progress=false",
+        "trainer.log_every_n_steps=50", "trainer.eval_batch_size=1000",
+        "data.per_class=100", "data.val_size=1000", "optim.batch_size=64",
+        "optim.epochs=30", "optim.warmup=0.1"]
     if quick:
         return {
             "fashion-mnist/20-per-class": common + [
@@ -62,11 +69,9 @@ def settings(quick: bool) -> dict[str, list[str]]:
         # the same with a linear lr warm-up over the first 10% of the steps: without it, the
         # multi-copy modes (da, mt, sla_sd) at lr 0.1 can stall near chance for 10+ of the 30
         # epochs (450 steps in all)
-        "fashion-mnist/100-per-class/resnet32-warmup": [
-            "model.backbone=resnet32", "model.width=1.0", "trainer.progress=false",
-            "trainer.log_every_n_steps=50", "trainer.eval_batch_size=1000",
-            "data.per_class=100", "data.val_size=1000", "optim.batch_size=64",
-            "optim.epochs=30", "data.name=fashion-mnist", "optim.warmup=0.1"],
+        "fashion-mnist/100-per-class/resnet32-warmup": resnet32_warmup + [
+            "data.name=fashion-mnist"],
+        "mnist/100-per-class/resnet32-warmup": resnet32_warmup + ["data.name=mnist"],
         "fashion-mnist/full-data": common + [
             "data.name=fashion-mnist", "data.val_size=5000", "optim.batch_size=128",
             "optim.epochs=10"],
@@ -94,6 +99,34 @@ def _merge_history(a: list[dict], b: list[dict]) -> list[dict]:
     """Union of two invocation lists, in start order."""
     seen = {(h["command"], h["started"]): h for h in a + b}
     return sorted(seen.values(), key=lambda h: h["started"])
+
+
+def previous_run(run_root: Path, name: str, config: dict) -> Path | None:
+    """The newest run directory of this unit that a killed benchmark left behind: same run name
+    and the same config (torch threads aside), with a last checkpoint or finished results. None
+    when there is none. Resuming it loses at most the epoch in progress."""
+    import json
+
+    import yaml
+
+    def key(cfg: dict) -> dict:
+        cfg = json.loads(json.dumps(cfg))
+        cfg.get("trainer", {}).pop("threads", None)
+        return cfg
+
+    found = None
+    for path in sorted(Path(run_root).glob(f"{name}-*")):
+        try:
+            meta = json.loads((path / "run.json").read_text())
+            cfg = yaml.safe_load((path / "config.yaml").read_text())
+        except (OSError, ValueError, yaml.YAMLError):
+            continue  # not a run directory, or one cut off while it was being created
+        if meta.get("name") != name or not isinstance(cfg, dict) or key(cfg) != key(config):
+            continue
+        if ((path / "checkpoints" / "last.ckpt").is_file()
+                or (meta.get("status") == "finished" and (path / "results.json").is_file())):
+            found = path
+    return found
 
 
 def step_cost(repeats: int = 21) -> dict[str, float]:
@@ -149,7 +182,8 @@ def main() -> int:
     ap.add_argument("--report", action="store_true",
                     help="write the results from the cache without training anything new")
     args = ap.parse_args()
-    from selfsup.vision.train import train
+    from selfsup.config import load_config, to_dict
+    from selfsup.vision.train import VisionTrainConfig, resume, train
 
     started, t0 = now(), time.perf_counter()
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
@@ -180,9 +214,16 @@ def main() -> int:
                 print(f"[sla bench] {key}", flush=True)
                 name = setting.replace("/", "-")
                 extra = [f"trainer.threads={args.threads}"] if args.threads else []
-                _, res = train(None, overrides + extra + [f"sla.mode={m}", f"seed={seed}",
-                                                  f"name={name}-{m}-s{seed}",
-                                                  f"run_root={run_root}"])
+                unit_overrides = overrides + extra + [f"sla.mode={m}", f"seed={seed}",
+                                                      f"name={name}-{m}-s{seed}",
+                                                      f"run_root={run_root}"]
+                cfg = to_dict(load_config(VisionTrainConfig, None, unit_overrides))
+                old = previous_run(run_root, cfg["name"], cfg)
+                if old is not None:  # a killed benchmark's unit: go on from its checkpoint
+                    print(f"[sla bench]   resuming {old}", flush=True)
+                    _, res = resume(old)
+                else:
+                    _, res = train(None, unit_overrides)
                 unit = {k: v for k, v in res.items() if not isinstance(v, dict)}
                 # reload before writing: another runner with other --modes/--seeds may share
                 # this cache (units finish minutes apart, so merging here is enough)

@@ -1,0 +1,57 @@
+"""The SLA benchmark script finds the run directory of a unit a killed benchmark left behind."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sla" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("sla_bench_run", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run_dir(root, stamp, name, cfg, status="running", ckpt=False, results=False):
+    path = root / f"{name}-{stamp}"
+    (path / "checkpoints").mkdir(parents=True)
+    (path / "run.json").write_text(json.dumps({"name": name, "status": status}))
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    if ckpt:
+        (path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    if results:
+        (path / "results.json").write_text("{}")
+    return path
+
+
+def test_previous_run_matches_name_and_config_but_not_threads(bench, tmp_path):
+    name = "mnist-100-per-class-sla-s0"
+    cfg = {"name": name, "seed": 0, "optim": {"epochs": 30}, "trainer": {"threads": 1}}
+    assert bench.previous_run(tmp_path, name, cfg) is None
+    other_threads = {**cfg, "trainer": {"threads": 2}}
+    a = _run_dir(tmp_path, "20261129-090000", name, other_threads, ckpt=True)
+    assert bench.previous_run(tmp_path, name, cfg) == a
+    # a newer directory that never reached a checkpoint, one of another recipe, one of another
+    # unit whose name starts alike, and a half-created folder: none of them is taken
+    _run_dir(tmp_path, "20261129-100000", name, cfg)
+    _run_dir(tmp_path, "20261129-110000", name, {**cfg, "optim": {"epochs": 15}}, ckpt=True)
+    _run_dir(tmp_path, "20261129-120000", name + "x", cfg, ckpt=True)
+    (tmp_path / f"{name}-20261129-130000").mkdir()
+    assert bench.previous_run(tmp_path, name, cfg) == a
+    # the newest finished one wins (its results are read back without training)
+    b = _run_dir(tmp_path, "20261129-140000", name, cfg, status="finished", results=True)
+    assert bench.previous_run(tmp_path, name, cfg) == b
+
+
+def test_mnist_warmup_setting_is_the_fashion_recipe_on_mnist(bench):
+    s = bench.settings(quick=False)
+    fashion = [o for o in s["fashion-mnist/100-per-class/resnet32-warmup"] if "data.name" not in o]
+    mnist = [o for o in s["mnist/100-per-class/resnet32-warmup"] if "data.name" not in o]
+    assert fashion == mnist and "optim.warmup=0.1" in mnist
+    assert "data.name=mnist" in s["mnist/100-per-class/resnet32-warmup"]
