@@ -58,9 +58,9 @@ def test_summary_table_means_sums_and_missing_cells(bench):
         "zaleplon_mpo|gegl|0|100": _unit(0.50, 0.60, wall=60),
         "zaleplon_mpo|gegl|1|100": _unit(0.54, 0.64, wall=0),
         "median1|graph_ga|0|100": _unit(0.20, 0.25),  # seed 1 and zaleplon missing
-        "penalized_logp|gegl|0|50": _unit(0, 0, top1=10.0, top3=8.0),
-        "penalized_logp|gegl|1|50": _unit(0, 0, top1=12.0, top3=9.0),
-        "penalized_logp|reinvent|0|50": _unit(0, 0, top1=99.0, top3=99.0),  # not a plogp arm
+        "penalized_logp_gegl|gegl|0|50": _unit(0, 0, top1=10.0, top3=8.0),
+        "penalized_logp_gegl|gegl|1|50": _unit(0, 0, top1=12.0, top3=9.0),
+        "penalized_logp_gegl|reinvent|0|50": _unit(0, 0, top1=99.0, top3=99.0),  # not a plogp arm
     }
     md = bench.summary_table(cache, ["median1", "zaleplon_mpo"], ["gegl", "graph_ga", "reinvent"],
                              [0, 1], 100, 50, ["gegl", "graph_ga"]).splitlines()
@@ -73,7 +73,7 @@ def test_summary_table_means_sums_and_missing_cells(bench):
     # per-seed sums 0.80 and 0.88 -> 0.840 +- 0.057; graph_ga has no seed with every task
     assert rows["sum over the tasks above"] == ["**0.840 +- 0.057**", "-", "-"]
     assert rows["optimiser minutes per unit, mean"][0] == "1.0"  # (120+60+60+0)/4 s
-    plogp = rows["penalized logP (raw), 50 calls: top-1 / top-3 mean"]
+    plogp = rows["penalized logP (GEGL form, SMILES <= 100), 50 calls: top-1 / top-3 mean"]
     assert plogp == ["11.00 +- 1.41 / 8.50 +- 0.71", "-", "-"]
 
 

@@ -178,3 +178,17 @@ def test_guacamol_wrapper_returns_the_best_molecules(prior, tmp_path):
     assert len(ga.generate_optimized_molecules(fn, 5, starting_population=POOL)) == 5
     with pytest.raises(ConfigError, match="Valid: .*gegl_no_expert"):
         SelfsupGoalDirectedGenerator("gegl_typo", prior=prior)
+
+
+@pytest.mark.parametrize("optimizer", ["gegl", "lstm_hc"])
+def test_max_smiles_length_keeps_long_molecules_out_of_calls_and_queues(prior, pool_file, tmp_path,
+                                                                        optimizer):
+    """GEGL's reference scores only SMILES of at most 100 characters; here the limit is 6, so
+    the tiny prior's longer chains are dropped unpaid and the budget still fills."""
+    free, _ = optimize(None, _args(prior, pool_file, tmp_path, optimizer, budget=30, name="f"))
+    assert max(len(r["smiles"]) for r in _calls(free)) > 6  # without the limit: longer ones
+    run, res = optimize(None, _args(prior, pool_file, tmp_path, optimizer, budget=30,
+                                    max_smiles_length=6))
+    rows = _calls(run)
+    assert res["n_calls"] == 30 and res["stopped"] == "budget" and len(rows) == 30
+    assert max(len(r["smiles"]) for r in rows) <= 6

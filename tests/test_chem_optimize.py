@@ -95,3 +95,12 @@ def test_killed_run_resumes_to_the_same_result(pool_file, tmp_path):
     rb = json.loads((run_dir / "results.json").read_text())
     for k in ("top1", "top10_mean", "auc_top10", "n_calls", "top10"):
         assert ra[k] == rb[k]
+
+
+def test_graph_ga_with_a_length_limit_spends_the_budget_on_short_molecules(pool_file, tmp_path):
+    """Children over max_smiles_length are not oracle calls, so the GA stops on the oracle's own
+    count, not on its count of new children."""
+    run, res = optimize(None, _args(pool_file, tmp_path, budget=40, max_smiles_length=14))
+    rows = list(csv.DictReader(open(run.path / "oracle_calls.csv")))
+    assert res["n_calls"] == 40 and res["stopped"] == "budget"
+    assert max(len(r["smiles"]) for r in rows) <= 14 and res["n_too_long"] > 0

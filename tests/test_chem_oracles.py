@@ -52,6 +52,19 @@ def test_invalid_counted_separately_and_scored_invalid_score():
     assert oracle.n_invalid == 3 and oracle.n_calls == 1
 
 
+def test_max_length_rejects_long_canonical_smiles_without_a_call():
+    oracle = Oracle(heavy_atoms, budget=2, max_length=4)
+    # 'OCCC' is canonical 'CCCO' (4 characters): scored; 'CCCCC' (5): handled like an invalid one
+    scores = oracle(["OCCC", "CCCCC", "C(C)CCC", "CC"])
+    assert FunctionObjective(heavy_atoms).invalid_score == 0.0
+    assert scores == [4.0, 0.0, 0.0, 2.0]
+    assert oracle.n_calls == 2 and oracle.n_too_long == 2 and oracle.n_invalid == 0
+    assert oracle.metrics()["n_too_long"] == 2.0 and oracle.exhausted
+    assert "n_too_long" not in Oracle(heavy_atoms).metrics()
+    with pytest.raises(InputError, match="max_length"):
+        Oracle(heavy_atoms, max_length=0)
+
+
 def test_batch_straddling_the_budget_is_scored_up_to_it():
     oracle = Oracle(heavy_atoms, budget=3)
     batch = oracle.score_batch(["C", "CC", "C", "CCC", "CCCC", "x(", "CCCCC", "CC"])

@@ -647,6 +647,7 @@ def graph_ga(
     max_evaluations: int | None = None,
     n_jobs: int = 1,
     executor: Executor | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> GAResult:
     """Graph GA (Jensen 2019; GuacaMol/PMO baseline defaults 120 / 70 / 0.067), stateless.
 
@@ -654,7 +655,10 @@ def graph_ga(
     ``population_size`` best unique molecules. Each generation draws ``offspring_size`` children
     from parents weighted by score, scores the ones never seen (``score_fn`` is called only on new
     canonical SMILES, so ``max_evaluations`` counts unique oracle calls) and keeps the best unique
-    ``population_size`` of population + children. Non-finite scores rank last.
+    ``population_size`` of population + children. Non-finite scores rank last. ``stop``: called
+    before each generation; True ends the run (e.g. an oracle whose own budget is spent, when
+    ``score_fn`` rejects some molecules without paying for them, so ``max_evaluations`` cannot
+    count its calls).
     """
     if population_size < 1 or offspring_size < 1 or generations < 0:
         raise InputError("population_size and offspring_size must be >= 1, generations >= 0")
@@ -692,7 +696,9 @@ def graph_ga(
     n_fx = n_fm = 0
     generation = 0
     for generation in range(1, generations + 1):
-        if not population or (max_evaluations is not None and len(evaluations) >= max_evaluations):
+        if (not population or (max_evaluations is not None
+                               and len(evaluations) >= max_evaluations)
+                or (stop is not None and stop())):
             generation -= 1
             break
         parents = [s for s, _ in population]

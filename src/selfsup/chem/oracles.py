@@ -9,6 +9,10 @@ name, or any Python callable) and scores batches of SMILES:
   2022 Datasets & Benchmarks: 10k oracle calls);
 * invalid SMILES are not scored, score ``objective.invalid_score`` and are counted in
   ``n_invalid`` (every occurrence), never against the budget;
+* with ``max_length``, a molecule whose canonical SMILES has more characters is handled like an
+  invalid one (not scored, ``invalid_score``, counted in ``n_too_long``, never against the
+  budget): the size limit of GEGL's reference code (100 characters), which keeps unbounded
+  objectives such as penalized logP from rewarding ever longer chains;
 * every unique call is recorded in order as :class:`OracleCall` ``(index, smiles, score)``.
 
 Budget policy (chosen and documented here): a batch that straddles the budget is scored up to
@@ -358,13 +362,18 @@ class Oracle:
             ``"raise"`` (raise :class:`BudgetExhausted` carrying the partial batch).
         keep_stereo: canonicalise with stereochemistry (True) or without.
         freq_log: logging interval of the AUC metric (PMO: 100).
+        max_length: most characters of a canonical SMILES that is scored (None: no limit).
     """
 
     def __init__(self, objective: Objective | str | Callable[..., Any],
                  budget: int | None = None, on_exhausted: str = "mark",
-                 keep_stereo: bool = True, freq_log: int = 100) -> None:
+                 keep_stereo: bool = True, freq_log: int = 100,
+                 max_length: int | None = None) -> None:
         if budget is not None and (not isinstance(budget, int) or budget <= 0):
             raise InputError(f"oracle budget must be a positive integer or None, got {budget!r}")
+        if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
+            raise InputError(f"oracle max_length must be a positive integer or None, got "
+                             f"{max_length!r}")
         if on_exhausted not in ("mark", "raise"):
             raise InputError(f"on_exhausted must be 'mark' or 'raise', got {on_exhausted!r}")
         self.objective = as_objective(objective)
@@ -372,6 +381,8 @@ class Oracle:
         self.on_exhausted = on_exhausted
         self.keep_stereo = keep_stereo
         self.freq_log = freq_log
+        self.max_length = max_length
+        self.n_too_long = 0
         self._cache: dict[str, float] = {}
         self._records: list[OracleCall] = []
         self.n_invalid = 0
@@ -433,6 +444,10 @@ class Oracle:
                 self.n_invalid += 1
                 scores[i] = float(self.objective.invalid_score)
                 continue
+            if self.max_length is not None and len(can) > self.max_length:
+                self.n_too_long += 1
+                scores[i] = float(self.objective.invalid_score)
+                continue
             valid[i] = True
             if can in self._cache:
                 self.n_cache_hits += 1
@@ -475,9 +490,12 @@ class Oracle:
 
     # -- metrics
     def metrics(self) -> dict[str, float]:
-        """PMO metrics of the calls so far, plus n_calls, n_invalid, n_cache_hits."""
+        """PMO metrics of the calls so far, plus n_calls, n_invalid, n_cache_hits (and
+        n_too_long with ``max_length``)."""
         out = pmo_metrics([r.score for r in self._records], self.budget, self.freq_log)
         out.update(n_invalid=float(self.n_invalid), n_cache_hits=float(self.n_cache_hits))
+        if self.max_length is not None:
+            out["n_too_long"] = float(self.n_too_long)
         return out
 
     def top(self, k: int = 10) -> list[OracleCall]:

@@ -95,6 +95,9 @@ class OptimizeConfig:
     start_pool_size: int | None = None  # default: the optimiser's population size
     data_root: str | None = None
     keep_stereo: bool = True
+    # canonical SMILES longer than this are not scored (like invalid ones, no oracle call);
+    # GEGL's reference used 100 for penalized logP, which otherwise rewards endless chains
+    max_smiles_length: int | None = None
     n_jobs: int = 1  # processes for the genetic operators
     checkpoint_every: int = 500  # oracle calls between saves of the call record
     graph_ga: GraphGAConfig = field(default_factory=GraphGAConfig)
@@ -120,6 +123,13 @@ class OptimizationContext:
     @property
     def exhausted(self) -> bool:
         return self.oracle.exhausted
+
+    def within_limit(self, canonical: Sequence[str]) -> list[str]:
+        """The canonical SMILES the oracle will score: those no longer than its ``max_length``
+        (all of them without one). GEGL's queues take only these, as its reference filtered
+        samples and children by length before scoring."""
+        n = self.oracle.max_length
+        return list(canonical) if n is None else [s for s in canonical if len(s) <= n]
 
     def score(self, smiles: Sequence[str]) -> list[float]:
         """Scores of ``smiles`` (nan past the budget); logs and checkpoints as calls accrue."""
@@ -249,9 +259,11 @@ def _run(run: Run, cfg: OptimizeConfig, resumed: bool) -> dict[str, Any]:
     record = run.path / "oracle_calls.csv"
     if resumed and record.is_file():
         oracle = Oracle.from_record(cfg.objective, record, budget=cfg.budget,
-                                    keep_stereo=cfg.keep_stereo)
+                                    keep_stereo=cfg.keep_stereo,
+                                    max_length=cfg.max_smiles_length)
     else:
-        oracle = Oracle(cfg.objective, budget=cfg.budget, keep_stereo=cfg.keep_stereo)
+        oracle = Oracle(cfg.objective, budget=cfg.budget, keep_stereo=cfg.keep_stereo,
+                        max_length=cfg.max_smiles_length)
     pool = load_start_pool(cfg)
     run.trim_metrics(-1)  # the replay logs every row again
     ctx = OptimizationContext(oracle, pool, run, cfg.checkpoint_every)

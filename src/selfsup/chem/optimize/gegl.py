@@ -172,7 +172,7 @@ def seed_queue(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.Gen
         return
     pool = (canonical_smiles(s, keep_stereo=cfg.keep_stereo)
             for s in sample_pool(ctx.start_pool, cfg.start_pool_size, rng))
-    smiles = list(dict.fromkeys(s for s in pool if s))
+    smiles = ctx.within_limit(list(dict.fromkeys(s for s in pool if s)))
     progress.saw(smiles)
     queue.add(smiles, ctx.score(smiles))
 
@@ -197,6 +197,7 @@ def run_gegl(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.Gener
         samples = sample_canonical(model, vocab, g.n_apprentice, max_len=g.sample_max_len,
                                    temperature=g.temperature, generator=sample_gen,
                                    device=device, keep_stereo=cfg.keep_stereo)
+        samples = ctx.within_limit(samples)
         progress.saw(samples)
         if samples:
             apprentice_q.add(samples, ctx.score(samples))
@@ -205,7 +206,7 @@ def run_gegl(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.Gener
             children = reproduce(apprentice_q.smiles(), g.n_expert, rng, g.mutation_rate,
                                  n_jobs=cfg.n_jobs,
                                  parent_weights=score_weights(apprentice_q.scores())).children
-            children = list(dict.fromkeys(children))
+            children = ctx.within_limit(list(dict.fromkeys(children)))
             progress.saw(children)
             if children:
                 expert_q.add(children, ctx.score(children))

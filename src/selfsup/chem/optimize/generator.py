@@ -114,7 +114,7 @@ class SelfsupGoalDirectedGenerator:
         else:
             pool = []
         oracle = Oracle(as_function_objective(scoring_function), budget=cfg.budget,
-                        keep_stereo=cfg.keep_stereo)
+                        keep_stereo=cfg.keep_stereo, max_length=cfg.max_smiles_length)
         self.last_oracle = oracle
         ctx = OptimizationContext(oracle, pool, None, cfg.checkpoint_every)
         run: Callable = OPTIMIZERS[cfg.optimizer]

@@ -19,5 +19,7 @@ def run_graph_ga(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.G
         ctx.score, start, generations=generations, rng=rng,
         population_size=g.population_size, offspring_size=g.offspring_size,
         mutation_rate=g.mutation_rate, max_heavy_atoms=g.max_heavy_atoms,
-        max_evaluations=cfg.budget, n_jobs=cfg.n_jobs,
+        # the oracle counts the calls: with max_smiles_length it rejects long molecules unpaid
+        max_evaluations=None if cfg.max_smiles_length else cfg.budget, n_jobs=cfg.n_jobs,
+        stop=lambda: ctx.exhausted,
     )
