@@ -404,8 +404,10 @@ def _pm(vals: list[float], digits: int = 3) -> str:
 def summary_table(cache: dict, tasks: list[str], arms: list[str], seeds: list[int], budget: int,
                   plogp_budget: int = 0, plogp_arms: list[str] | tuple = ()) -> str:
     """The README's table: task x arm, auc_top10 mean +- std over the finished seeds with the
-    top-10 mean at the budget in brackets; the per-seed sum over the tasks (seeds where every task
-    finished); mean optimiser minutes per unit; penalized logP top-1 and top-3 mean."""
+    top-10 mean at the budget in brackets; the per-seed sums over the tasks of auc_top10 and of
+    the final top-10 mean (seeds where every task finished); how many runs stopped before the
+    budget because the optimiser found no new molecules (AUC then carries the last value flat);
+    mean optimiser minutes per unit; penalized logP top-1 and top-3 mean."""
     import statistics
 
     def units(task, arm, b):
@@ -429,6 +431,21 @@ def summary_table(cache: dict, tasks: list[str], arms: list[str], seeds: list[in
         sums = [sum(cache[unit_key(t, a, s, budget)]["auc_top10"] for t in tasks) for s in full]
         cells.append(f"**{_pm(sums)}**{note(len(sums))}" if sums else "-")
     lines.append("| sum over the tasks above | " + " | ".join(cells) + " |")
+    cells = []
+    for a in arms:
+        full = [s for s in seeds if all(unit_key(t, a, s, budget) in cache for t in tasks)]
+        sums = [sum(cache[unit_key(t, a, s, budget)]["top10_mean"] for t in tasks) for s in full]
+        cells.append(f"{_pm(sums)}{note(len(sums))}" if sums else "-")
+    lines.append("| top-10 mean at the end, sum over the tasks | " + " | ".join(cells) + " |")
+    cells = []
+    for a in arms:
+        u = [x for t in tasks for x in units(t, a, budget) if "n_calls" in x]
+        short = [x for x in u if x["n_calls"] < budget]
+        cells.append(f"{len(short)}/{len(u)}"
+                     + (f" ({statistics.fmean(x['n_calls'] for x in short):.0f} calls)"
+                        if short else "") if u else "-")
+    lines.append("| runs that stopped before the budget, no new molecules (their mean calls) | "
+                 + " | ".join(cells) + " |")
     cells = []
     for a in arms:
         u = [x for t in tasks for x in units(t, a, budget)]
