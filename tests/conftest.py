@@ -1,4 +1,6 @@
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -11,3 +13,12 @@ def _isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("SELFSUP_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("SELFSUP_DATA", str(tmp_path / "data"))
     yield
+
+
+def load_bench_script(name: str):
+    """``benchmarks/<name>/run.py`` as a module (the scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / name / "run.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_bench_run", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -1,23 +1,18 @@
 """The GEGL benchmark script: the per-unit lock of runners sharing a cache, merge, summary."""
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gegl" / "run.py"
+from conftest import load_bench_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("gegl_bench_run", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("gegl")
 
 
 def test_claim_is_exclusive_and_released(bench, tmp_path):

@@ -1,21 +1,16 @@
 """The SLA benchmark script finds the run directory of a unit a killed benchmark left behind."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sla" / "run.py"
+from conftest import load_bench_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("sla_bench_run", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("sla")
 
 
 def _run_dir(root, stamp, name, cfg, status="running", ckpt=False, results=False):

@@ -425,18 +425,15 @@ def summary_table(cache: dict, tasks: list[str], arms: list[str], seeds: list[in
                          f"({statistics.fmean(x['top10_mean'] for x in u):.3f}){note(len(u))}"
                          if u else "-")
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
-    cells = []
-    for a in arms:
+    def seed_sums(a: str, metric: str) -> list[float]:  # seeds where every task finished
         full = [s for s in seeds if all(unit_key(t, a, s, budget) in cache for t in tasks)]
-        sums = [sum(cache[unit_key(t, a, s, budget)]["auc_top10"] for t in tasks) for s in full]
-        cells.append(f"**{_pm(sums)}**{note(len(sums))}" if sums else "-")
-    lines.append("| sum over the tasks above | " + " | ".join(cells) + " |")
-    cells = []
-    for a in arms:
-        full = [s for s in seeds if all(unit_key(t, a, s, budget) in cache for t in tasks)]
-        sums = [sum(cache[unit_key(t, a, s, budget)]["top10_mean"] for t in tasks) for s in full]
-        cells.append(f"{_pm(sums)}{note(len(sums))}" if sums else "-")
-    lines.append("| top-10 mean at the end, sum over the tasks | " + " | ".join(cells) + " |")
+        return [sum(cache[unit_key(t, a, s, budget)][metric] for t in tasks) for s in full]
+
+    for label, metric, bold in (("sum over the tasks above", "auc_top10", "**"),
+                                ("top-10 mean at the end, sum over the tasks", "top10_mean", "")):
+        cells = [f"{bold}{_pm(v)}{bold}{note(len(v))}" if (v := seed_sums(a, metric)) else "-"
+                 for a in arms]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     cells = []
     for a in arms:
         u = [x for t in tasks for x in units(t, a, budget) if "n_calls" in x]
