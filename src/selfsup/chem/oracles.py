@@ -417,6 +417,10 @@ class Oracle:
         can = canonical_smiles(smiles, keep_stereo=self.keep_stereo)
         return None if can is None else self._cache.get(can)
 
+    def fits(self, canonical: str) -> bool:
+        """True if a canonical SMILES is within ``max_length`` (always, without one)."""
+        return self.max_length is None or len(canonical) <= self.max_length
+
     # -- scoring
     def __call__(self, smiles: str | Sequence[str]) -> Any:
         """Scores of a list of SMILES (``list[float]``; ``nan`` beyond the budget), or one
@@ -444,7 +448,7 @@ class Oracle:
                 self.n_invalid += 1
                 scores[i] = float(self.objective.invalid_score)
                 continue
-            if self.max_length is not None and len(can) > self.max_length:
+            if not self.fits(can):
                 self.n_too_long += 1
                 scores[i] = float(self.objective.invalid_score)
                 continue

@@ -128,8 +128,7 @@ class OptimizationContext:
         """The canonical SMILES the oracle will score: those no longer than its ``max_length``
         (all of them without one). GEGL's queues take only these, as its reference filtered
         samples and children by length before scoring."""
-        n = self.oracle.max_length
-        return list(canonical) if n is None else [s for s in canonical if len(s) <= n]
+        return [s for s in canonical if self.oracle.fits(s)]
 
     def score(self, smiles: Sequence[str]) -> list[float]:
         """Scores of ``smiles`` (nan past the budget); logs and checkpoints as calls accrue."""
