@@ -52,7 +52,8 @@ def test_summary_table_means_sums_and_missing_cells(bench):
         "median1|gegl|0|100": _unit(0.30, 0.40, wall=120),
         "median1|gegl|1|100": _unit(0.34, 0.42, wall=60, calls=40),
         "zaleplon_mpo|gegl|0|100": _unit(0.50, 0.60, wall=60),
-        "zaleplon_mpo|gegl|1|100": _unit(0.54, 0.64, wall=0, calls=60),
+        "zaleplon_mpo|gegl|1|100": {**_unit(0.54, 0.64, wall=0, calls=60),
+                                    "stopped": "top-10 unchanged for 1000 rounds"},
         "median1|graph_ga|0|100": _unit(0.20, 0.25),  # seed 1 and zaleplon missing
         "penalized_logp_gegl|gegl|0|50": _unit(0, 0, top1=10.0, top3=8.0),
         "penalized_logp_gegl|gegl|1|50": _unit(0, 0, top1=12.0, top3=9.0),
@@ -69,8 +70,9 @@ def test_summary_table_means_sums_and_missing_cells(bench):
     # per-seed sums 0.80 and 0.88 -> 0.840 +- 0.057; graph_ga has no seed with every task
     assert rows["sum over the tasks above"] == ["**0.840 +- 0.057**", "-", "-"]
     assert rows["top-10 mean at the end, sum over the tasks"] == ["1.030 +- 0.042", "-", "-"]
-    assert rows["runs that stopped before the budget, no new molecules (their mean calls)"] == [
-        "2/4 (50 calls)", "0/1", "-"]
+    stopped = ("runs that stopped before the budget: no new molecule in 20 rounds, or the top-10 "
+               "unchanged for 1,000 (their mean calls)")
+    assert rows[stopped] == ["2/4 (50 calls; 1 on the top-10 rule)", "0/1", "-"]
     assert rows["optimiser minutes per unit, mean"][0] == "1.0"  # (120+60+60+0)/4 s
     plogp = rows["penalized logP (GEGL form, SMILES <= 100), 50 calls: top-1 / top-3 mean"]
     assert plogp == ["11.00 +- 1.41 / 8.50 +- 0.71", "-", "-"]

@@ -11,6 +11,7 @@ import torch
 from selfsup.chem.lstm import SmilesLSTM, SmilesLSTMConfig
 from selfsup.chem.molecules import Vocabulary, canonicalize_many
 from selfsup.chem.optimize import OPTIMIZERS, OptimizationContext, OptimizeConfig, optimize
+from selfsup.chem.optimize.gegl import Progress
 from selfsup.chem.optimize.generator import SelfsupGoalDirectedGenerator
 from selfsup.chem.optimize.queues import MaxRewardQueue
 from selfsup.chem.oracles import Oracle
@@ -126,6 +127,70 @@ def test_replay_from_a_partial_record_asks_for_the_same_molecules(prior, pool_fi
     OPTIMIZERS[optimizer](OptimizationContext(oracle, POOL, None), cfg,
                           np.random.default_rng(cfg.seed))
     assert [r.smiles for r in oracle.records] == [r["smiles"] for r in _calls(run)]
+
+
+class _Ctx:
+    """What Progress reads of an OptimizationContext: no run, a budget that never runs out."""
+
+    exhausted = False
+    run = None
+    stop_reason = None
+
+
+def test_progress_stops_without_new_molecules_after_patience():
+    ctx = _Ctx()
+    p = Progress(ctx, "t", patience=2)
+    assert p.start_round()
+    p.saw(["C", "CC"])
+    assert p.start_round()  # round 2: round 1 brought new molecules
+    p.saw(["C"])  # seen before
+    assert p.start_round()  # one idle round
+    p.saw(["CC"])
+    assert not p.start_round()  # two idle rounds in a row
+    assert ctx.stop_reason == "no new molecule in 2 rounds"
+
+
+def test_progress_stops_when_the_top10_is_unchanged_for_stale_rounds():
+    ctx = _Ctx()
+    p = Progress(ctx, "t", patience=100, stale_rounds=3)
+    assert p.start_round()
+    p.saw([f"C{'C' * i}" for i in range(10)], [float(i) for i in range(10)])  # top-10: 0..9
+    for k in range(3):  # new molecules each round, none above the 10th best (0.0)
+        assert p.start_round()
+        p.saw([f"N{'C' * k}", f"O{'C' * k}"], [0.0, float("nan")])
+    assert not p.start_round()
+    assert ctx.stop_reason == "top-10 unchanged for 3 rounds"
+    # a molecule entering the top-10 resets the count; a repeat of a seen molecule does not count
+    ctx = _Ctx()
+    p = Progress(ctx, "t", patience=100, stale_rounds=2)
+    p.start_round()
+    p.saw([f"C{'C' * i}" for i in range(10)], [float(i) for i in range(10)])
+    p.start_round()
+    p.saw(["N"], [0.5])  # enters (above 0.0)
+    assert p.start_round() and p.stale == 0
+    p.saw(["CC"], [99.0])  # seen before: not a new top-10 entry
+    assert p.start_round() and p.stale == 1
+    p.saw(["O"], [0.1])  # 0.1 < the 10th best, now 0.5
+    assert not p.start_round()
+    # stale_rounds=0: the rule is off
+    ctx = _Ctx()
+    p = Progress(ctx, "t", patience=100, stale_rounds=0)
+    for k in range(50):
+        assert p.start_round()
+        p.saw([f"S{'C' * k}"], [-1.0])
+    assert ctx.stop_reason is None
+
+
+def test_a_run_on_a_flat_objective_stops_on_the_top10_rule(prior, pool_file, tmp_path):
+    """A constant objective (a user callable) fills the top-10 in the first round and never
+    changes it, so the run stops 3 rounds later, long before its budget, and says why."""
+    cfg = load_config(OptimizeConfig, None, _args(prior, pool_file, tmp_path, "gegl",
+                                                  budget=5000, **{"gegl.stale_rounds": 3}))
+    oracle = Oracle(lambda s: 0.5, budget=5000)
+    ctx = OptimizationContext(oracle, POOL, None)
+    OPTIMIZERS["gegl"](ctx, cfg, np.random.default_rng(0))
+    assert ctx.stop_reason == "top-10 unchanged for 3 rounds"
+    assert 10 <= oracle.n_calls <= 4 * 48  # 4 rounds of at most 24 + 24 molecules
 
 
 def test_gegl_beats_sampling_the_prior_on_qed(prior, pool_file, tmp_path):

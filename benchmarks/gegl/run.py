@@ -406,7 +406,8 @@ def summary_table(cache: dict, tasks: list[str], arms: list[str], seeds: list[in
     """The README's table: task x arm, auc_top10 mean +- std over the finished seeds with the
     top-10 mean at the budget in brackets; the per-seed sums over the tasks of auc_top10 and of
     the final top-10 mean (seeds where every task finished); how many runs stopped before the
-    budget because the optimiser found no new molecules (AUC then carries the last value flat);
+    budget because the optimiser found no new molecules or its top-10 stayed unchanged for
+    ``stale_rounds`` rounds (AUC then carries the last value flat);
     mean optimiser minutes per unit; penalized logP top-1 and top-3 mean."""
     import statistics
 
@@ -438,11 +439,13 @@ def summary_table(cache: dict, tasks: list[str], arms: list[str], seeds: list[in
     for a in arms:
         u = [x for t in tasks for x in units(t, a, budget) if "n_calls" in x]
         short = [x for x in u if x["n_calls"] < budget]
+        stale = sum(str(x.get("stopped", "")).startswith("top-10 unchanged") for x in short)
         cells.append(f"{len(short)}/{len(u)}"
-                     + (f" ({statistics.fmean(x['n_calls'] for x in short):.0f} calls)"
+                     + (f" ({statistics.fmean(x['n_calls'] for x in short):.0f} calls"
+                        + (f"; {stale} on the top-10 rule" if stale else "") + ")"
                         if short else "") if u else "-")
-    lines.append("| runs that stopped before the budget, no new molecules (their mean calls) | "
-                 + " | ".join(cells) + " |")
+    lines.append("| runs that stopped before the budget: no new molecule in 20 rounds, or the "
+                 "top-10 unchanged for 1,000 (their mean calls) | " + " | ".join(cells) + " |")
     cells = []
     for a in arms:
         u = [x for t in tasks for x in units(t, a, budget)]

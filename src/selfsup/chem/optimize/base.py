@@ -51,6 +51,7 @@ class GEGLConfig:
     use_expert: bool = True  # False: the gegl_no_expert ablation
     learn: bool = True  # False: the gegl_no_learning ablation (apprentice stays the prior)
     patience: int = 20  # stop after this many rounds in a row without a molecule new to the run
+    stale_rounds: int = 1000  # ... or this many that left the run's top-10 unchanged (0: off)
     device: str = "cpu"  # cpu | cuda | auto (replay-resume is exact on the same device only)
 
 
@@ -66,6 +67,7 @@ class LSTMHCConfig:
     sample_max_len: int = 100
     temperature: float = 1.0
     patience: int = 20  # stop after this many rounds in a row without a new molecule
+    stale_rounds: int = 1000  # ... or this many that left the run's top-10 unchanged (0: off)
     device: str = "cpu"  # cpu | cuda | auto
 
 
@@ -80,6 +82,7 @@ class ReinventConfig:
     memory_size: int = 100  # best molecules kept for replay
     sample_max_len: int = 100
     patience: int = 20  # stop after this many steps in a row without a new molecule
+    stale_rounds: int = 1000  # ... or this many that left the run's top-10 unchanged (0: off)
     device: str = "cpu"  # cpu | cuda | auto
 
 
@@ -111,14 +114,16 @@ class OptimizationContext:
     """What an optimiser sees: ``score`` (budgeted, cached, recorded), the start pool, the run."""
 
     def __init__(self, oracle: Oracle, start_pool: list[str], run: Run | None,
-                 checkpoint_every: int = 500) -> None:
+                 checkpoint_every: int = 500, checkpoint_seconds: float = 60.0) -> None:
         self.oracle = oracle
         self.start_pool = start_pool
         self.run = run
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = checkpoint_seconds  # a slow run saves its record this often
         self._last_saved = oracle.n_calls
         self._last_logged = 0
-        self.t0 = time.perf_counter()
+        self.t0 = self._saved_at = time.perf_counter()
+        self.stop_reason: str | None = None  # why an optimiser stopped before the budget
 
     @property
     def exhausted(self) -> bool:
@@ -140,9 +145,13 @@ class OptimizationContext:
                 self.run.log_metrics({"step": n, "top1": m["top1"], "top10_mean": m["top10_mean"],
                                       "auc_top10": m["auc_top10"]})
                 self._last_logged = n
-            if n - self._last_saved >= self.checkpoint_every or self.oracle.exhausted:
+            due = (n - self._last_saved >= self.checkpoint_every or self.oracle.exhausted
+                   or (n > self._last_saved
+                       and time.perf_counter() - self._saved_at >= self.checkpoint_seconds))
+            if due:
                 self.oracle.save_record(self.run.path / "oracle_calls.csv")
                 self._last_saved = n
+                self._saved_at = time.perf_counter()
                 if os.environ.get("SELFSUP_FAULT_INJECT") == "kill_after_checkpoint":
                     os.kill(os.getpid(), signal.SIGKILL)  # test hook: die like a killed job
         return scores
@@ -272,7 +281,7 @@ def _run(run: Run, cfg: OptimizeConfig, resumed: bool) -> dict[str, Any]:
              cfg.optimizer, cfg.objective, cfg.budget, len(pool), oracle.n_calls)
     OPTIMIZERS[cfg.optimizer](ctx, cfg, rng)
     results = _write_outputs(run, ctx, cfg)
-    results["stopped"] = "budget" if oracle.exhausted else "optimizer finished"
+    results["stopped"] = "budget" if oracle.exhausted else (ctx.stop_reason or "optimizer finished")
     run.finish(results)
     return results
 

@@ -14,7 +14,8 @@ imitates the union of both queues by maximum likelihood. One round:
    ``imitation_batch`` on the SMILES of both queues (mean token negative log-likelihood).
 
 Rounds repeat until the oracle budget is spent (molecules seen before are free: the oracle caches
-by canonical SMILES), or until ``patience`` rounds in a row bring no molecule new to the run.
+by canonical SMILES), until ``patience`` rounds in a row bring no molecule new to the run, or
+until ``stale_rounds`` rounds in a row leave the run's top-10 unchanged (see :class:`Progress`).
 
 Paper settings (configs/chem/gegl_paper.yaml): N_app = N_exp = 8192, K = 1024, 8 x 256 steps,
 200 rounds, no budget. Budgeted defaults here (PMO-style, 10k unique calls): 100 + 100 per round
@@ -39,6 +40,8 @@ The helpers :func:`load_prior`, :func:`torch_generator`, :func:`sample_canonical
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,6 +73,8 @@ def _check(g: GEGLConfig) -> None:
     positive = {"n_apprentice": g.n_apprentice, "queue_size": g.queue_size,
                 "imitation_steps": g.imitation_steps, "imitation_batch": g.imitation_batch,
                 "sample_max_len": g.sample_max_len, "patience": g.patience}
+    if g.stale_rounds < 0:
+        raise ConfigError(f"gegl.stale_rounds={g.stale_rounds} must be >= 0 (0: off)")
     bad = [f"gegl.{k}={v}" for k, v in positive.items() if v < 1]
     if g.n_expert < 0:
         bad.append(f"gegl.n_expert={g.n_expert}")
@@ -132,30 +137,73 @@ def score_weights(scores: Sequence[float]) -> np.ndarray:
 
 
 class Progress:
-    """Counts molecules new to the run (replay-safe: the oracle's call count is not, since a
-    replay gets its early molecules from the cache) and logs one line per round."""
+    """Counts molecules new to the run and rounds without a change in the run's top-10, from what
+    the loop itself sees (replay-safe: the oracle's own record is not, since a replay gets its
+    early molecules from the cache), and logs one line per round.
 
-    def __init__(self, ctx: OptimizationContext, name: str, patience: int) -> None:
+    A run stops when its budget is spent, after ``patience`` rounds in a row with no molecule new
+    to the run, or after ``stale_rounds`` rounds in a row that left its top-10 unchanged (0: never;
+    a policy that has collapsed can keep finding one new, poor molecule every few rounds, and
+    would then run for hours within a 10k budget). PMO's reference runs stop far sooner: after 5
+    rounds with the top-100 unchanged, or 10 rounds without a new oracle call."""
+
+    def __init__(self, ctx: OptimizationContext, name: str, patience: int,
+                 stale_rounds: int = 0) -> None:
         self.seen: set[str] = set()
         self.idle = 0
+        self.stale = 0
         self.new = 0
         self.round = 0
         self.patience = patience
+        self.stale_rounds = stale_rounds
+        self.top10: list[float] = []  # min-heap of the run's 10 best scores
+        self.top_changed = False
         self.ctx = ctx
         self.name = name
         self.log = ctx.run.logger() if ctx.run is not None else None
 
-    def saw(self, smiles: Sequence[str]) -> None:
-        self.new += sum(s not in self.seen for s in smiles)
+    def saw(self, smiles: Sequence[str], scores: Sequence[float] | None = None) -> None:
+        """Count ``smiles`` (canonical); with ``scores``, the finite scores of the molecules new
+        to the run also update its top-10."""
+        fresh = [i for i, s in enumerate(smiles) if s not in self.seen]
         self.seen.update(smiles)
+        self.new += len(fresh)
+        for i in fresh if scores is not None else ():
+            v = float(scores[i])
+            if not math.isfinite(v):
+                continue
+            if len(self.top10) < 10:
+                heapq.heappush(self.top10, v)
+                self.top_changed = True
+            elif v > self.top10[0]:
+                heapq.heapreplace(self.top10, v)
+                self.top_changed = True
+
+    def score(self, smiles: Sequence[str]) -> list[float]:
+        """Scores of ``smiles`` (canonical, unique) from the oracle, counted by :meth:`saw`."""
+        scores = self.ctx.score(smiles) if smiles else []
+        self.saw(smiles, scores)
+        return scores
 
     def start_round(self) -> bool:
-        """True while the budget lasts and the run is not stuck."""
+        """True while the budget lasts and the run is neither stuck nor stale."""
         if self.round:
             self.idle = self.idle + 1 if self.new == 0 else 0
+            self.stale = 0 if self.top_changed else self.stale + 1
         self.round += 1
         self.new = 0
-        return not self.ctx.exhausted and self.idle < self.patience
+        self.top_changed = False
+        if self.ctx.exhausted:
+            return False
+        if self.idle >= self.patience:
+            self.ctx.stop_reason = f"no new molecule in {self.idle} rounds"
+        elif self.stale_rounds and self.stale >= self.stale_rounds:
+            self.ctx.stop_reason = f"top-10 unchanged for {self.stale} rounds"
+        else:
+            return True
+        if self.log is not None:
+            self.log.info("%s: %s, stopping", self.name, self.ctx.stop_reason)
+        return False
 
     def report(self, **values: float) -> None:
         if self.log is not None:
@@ -173,8 +221,7 @@ def seed_queue(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.Gen
     pool = (canonical_smiles(s, keep_stereo=cfg.keep_stereo)
             for s in sample_pool(ctx.start_pool, cfg.start_pool_size, rng))
     smiles = ctx.within_limit(list(dict.fromkeys(s for s in pool if s)))
-    progress.saw(smiles)
-    queue.add(smiles, ctx.score(smiles))
+    queue.add(smiles, progress.score(smiles))
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -190,7 +237,7 @@ def run_gegl(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.Gener
     adam = torch.optim.Adam(model.parameters(), lr=g.lr) if g.learn else None
     apprentice_q = MaxRewardQueue(g.queue_size, canonicalize=False)
     expert_q = MaxRewardQueue(g.queue_size, canonicalize=False)
-    progress = Progress(ctx, name, g.patience)
+    progress = Progress(ctx, name, g.patience, g.stale_rounds)
     seed_queue(ctx, cfg, rng, apprentice_q, progress)
     while progress.start_round():
         # 1. apprentice: sample, canonicalise, drop invalid, score
@@ -198,18 +245,16 @@ def run_gegl(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.Gener
                                    temperature=g.temperature, generator=sample_gen,
                                    device=device, keep_stereo=cfg.keep_stereo)
         samples = ctx.within_limit(samples)
-        progress.saw(samples)
         if samples:
-            apprentice_q.add(samples, ctx.score(samples))
+            apprentice_q.add(samples, progress.score(samples))
         # 2. expert: children of apprentice-queue parents drawn by score
         if g.use_expert and g.n_expert and len(apprentice_q) and not ctx.exhausted:
             children = reproduce(apprentice_q.smiles(), g.n_expert, rng, g.mutation_rate,
                                  n_jobs=cfg.n_jobs,
                                  parent_weights=score_weights(apprentice_q.scores())).children
             children = ctx.within_limit(list(dict.fromkeys(children)))
-            progress.saw(children)
             if children:
-                expert_q.add(children, ctx.score(children))
+                expert_q.add(children, progress.score(children))
         # 3. imitation of the union of both queues
         loss = float("nan")
         if adam is not None and not ctx.exhausted:

@@ -35,6 +35,7 @@ def run_lstm_hc(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.Ge
         n_apprentice=h.n_samples, n_expert=0, queue_size=h.keep_top, imitation_steps=steps,
         imitation_batch=h.batch_size, lr=h.lr, sample_max_len=h.sample_max_len,
         temperature=h.temperature, use_expert=False, learn=True, patience=h.patience,
+        stale_rounds=h.stale_rounds,
         device=h.device,
     )
     run_gegl(ctx, cfg, rng, g, name="lstm_hc")

@@ -39,8 +39,9 @@ def _check(r: ReinventConfig) -> None:
     if r.batch_size < 1 or r.memory_size < 1 or r.experience_replay < 0 or r.lr <= 0:
         raise ConfigError("reinvent.batch_size, reinvent.memory_size and reinvent.lr must be "
                           "positive, reinvent.experience_replay >= 0")
-    if r.sample_max_len < 1 or r.patience < 1:
-        raise ConfigError("reinvent.sample_max_len and reinvent.patience must be positive")
+    if r.sample_max_len < 1 or r.patience < 1 or r.stale_rounds < 0:
+        raise ConfigError("reinvent.sample_max_len and reinvent.patience must be positive, "
+                          "reinvent.stale_rounds >= 0 (0: off)")
 
 
 @register("reinvent")
@@ -56,7 +57,7 @@ def run_reinvent(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.G
     sample_gen = torch_generator(rng, device)
     adam = torch.optim.Adam(agent.parameters(), lr=r.lr)
     memory = MaxRewardQueue(r.memory_size, canonicalize=False)
-    progress = Progress(ctx, "reinvent", r.patience)
+    progress = Progress(ctx, "reinvent", r.patience, r.stale_rounds)
     seed_queue(ctx, cfg, rng, memory, progress)
     while progress.start_round():
         batch = agent.sample(r.batch_size, vocab, max_len=r.sample_max_len, generator=sample_gen,
@@ -69,7 +70,7 @@ def run_reinvent(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.G
         scores = ctx.score(smiles)
         canon = [canonical_smiles(s, keep_stereo=cfg.keep_stereo) if s else None for s in smiles]
         valid = [(c, v) for c, v in zip(canon, scores) if c and math.isfinite(v)]
-        progress.saw([c for c, _ in valid])
+        progress.saw([c for c, _ in valid], [v for _, v in valid])
         ok = [j for j, v in enumerate(scores) if math.isfinite(v)]
         if not ok:
             continue
