@@ -411,6 +411,8 @@ def summary_table(cache: dict, tasks: list[str], arms: list[str], seeds: list[in
     mean optimiser minutes per unit; penalized logP top-1 and top-3 mean."""
     import statistics
 
+    from selfsup.chem.optimize.base import GEGLConfig
+
     def units(task, arm, b):
         return [cache[k] for s in seeds if (k := unit_key(task, arm, s, b)) in cache]
 
@@ -444,8 +446,10 @@ def summary_table(cache: dict, tasks: list[str], arms: list[str], seeds: list[in
                      + (f" ({statistics.fmean(x['n_calls'] for x in short):.0f} calls"
                         + (f"; {stale} on the top-10 rule" if stale else "") + ")"
                         if short else "") if u else "-")
-    lines.append("| runs that stopped before the budget: no new molecule in 20 rounds, or the "
-                 "top-10 unchanged for 1,000 (their mean calls) | " + " | ".join(cells) + " |")
+    rules = GEGLConfig()  # every apprentice arm ran with these stopping defaults
+    lines.append(f"| runs that stopped before the budget: no new molecule in {rules.patience} "
+                 f"rounds, or the top-10 unchanged for {rules.stale_rounds:,} (their mean calls) | "
+                 + " | ".join(cells) + " |")
     cells = []
     for a in arms:
         u = [x for t in tasks for x in units(t, a, budget)]
