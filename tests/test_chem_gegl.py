@@ -170,7 +170,12 @@ def test_progress_stops_when_the_top10_is_unchanged_for_stale_rounds():
     assert p.start_round() and p.stale == 0
     p.saw(["CC"], [99.0])  # seen before: not a new top-10 entry
     assert p.start_round() and p.stale == 1
-    p.saw(["O"], [0.1])  # 0.1 < the 10th best, now 0.5
+    p.saw(["S", "S"], [0.7, 0.7])  # one molecule twice in a batch: one entry
+    assert p.new == 1 and sorted(p.top10).count(0.7) == 1
+    assert p.start_round() and p.stale == 0
+    p.saw(["O"], [0.1])  # below the 10th best, now 0.7
+    assert p.start_round() and p.stale == 1
+    p.saw(["OC"], [0.2])
     assert not p.start_round()
     # stale_rounds=0: the rule is off
     ctx = _Ctx()

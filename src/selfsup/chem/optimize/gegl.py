@@ -165,8 +165,11 @@ class Progress:
     def saw(self, smiles: Sequence[str], scores: Sequence[float] | None = None) -> None:
         """Count ``smiles`` (canonical); with ``scores``, the finite scores of the molecules new
         to the run also update its top-10."""
-        fresh = [i for i, s in enumerate(smiles) if s not in self.seen]
-        self.seen.update(smiles)
+        fresh = []  # first occurrences only: REINVENT's batch can hold one molecule twice
+        for i, s in enumerate(smiles):
+            if s not in self.seen:
+                self.seen.add(s)
+                fresh.append(i)
         self.new += len(fresh)
         for i in fresh if scores is not None else ():
             v = float(scores[i])
