@@ -1,10 +1,13 @@
-"""A run killed (SIGKILL) right after its first checkpoint resumes to the uninterrupted result."""
+"""A run killed (SIGKILL) right after its first checkpoint resumes to the uninterrupted result,
+whether that checkpoint closed an epoch or was taken in the middle of one."""
 
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ARGS = [
     "data.name=synthetic", "data.synthetic_size=256", "data.val_size=64",
@@ -21,11 +24,14 @@ def _selfsup(args, env_extra=None, root=None):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_kill_after_first_checkpoint_then_resume(tmp_path):
+@pytest.mark.parametrize("every_n_steps, first_step", [(0, 3), (2, 2)],
+                         ids=["end-of-epoch", "mid-epoch"])
+def test_kill_after_first_checkpoint_then_resume(tmp_path, every_n_steps, first_step):
     root = tmp_path / "runs"
-    full = _selfsup(["vision", "train", *ARGS, "name=full", f"run_root={root}"])
+    args = [*ARGS, f"trainer.checkpoint_every_n_steps={every_n_steps}"]
+    full = _selfsup(["vision", "train", *args, "name=full", f"run_root={root}"])
     assert full.returncode == 0, full.stderr
-    killed = _selfsup(["vision", "train", *ARGS, "name=killed", f"run_root={root}"],
+    killed = _selfsup(["vision", "train", *args, "name=killed", f"run_root={root}"],
                       {"SELFSUP_FAULT_INJECT": "kill_after_checkpoint"})
     assert killed.returncode == -9  # SIGKILL, right after the first checkpoint
     (run_dir,) = root.glob("killed-*")
@@ -34,7 +40,8 @@ def test_kill_after_first_checkpoint_then_resume(tmp_path):
     assert not (run_dir / "results.json").exists()
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     steps_before = [json.loads(x)["step"] for x in lines]
-    assert max(steps_before) == 3  # one epoch of 3 steps was done
+    # epochs of 3 steps: killed after the first epoch, or after step 2 of the first
+    assert max(steps_before) == first_step
 
     resumed = _selfsup(["vision", "train", "--resume", str(run_dir)])
     assert resumed.returncode == 0, resumed.stderr
@@ -50,3 +57,4 @@ def test_kill_after_first_checkpoint_then_resume(tmp_path):
     assert rows_a == rows_b
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["status"] == "finished" and len(meta["resumed"]) == 1
+    assert b["epoch_seconds"] > 0

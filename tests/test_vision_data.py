@@ -56,3 +56,34 @@ def test_colour_transform_on_grey_images_fails_early(tmp_path):
     with pytest.raises(InputError, match="rotation"):
         train(None, ["data.name=synthetic", "data.synthetic_size=64", "sla.transform=color_perm",
                      "model.backbone=resnet8", f"run_root={tmp_path}", "trainer.progress=false"])
+
+
+def test_resumable_loader_goes_on_with_the_next_batch():
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from selfsup.vision.data import ResumableLoader
+
+    ds = TensorDataset(torch.arange(20))
+
+    def loader():
+        return ResumableLoader(ds, batch_size=4, sampler=EpochSeededSampler(20, seed=3),
+                               drop_last=True)
+
+    a = loader()
+    a.sampler.set_epoch(1)
+    whole = [b[0].tolist() for b in a]
+    assert len(whole) == 5 and a.state_dict() == {"epoch": 1, "served": 5}
+    it = iter(a)
+    first_two = [next(it)[0].tolist() for _ in range(2)]
+    state = a.state_dict()
+    assert first_two == whole[:2] and state == {"epoch": 1, "served": 2}
+    b = loader()
+    b.load_state_dict(state)
+    assert [x[0].tolist() for x in b] == whole[2:]
+    assert b.state_dict() == {"epoch": 1, "served": 5}
+    assert len([x for x in b]) == 5  # the skip applies to one pass only
+    c = loader()
+    c.load_state_dict({"epoch": 1, "served": 5})  # a finished epoch is not resumed into
+    c.sampler.set_epoch(2)
+    assert len(list(c)) == 5

@@ -167,10 +167,13 @@ def load_vision_data(
 
 
 class EpochSeededSampler(torch.utils.data.Sampler[int]):
-    """A random permutation per epoch drawn from (seed, epoch): identical after a resume."""
+    """A random permutation per epoch drawn from (seed, epoch): identical after a resume.
+
+    ``start`` skips the first indices of the next pass only (a resume in the middle of an
+    epoch); ``len`` stays the whole epoch."""
 
     def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
+        self.n, self.seed, self.epoch, self.start = n, seed, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -178,7 +181,39 @@ class EpochSeededSampler(torch.utils.data.Sampler[int]):
     def __iter__(self):
         g = torch.Generator()
         g.manual_seed(self.seed * 10_007 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        start, self.start = self.start, 0
+        return iter(torch.randperm(self.n, generator=g)[start:].tolist())
 
     def __len__(self) -> int:
         return self.n
+
+
+class ResumableLoader(torch.utils.data.DataLoader):
+    """A DataLoader over an :class:`EpochSeededSampler` that knows how many batches of the
+    current epoch it has served. Lightning stores ``state_dict()`` in every checkpoint and hands
+    it back on resume, so a run resumed from a checkpoint taken in the middle of an epoch goes on
+    with the next batch of the same permutation instead of starting the epoch again."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.sampler, EpochSeededSampler) or not self.drop_last:
+            raise TypeError("ResumableLoader needs an EpochSeededSampler and drop_last=True")
+        self.served = 0
+        self._skip = 0
+
+    def __iter__(self):
+        skip, self._skip = self._skip, 0
+        self.sampler.start = skip * self.batch_size
+        self.served = skip
+        for batch in super().__iter__():
+            self.served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "served": self.served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        served = int(state.get("served", 0))
+        if 0 < served < len(self):  # a finished epoch is not resumed into
+            self.sampler.set_epoch(int(state["epoch"]))
+            self._skip = served

@@ -77,6 +77,10 @@ class TrainerConfig:
     eval_batch_size: int = 512
     log_every_n_steps: int = 20
     checkpoint_every_n_epochs: int = 1
+    # also save last.ckpt in the middle of an epoch, after this many minutes since the last save
+    # (0: off) or every N steps (0: off), so a killed long epoch loses at most that much work
+    checkpoint_every_minutes: float = 10.0
+    checkpoint_every_n_steps: int = 0
     threads: int | None = None  # torch CPU threads (default: torch's choice)
     progress: bool = True
 
@@ -236,6 +240,7 @@ def _callbacks(run: Run, cfg: VisionTrainConfig):
         def __init__(self) -> None:
             self.epoch_start: float | None = None
             self.epoch_seconds: list[float] = []
+            self.partial: float | None = None  # seconds of the epoch in progress at a resume
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             step = trainer.global_step
@@ -249,6 +254,11 @@ def _callbacks(run: Run, cfg: VisionTrainConfig):
         def on_train_epoch_start(self, trainer, pl_module):
             self.epoch_start = time.perf_counter()
 
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if self.epoch_start is None:  # resumed in the middle of an epoch: count what it had
+                self.epoch_start = time.perf_counter() - (self.partial or 0.0)
+                self.partial = None
+
         def on_validation_end(self, trainer, pl_module):
             if trainer.sanity_checking:
                 return
@@ -258,16 +268,22 @@ def _callbacks(run: Run, cfg: VisionTrainConfig):
             run.log_metrics(row)
 
         def on_train_epoch_end(self, trainer, pl_module):
-            # after a resume Lightning may close the restored epoch without starting it
+            # after a resume Lightning may close the restored epoch without starting it; its
+            # time until the checkpoint is in the checkpoint
             if self.epoch_start is not None:
                 self.epoch_seconds.append(time.perf_counter() - self.epoch_start)
-            self.epoch_start = None
+            elif self.partial is not None:
+                self.epoch_seconds.append(self.partial)
+            self.epoch_start, self.partial = None, None
 
         def state_dict(self):
-            return {"epoch_seconds": list(self.epoch_seconds)}
+            running = (None if self.epoch_start is None
+                       else time.perf_counter() - self.epoch_start)
+            return {"epoch_seconds": list(self.epoch_seconds), "partial": running}
 
         def load_state_dict(self, state):
             self.epoch_seconds = list(state["epoch_seconds"])
+            self.partial = state.get("partial")
 
     class BestOnValidation(L.Callback):
         """Keeps the weights with the best validation accuracy (model selection)."""
@@ -291,13 +307,34 @@ def _callbacks(run: Run, cfg: VisionTrainConfig):
             self.best, self.best_epoch = state["best"], state["best_epoch"]
 
     class AtomicCheckpoint(L.Callback):
-        """Saves last.ckpt after each N-th epoch's validation (temporary file, then rename)."""
+        """Saves last.ckpt (temporary file, then rename) after each N-th epoch's validation, and
+        within an epoch every ``checkpoint_every_n_steps`` steps or ``checkpoint_every_minutes``
+        minutes after the previous save (the data loader's position goes into the file, so a
+        resume goes on with the next batch)."""
+
+        def __init__(self) -> None:
+            self.last_save = time.monotonic()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx + 1 >= trainer.num_training_batches:
+                return  # the epoch's own checkpoint follows its validation
+            t = cfg.trainer
+            by_steps = t.checkpoint_every_n_steps > 0 and (
+                trainer.global_step % t.checkpoint_every_n_steps == 0)
+            by_time = t.checkpoint_every_minutes > 0 and (
+                time.monotonic() - self.last_save >= 60.0 * t.checkpoint_every_minutes)
+            if by_steps or by_time:
+                self._save(trainer)
 
         def on_validation_end(self, trainer, pl_module):
             if trainer.sanity_checking:
                 return
             if (trainer.current_epoch + 1) % cfg.trainer.checkpoint_every_n_epochs:
                 return
+            self._save(trainer)
+
+        def _save(self, trainer) -> None:
+            self.last_save = time.monotonic()
             final = run.checkpoint_dir / "last.ckpt"
             tmp = final.with_suffix(".ckpt.tmp")
             trainer.save_checkpoint(tmp, weights_only=False)  # full state: resumable
@@ -315,10 +352,10 @@ def _callbacks(run: Run, cfg: VisionTrainConfig):
 def _loaders(data, cfg: VisionTrainConfig):
     from torch.utils.data import DataLoader, TensorDataset
 
-    from .data import EpochSeededSampler
+    from .data import EpochSeededSampler, ResumableLoader
 
     bs = min(cfg.optim.batch_size, len(data.train_y))
-    train = DataLoader(
+    train = ResumableLoader(
         TensorDataset(data.train_x, data.train_y), batch_size=bs,
         sampler=EpochSeededSampler(len(data.train_y), cfg.seed), drop_last=True,
     )
