@@ -74,7 +74,8 @@ def settings(quick: bool) -> dict[str, list[str]]:
         "mnist/100-per-class/resnet32-warmup": resnet32_warmup + ["data.name=mnist"],
         # the whole training set (55k images after the 5k validation split), the network and
         # warm-up of the low-data setting that trains every arm, batch 128 as in the paper; two
-        # epochs (860 steps) because one epoch of SLA costs 1.6 h of one core here
+        # epochs (858 steps) because one epoch of all arms costs about 1.6 h of one core here
+        # (SLA alone about 25 min)
         "fashion-mnist/full-data/resnet32-warmup": [
             "model.backbone=resnet32", "model.width=1.0", "trainer.progress=false",
             "trainer.log_every_n_steps=50", "trainer.eval_batch_size=1000",
