@@ -50,3 +50,19 @@ def test_mnist_warmup_setting_is_the_fashion_recipe_on_mnist(bench):
     mnist = [o for o in s["mnist/100-per-class/resnet32-warmup"] if "data.name" not in o]
     assert fashion == mnist and "optim.warmup=0.1" in mnist
     assert "data.name=mnist" in s["mnist/100-per-class/resnet32-warmup"]
+
+
+def test_previous_run_ignores_checkpoint_frequency_and_keys_added_since(bench, tmp_path):
+    name = "fashion-mnist-full-data-sla-s0"
+    cfg = {"name": name, "seed": 0, "optim": {"epochs": 2},
+           "trainer": {"threads": 1, "checkpoint_every_minutes": 10.0}}
+    # saved before trainer.checkpoint_every_minutes existed: the schema's default fills it
+    older = _run_dir(tmp_path, "20261129-090000", name,
+                     {"name": name, "seed": 0, "optim": {"epochs": 2}}, ckpt=True)
+    assert bench.previous_run(tmp_path, name, cfg) == older
+    often = {**cfg, "trainer": {"checkpoint_every_minutes": 1.0, "checkpoint_every_n_steps": 5}}
+    newer = _run_dir(tmp_path, "20261129-100000", name, often, ckpt=True)
+    assert bench.previous_run(tmp_path, name, cfg) == newer
+    # a key the schema does not know (another version of selfsup) is not taken
+    _run_dir(tmp_path, "20261129-110000", name, {**cfg, "nonsense": 1}, ckpt=True)
+    assert bench.previous_run(tmp_path, name, cfg) == newer
