@@ -158,3 +158,11 @@ def test_lr_factor_warmup_then_step_decay():
     assert [lr_factor(s, 100, [0.5], 0.1) for s in (0, 49, 50)] == [1.0, 1.0, pytest.approx(0.1)]
     with pytest.raises(ConfigError, match="optim.warmup"):
         lr_factor(0, 100, [], 0.1, warmup=1.5)
+
+
+def test_negative_checkpoint_frequency_is_rejected(tmp_path):
+    from selfsup.errors import ConfigError
+    from selfsup.vision.train import train
+
+    with pytest.raises(ConfigError, match="checkpoint_every_minutes=-1.0"):
+        train(None, [*TINY, f"run_root={tmp_path}", "trainer.checkpoint_every_minutes=-1"])

@@ -390,6 +390,12 @@ def _run_fit(run: Run, cfg: VisionTrainConfig, ckpt_path: Path | None, console=N
 
     from ..device import choose_device
 
+    t = cfg.trainer
+    if t.checkpoint_every_minutes < 0 or t.checkpoint_every_n_steps < 0:
+        raise ConfigError(
+            f"trainer.checkpoint_every_minutes={t.checkpoint_every_minutes}, "
+            f"trainer.checkpoint_every_n_steps={t.checkpoint_every_n_steps}: use 0 (off) or a "
+            "positive number.")
     data = _prepare(cfg)
     train_dl, val_dl, test_dl = _loaders(data, cfg)
     steps_per_epoch = len(train_dl)
