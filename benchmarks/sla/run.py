@@ -51,6 +51,11 @@ def settings(quick: bool) -> dict[str, list[str]]:
         "trainer.log_every_n_steps=50", "trainer.eval_batch_size=1000",
         "data.per_class=100", "data.val_size=1000", "optim.batch_size=64",
         "optim.epochs=30", "optim.warmup=0.1"]
+    full_data = [
+        "model.backbone=resnet32", "model.width=1.0", "trainer.progress=false",
+        "trainer.log_every_n_steps=50", "trainer.eval_batch_size=1000",
+        "data.name=fashion-mnist", "data.val_size=5000", "optim.batch_size=128",
+        "optim.warmup=0.1"]
     if quick:
         return {
             "fashion-mnist/20-per-class": common + [
@@ -76,18 +81,10 @@ def settings(quick: bool) -> dict[str, list[str]]:
         # warm-up of the low-data setting that trains every arm, batch 128 as in the paper; two
         # epochs (858 steps) because one epoch of all arms costs about 1.6 h of one core here
         # (SLA alone about 25 min)
-        "fashion-mnist/full-data/resnet32-warmup": [
-            "model.backbone=resnet32", "model.width=1.0", "trainer.progress=false",
-            "trainer.log_every_n_steps=50", "trainer.eval_batch_size=1000",
-            "data.name=fashion-mnist", "data.val_size=5000", "optim.batch_size=128",
-            "optim.epochs=2", "optim.warmup=0.1"],
+        "fashion-mnist/full-data/resnet32-warmup": full_data + ["optim.epochs=2"],
         # the same three times longer (2,574 steps), for baseline and SLA: whether the joint
         # 40-way task needs more than 2 epochs of the whole set to pay (SLA: 2.5 h of one core)
-        "fashion-mnist/full-data/resnet32-warmup-6-epochs": [
-            "model.backbone=resnet32", "model.width=1.0", "trainer.progress=false",
-            "trainer.log_every_n_steps=50", "trainer.eval_batch_size=1000",
-            "data.name=fashion-mnist", "data.val_size=5000", "optim.batch_size=128",
-            "optim.epochs=6", "optim.warmup=0.1"],
+        "fashion-mnist/full-data/resnet32-warmup-6-epochs": full_data + ["optim.epochs=6"],
     }
 
 
@@ -129,7 +126,7 @@ def previous_run(run_root: Path, name: str, config: dict) -> Path | None:
 
     def key(cfg: dict) -> dict:
         # through the config schema, so a run saved before a key was added compares equal
-        cfg = json.loads(json.dumps(to_dict(load_config(VisionTrainConfig, base=cfg))))
+        cfg = to_dict(load_config(VisionTrainConfig, base=cfg))
         for k in ("threads", "checkpoint_every_minutes", "checkpoint_every_n_steps"):
             cfg.get("trainer", {}).pop(k, None)  # they do not change what a run computes
         return cfg
