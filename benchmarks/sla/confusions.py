@@ -19,17 +19,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run import ARMS  # noqa: E402  (arm -> trained mode and results key, as in the benchmark)
 
 from common import now, row, write_results  # noqa: E402
 
-ARMS = {  # arm -> (trained mode, inference rule)
-    "baseline": ("baseline", "single"),
-    "da": ("da", "single"),
-    "mt": ("mt", "single"),
-    "sla_si": ("sla", "single"),
-    "sla_ag": ("sla", "aggregated"),
-    "sla_sd": ("sla_sd", "distilled"),
-}
 PAIRS = {"mnist": [(6, 9)], "fashion-mnist": []}  # classes a 180-degree turn maps onto each other
 
 
@@ -71,7 +66,8 @@ def main() -> int:
     started, t0 = now(), time.perf_counter()
     name = args.setting.replace("/", "-")
     rows = []
-    for arm, (mode, rule) in ARMS.items():
+    for arm, (mode, key) in ARMS.items():
+        rule = key.removeprefix("test_").removesuffix("_acc")  # test_aggregated_acc: aggregated
         per_seed: dict[str, list[float]] = {}
         for seed in args.seeds:
             found = sorted(p for p in Path(args.runs).glob(f"{name}-{mode}-s{seed}-*")
