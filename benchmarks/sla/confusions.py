@@ -29,27 +29,16 @@ PAIRS = {"mnist": [(6, 9)], "fashion-mnist": []}  # classes a 180-degree turn ma
 
 
 def confusion(run: Path, rule: str, threads: int):
-    """(10 x 10 confusion counts, rows = true class) of the run's selected weights on test."""
+    """(N x N confusion counts, rows = true class) of the run's selected weights on test."""
     import torch
-    import yaml
 
-    from selfsup.config import load_config
-    from selfsup.io import safe_torch_load
-    from selfsup.vision.train import VisionTrainConfig, _prepare, build_model
+    from selfsup.vision.train import eval_batches, load_selected
 
     torch.set_num_threads(threads)
-    cfg = load_config(VisionTrainConfig, base=yaml.safe_load((run / "config.yaml").read_text()))
-    data = _prepare(cfg)
-    model = build_model(cfg, data.n_classes, data.in_channels)
-    model.load_state_dict(safe_torch_load(run / "checkpoints" / "best.pt"))
-    model.eval()
-    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
-    std = torch.tensor(data.std).view(1, -1, 1, 1)
+    _, cfg, model, data = load_selected(run)
     cm = torch.zeros(data.n_classes, data.n_classes, dtype=torch.long)
     with torch.no_grad():
-        for i in range(0, len(data.test_y), 1000):
-            x = (data.test_x[i : i + 1000].float() / 255.0 - mean) / std
-            y = data.test_y[i : i + 1000]
+        for x, y in eval_batches(data, "test", cfg.trainer.eval_batch_size):
             pred = model.predict(x)[rule].argmax(1)
             cm.index_put_((y, pred), torch.ones_like(y), accumulate=True)
     return cm, cfg.data.name

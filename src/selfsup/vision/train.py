@@ -492,27 +492,42 @@ def resume(run_path: str | os.PathLike, console=None) -> tuple[Run, dict]:
         return run, _run_fit(run, cfg, ckpt_path, console)
 
 
-def evaluate(run_path: str | os.PathLike, split: str = "test") -> dict:
-    """Evaluate a run's selected (best-on-validation) weights; writes eval.json into the run."""
+def load_selected(run_path: str | os.PathLike):
+    """``(run, cfg, model, data)``: a run's selected (best-on-validation) weights in eval mode,
+    with its config and data."""
     run = Run.open(run_path)
     cfg = load_config(VisionTrainConfig, base=run.config)
     weights = run.path / "checkpoints" / "best.pt"
     if not weights.is_file():
         raise InputError(f"Run '{run.path}' has no checkpoints/best.pt; train or resume it first.")
-    if split not in ("test", "val"):
-        raise ConfigError(f"Unknown split '{split}'; use test or val.")
     data = _prepare(cfg)
     model = build_model(cfg, data.n_classes, data.in_channels)
     model.load_state_dict(safe_torch_load(weights))
     model.eval()
+    return run, cfg, model, data
+
+
+def eval_batches(data, split: str, batch_size: int):
+    """``(normalised images, labels)`` of the test or val split, batch by batch."""
     x_all, y_all = (data.test_x, data.test_y) if split == "test" else (data.val_x, data.val_y)
     mean = torch.tensor(data.mean).view(1, -1, 1, 1)
     std = torch.tensor(data.std).view(1, -1, 1, 1)
+    for i in range(0, len(y_all), batch_size):
+        yield (x_all[i : i + batch_size].float() / 255.0 - mean) / std, y_all[i : i + batch_size]
+
+
+def evaluate(run_path: str | os.PathLike, split: str = "test") -> dict:
+    """Evaluate a run's selected (best-on-validation) weights; writes eval.json into the run."""
+    if split not in ("test", "val"):
+        raise ConfigError(f"Unknown split '{split}'; use test or val.")
+    run, cfg, model, data = load_selected(run_path)
     correct: dict[str, float] = {}
-    for i in range(0, len(y_all), cfg.trainer.eval_batch_size):
-        x = (x_all[i : i + cfg.trainer.eval_batch_size].float() / 255.0 - mean) / std
-        y = y_all[i : i + cfg.trainer.eval_batch_size]
-        for rule, logits in model.predict(x).items():
+    n = 0
+    for x, y in eval_batches(data, split, cfg.trainer.eval_batch_size):
+        n += len(y)
+        with torch.no_grad():
+            preds = model.predict(x)
+        for rule, logits in preds.items():
             if rule == "joint":
                 from .methods.sla import joint_labels
 
@@ -520,7 +535,7 @@ def evaluate(run_path: str | os.PathLike, split: str = "test") -> dict:
             else:
                 c = (logits.argmax(1) == y).sum().item()
             correct[rule] = correct.get(rule, 0.0) + c
-    out = {f"{split}_{rule}_acc": round(c / len(y_all), 6) for rule, c in correct.items()}
+    out = {f"{split}_{rule}_acc": round(c / n, 6) for rule, c in correct.items()}
     out[f"{split}_acc"] = out[f"{split}_{model.primary_rule()}_acc"]
     atomic_write_json(run.path / "eval.json", out)
     return out
