@@ -66,3 +66,20 @@ def test_previous_run_ignores_checkpoint_frequency_and_keys_added_since(bench, t
     # a key the schema does not know (another version of selfsup) is not taken
     _run_dir(tmp_path, "20261129-110000", name, {**cfg, "nonsense": 1}, ckpt=True)
     assert bench.previous_run(tmp_path, name, cfg) == newer
+
+
+def test_step_cost_times_both_comparisons(bench):
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cost = bench.step_cost(repeats=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert set(cost) == {"baseline", "sla", "baseline_m_copies", "ratio", "ratio_same_images"}
+    assert all(v > 0 for v in cost.values())
+    # with one repeat each median is that repeat: the ratios are built from the step times
+    assert cost["ratio"] == pytest.approx(cost["sla"] / (4 * cost["baseline"]))
+    assert cost["ratio_same_images"] == pytest.approx(cost["sla"] / cost["baseline_m_copies"])
+    # an SLA step sees 4 x 128 images, a baseline step 128
+    assert cost["sla"] > cost["baseline"] and cost["baseline_m_copies"] > cost["baseline"]
