@@ -226,7 +226,8 @@ def main() -> int:
     cache_path = out / "sla_cache.json"
     cache = load_json(cache_path)
     history = cache.setdefault("_invocations", [])
-    history.append({"command": "python " + " ".join(sys.argv), "started": started})
+    if not args.report:  # a report fills nothing; the history names what trained units
+        history.append({"command": "python " + " ".join(sys.argv), "started": started})
     # the full mode's default out is benchmarks/results (its cache is committed there); its
     # training runs (checkpoints) go under runs/, never into the repository
     results_dir = Path(__file__).resolve().parents[1] / "results"
@@ -286,6 +287,11 @@ def main() -> int:
             rows.append(row(setting, arm, "epoch_seconds", secs))
             rows.append(row(setting, arm, "epoch_seconds_vs_baseline",
                             [a / b for a, b in zip(secs, base_t)]))
+    import torch
+
+    if args.threads:  # a training unit set them already; a bare --report has not
+        torch.set_num_threads(args.threads)
+    speed_threads = torch.get_num_threads()
     cost = step_cost()
     speed = "speed/resnet20x0.5-batch128-28px"
     rows.append(row(speed, "sla", "step_cost_over_M_x_baseline", [cost["ratio"]]))
@@ -304,7 +310,7 @@ def main() -> int:
              + "; ".join(f"{k}: {_net(v)}" for k, v in settings(args.quick).items()) + ". "
              "epoch_seconds come from runs that shared the 2 cores with other jobs, so their "
              "ratios are noisy; the speed row is the clean comparison (interleaved steps on one "
-             "batch). Threads per setting and mode: "
+             f"batch, torch threads {speed_threads}). Threads per setting and mode: "
              + "; ".join(f"{k}: {v}" for k, v in _threads(cache).items()) + ".")
     notes += (" Invocations that filled the unit cache: "
               + "; ".join(f"`{h['command']}` ({h['started']})" for h in history) + ".")
