@@ -212,9 +212,13 @@ def main() -> int:
     ap.add_argument("--report", action="store_true",
                     help="write the results from the cache without training anything new")
     args = ap.parse_args()
+    import torch
+
     from selfsup.config import load_config, to_dict
     from selfsup.vision.train import VisionTrainConfig, resume, train
 
+    if args.threads:  # the process's threads, for the speed row too (units also get them)
+        torch.set_num_threads(args.threads)
     started, t0 = now(), time.perf_counter()
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     mode = "quick" if args.quick else "full"
@@ -286,10 +290,6 @@ def main() -> int:
             rows.append(row(setting, arm, "epoch_seconds", secs))
             rows.append(row(setting, arm, "epoch_seconds_vs_baseline",
                             [a / b for a, b in zip(secs, base_t)]))
-    import torch
-
-    if args.threads:  # a training unit set them already; a bare --report has not
-        torch.set_num_threads(args.threads)
     speed_threads = torch.get_num_threads()
     cost = step_cost()
     speed = "speed/resnet20x0.5-batch128-28px"
