@@ -15,10 +15,10 @@ def _isolated_dirs(tmp_path, monkeypatch):
     yield
 
 
-def load_bench_script(name: str):
-    """``benchmarks/<name>/run.py`` as a module (the scripts are not a package)."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / name / "run.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_bench_run", path)
+def load_bench_script(name: str, script: str = "run.py"):
+    """``benchmarks/<name>/<script>`` as a module (the scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / name / script
+    spec = importlib.util.spec_from_file_location(f"{name}_bench_{Path(script).stem}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

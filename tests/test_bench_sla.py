@@ -83,3 +83,33 @@ def test_step_cost_times_both_comparisons(bench):
     assert cost["ratio_same_images"] == pytest.approx(cost["sla"] / cost["baseline_m_copies"])
     # an SLA step sees 4 x 128 images, a baseline step 128
     assert cost["sla"] > cost["baseline"] and cost["baseline_m_copies"] > cost["baseline"]
+
+
+def test_per_copy_accuracy_reads_each_copy_at_its_own_columns():
+    torch = pytest.importorskip("torch")
+    per_copy = load_bench_script("sla", "per_copy.py")
+    n, m = 3, 2
+    y = torch.tensor([0, 1, 2, 1])
+    b = y.shape[0]
+
+    class Model:
+        """Copy 0 right on every image; copy 1 right at its own column on images 0 and 1 only,
+        with a larger wrong logit at copy 0's column that a per-copy read must ignore."""
+        def __init__(self):
+            self.m = m
+
+        def predict(self, x):
+            joint = torch.zeros(m, b, n, m)
+            joint[0, torch.arange(b), y, 0] = 5.0
+            wrong = (y + 1) % n
+            joint[1, torch.arange(b), y, 0] = 9.0  # other copy's column: not read for copy 1
+            joint[1, :2, :, 1][torch.arange(2), y[:2]] = 3.0
+            joint[1, 2:, :, 1][torch.arange(2), wrong[2:]] = 3.0
+            return {"joint": joint.reshape(m * b, n * m)}
+
+    batches = [(torch.zeros(b, 1, 2, 2), y)]
+    assert per_copy.per_copy_accuracy(Model(), batches) == [1.0, 0.5]
+    # two batches: counts add up over them
+    assert per_copy.per_copy_accuracy(Model(), batches * 2) == [1.0, 0.5]
+    with pytest.raises(ValueError, match="no test images"):
+        per_copy.per_copy_accuracy(Model(), [])
