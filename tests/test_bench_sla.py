@@ -96,7 +96,7 @@ def test_per_copy_accuracy_reads_each_copy_at_its_own_columns():
         """Copy 0 right on every image; copy 1 right at its own column on images 0 and 1 only,
         with a larger wrong logit at copy 0's column that a per-copy read must ignore."""
         def __init__(self):
-            self.m = m
+            self.m, self.n_classes = m, n
 
         def predict(self, x):
             joint = torch.zeros(m, b, n, m)

@@ -28,15 +28,15 @@ def per_copy_accuracy(model, batches) -> list[float]:
     (images, labels). ``model.predict(x)["joint"]`` is (M*B, N*M), transform-major."""
     import torch
 
-    m, correct, total = model.m, None, 0
+    from selfsup.vision.methods.sla import own_column_logits
+
+    correct, total = None, 0
     with torch.no_grad():
         for x, y in batches:
-            joint = model.predict(x)["joint"]
-            b = x.shape[0]
-            per_copy = joint.view(m, b, joint.shape[1] // m, m)
-            hits = torch.stack([(per_copy[j, :, :, j].argmax(1) == y).sum() for j in range(m)])
+            logits = own_column_logits(model.predict(x)["joint"], model.n_classes, model.m)
+            hits = (logits.argmax(2) == y).sum(1)  # (M,): right answers of each copy
             correct = hits if correct is None else correct + hits
-            total += b
+            total += x.shape[0]
     if not total:
         raise ValueError("no test images to evaluate")
     return [float(c) / total for c in correct]

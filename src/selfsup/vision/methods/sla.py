@@ -36,16 +36,23 @@ def joint_labels(y: torch.Tensor, m: int) -> torch.Tensor:
     return y.repeat(m) * m + j
 
 
+def own_column_logits(joint: torch.Tensor, n_classes: int, m: int) -> torch.Tensor:
+    """The joint logits of each copy j at its own columns (., j).
+
+    joint: (M*B, N*M) logits of the transform-major expanded batch. Returns (M, B, N).
+    """
+    b = joint.shape[0] // m
+    per_copy = joint.view(m, b, n_classes, m)  # (M, B, N, M): copy j, sample, class, column
+    idx = torch.arange(m, device=joint.device)
+    return per_copy[idx, :, :, idx]
+
+
 def aggregated_logits(joint: torch.Tensor, n_classes: int, m: int) -> torch.Tensor:
     """AG inference: mean over j of the joint logits of copy j at columns (., j).
 
     joint: (M*B, N*M) logits of the transform-major expanded batch. Returns (B, N).
     """
-    b = joint.shape[0] // m
-    per_copy = joint.view(m, b, n_classes, m)  # (M, B, N, M): copy j, sample, class, column
-    idx = torch.arange(m, device=joint.device)
-    diag = per_copy[idx, :, :, idx]  # (M, B, N): copy j at its own column j
-    return diag.mean(dim=0)
+    return own_column_logits(joint, n_classes, m).mean(dim=0)
 
 
 def single_logits(joint_identity: torch.Tensor, n_classes: int, m: int) -> torch.Tensor:
