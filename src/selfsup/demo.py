@@ -250,7 +250,7 @@ def run_demo(quick: bool = False, run_root: str | None = None) -> int:
         table.add_row(title, status, summary, f"{secs:.0f}")
     console.print(table)
     for title, rows in (("built, not in the demo (longer runs)", NOT_IN_DEMO),
-                        ("not built yet (open issues)", NOT_BUILT)):
+                        ("not built yet", NOT_BUILT)):
         nb = Table(title=title)
         nb.add_column("domain")
         nb.add_column("capability")
