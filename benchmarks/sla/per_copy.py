@@ -50,13 +50,17 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
+    from selfsup.errors import InputError
     from selfsup.vision.train import eval_batches, load_selected
 
     torch.set_num_threads(args.threads)
     started, t0 = now(), time.perf_counter()
     rows = []
     for run in map(Path, args.runs):
-        _, cfg, model, data = load_selected(run)
+        try:
+            _, cfg, model, data = load_selected(run)
+        except InputError as e:  # not a run folder, or one without selected weights
+            raise SystemExit(str(e)) from None
         if cfg.sla.mode not in ("sla", "sla_sd"):
             raise SystemExit(f"{run}: mode {cfg.sla.mode} has no joint head; give runs of "
                              "mode sla or sla_sd")
