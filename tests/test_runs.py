@@ -84,7 +84,7 @@ def test_failed_write_keeps_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
-def test_safe_load_refuses_pickled_objects(tmp_path):
+def test_safe_load_refuses_pickled_objects(tmp_path, capsys):
     import pickle
 
     import torch
@@ -95,8 +95,9 @@ def test_safe_load_refuses_pickled_objects(tmp_path):
 
     with open(tmp_path / "evil.pt", "wb") as fh:
         pickle.dump({"x": Evil()}, fh)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(InputError, match="evil.pt' holds pickled Python objects.*never unpickles"):
         safe_torch_load(tmp_path / "evil.pt")
+    assert "unpickled!" not in capsys.readouterr().out
     assert torch is not None
 
 

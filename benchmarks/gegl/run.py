@@ -27,19 +27,40 @@ in ``runs/bench-gegl-full/``, and writes ``benchmarks/results/gegl.{json,md}``; 
 everything into its output folder. Several runners may share one cache (e.g. different
 ``--seeds``): each merges the file from disk before it writes a finished unit, and a lock file
 per unit (``<out>/runs/<unit>.lock``, its pid) keeps two runners off the same unit.
+
+    python benchmarks/gegl/run.py --verify               # re-run committed units, compare
+
+``--verify`` runs committed units again (default: the cheapest graph_ga and gegl units;
+``--tasks``, ``--arms``, ``--seeds``, ``--budget`` and ``--verify-per-arm N`` choose others) with
+the committed prior into a scratch folder, never the committed cache, and prints old and new
+figures side by side with the provenance (commit, torch build, CPU) of both;
+``gegl_verify.{json,md}`` in the scratch folder hold the comparison. Every unit finished from now
+on records its provenance in the cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import load_json, now, row, write_results  # noqa: E402
+from common import (  # noqa: E402
+    compare_units,
+    load_json,
+    now,
+    provenance_census,
+    row,
+    select_cheapest,
+    verify_folder,
+    write_results,
+    write_verification,
+)
 from selfsup.io import atomic_write_json  # noqa: E402
+from selfsup.provenance import provenance  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"
@@ -169,6 +190,8 @@ def run_unit(task: str, arm: str, seed: int, budget: int, prior: str, run_root: 
     from selfsup.runs import Run
 
     name = f"{task}-{arm}-s{seed}"
+    # the committed MPO/median units ran without a length limit (the library's old default);
+    # the limit is passed explicitly ("null") now that OptimizeConfig defaults to 100
     limit = PLOGP_MAX_SMILES if task == PLOGP else None
     for old in sorted(run_root.glob(f"{name}-2*"), reverse=True):
         if not (old / "run.json").is_file() or not (old / "config.yaml").is_file():
@@ -185,8 +208,8 @@ def run_unit(task: str, arm: str, seed: int, budget: int, prior: str, run_root: 
             return _summary(res, run.path, resumed=True)
     run, res = optimize(None, [f"name={name}", f"run_root={run_root}", f"objective={task}",
                                f"optimizer={arm}", f"seed={seed}", f"budget={budget}",
-                               f"prior={prior}", "n_jobs=1"]
-                         + ([f"max_smiles_length={limit}"] if limit else []))
+                               f"prior={prior}", "n_jobs=1",
+                               f"max_smiles_length={'null' if limit is None else limit}"])
     return _summary(res, run.path, resumed=False)
 
 
@@ -271,6 +294,73 @@ def build_rows(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
     return rows, missing
 
 
+# what --verify compares: the figures of a unit, and its timing (never equal)
+VERIFY_FIGURES = ("auc_top10", "top10_mean", "top1", "top3_mean", "n_calls", "n_too_long",
+                  "benchmark_score")
+VERIFY_TIMING = ("wall_seconds", "unit_seconds")
+VERIFY_DEFAULT_ARMS = ("graph_ga", "gegl")
+
+
+def verify(args: argparse.Namespace) -> int:
+    """--verify: run again the cheapest committed units (per arm) that match --tasks, --arms,
+    --seeds and --budget into a scratch folder, and report old and new figures side by side."""
+    import torch
+
+    cache_path = RESULTS / "gegl_cache.json"
+    committed = load_json(cache_path)
+    if args.tasks in (None, ["all"]):
+        tasks = None  # any task of the cache
+    elif args.tasks == ["hardest"]:
+        tasks = list(HARDEST)
+    else:
+        tasks = list(args.tasks)
+    narrowed = bool(args.tasks or args.arms or args.seeds or args.budget)
+    arms = args.arms or (ARMS if narrowed else VERIFY_DEFAULT_ARMS)
+    cost = {}
+    for key, unit in committed.items():
+        if key.count("|") != 3 or not isinstance(unit, dict):
+            continue
+        task, arm, seed, budget = key.split("|")
+        if ((tasks is not None and task not in tasks) or arm not in arms
+                or (args.seeds and int(seed) not in args.seeds)
+                or (args.budget and int(budget) != args.budget)):
+            continue
+        cost[key] = float(unit.get("unit_seconds", unit.get("wall_seconds", math.inf)))
+    picked = select_cheapest(cost, lambda k: k.split("|")[1], args.verify_per_arm)
+    if not picked:
+        raise SystemExit(f"no unit of {cache_path} matches --tasks/--arms/--seeds/--budget")
+    prior = committed.get("prior") or {}
+    prior_path = Path(args.prior) if args.prior else _resolved(prior.get("path", ""))
+    if not prior_path.is_file():
+        raise SystemExit(f"the committed units' prior {prior_path} is missing; pass --prior")
+    scratch = verify_folder(args.out, "gegl")
+    started, command = now(), "python " + " ".join(sys.argv)
+    print(f"[gegl verify] {len(picked)} committed unit(s) into {scratch}: {', '.join(picked)}",
+          flush=True)
+    units: list[dict] = []
+    for key in picked:
+        task, arm, seed, budget = key.split("|")
+        old = committed[key]
+        # the committed units ran with --threads 1 (their invocations); a recorded one wins
+        threads = (args.threads or (old.get("provenance") or {}).get("torch_threads") or 1)
+        torch.set_num_threads(int(threads))
+        print(f"[gegl verify] {key}: {threads} thread(s), about {cost[key] / 60:.1f} min on the "
+              "machine that ran it", flush=True)
+        t_unit = time.perf_counter()
+        new = run_unit(task, arm, int(seed), int(budget), str(prior_path), scratch / "runs")
+        new["unit_seconds"] = round(time.perf_counter() - t_unit, 1)
+        new["provenance"] = provenance()
+        units.append({"key": key, "old": old, "new": new,
+                      "old_provenance": old.get("provenance"),
+                      "new_provenance": new["provenance"],
+                      "old_context": f"run {old.get('run', '?')}, prior {prior.get('path', '?')}"})
+        rows = compare_units(units, VERIFY_FIGURES, VERIFY_TIMING)
+        jp, mp, text = write_verification(scratch, "gegl", command, started, units, rows)
+    print(text)
+    print(f"wrote {jp} and {mp}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 tasks, 500 calls, 1 seed")
@@ -290,7 +380,19 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--report", action="store_true",
                     help="only write results from the cache (run nothing)")
+    ap.add_argument("--verify", action="store_true",
+                    help="run committed units of benchmarks/results/gegl_cache.json again into a "
+                         "scratch folder (--out, default runs/verify-gegl-<time>) and compare "
+                         "their figures with the committed ones; default: the cheapest graph_ga "
+                         "and gegl units, else the cheapest per arm of those --tasks/--arms/"
+                         "--seeds/--budget match")
+    ap.add_argument("--verify-per-arm", type=int, default=1, metavar="N",
+                    help="--verify: the N cheapest matching units of each arm (default 1)")
     args = ap.parse_args()
+    if args.verify:
+        if args.quick or args.report:
+            raise SystemExit("--verify re-runs committed full-mode units; drop --quick/--report")
+        return verify(args)
     import torch
 
     if args.threads:
@@ -366,6 +468,7 @@ def main() -> int:
             finally:
                 lock.unlink(missing_ok=True)
             unit["unit_seconds"] = round(time.perf_counter() - t_unit, 1)  # with loading
+            unit["provenance"] = provenance()
             print(f"[gegl bench]   auc_top10 {unit['auc_top10']:.4f} top1 "
                   f"{unit['top1']:.4f} {unit['wall_seconds']:.0f}s "
                   f"({unit['unit_seconds']:.0f}s with start-up)", flush=True)
@@ -510,6 +613,9 @@ def make_notes(tasks, arms, seeds, budget, plogp_budget, prior, missing, quick, 
               "each row's wall_seconds is the optimiser's own time)"
               + (f"; the prior's pretraining took {prior['train_seconds'] / 60:.0f} min"
                  if prior.get("train_seconds") else "") + "."]
+    lines.append(provenance_census(u for k, u in cache.items() if "|" in k
+                                   and k.split("|")[0] in (*tasks, PLOGP)
+                                   and k.split("|")[1] in arms))
     for inv in cache.get("invocations", []):
         took = (f"{inv['seconds'] / 60:.1f} min" if inv.get("seconds") is not None
                 else "stopped before its end, or still running")

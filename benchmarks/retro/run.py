@@ -30,7 +30,8 @@ iterations (failures at the maximum), one-step exact top-1/top-10 on held-out te
 (the same fixed subset for every arm). Every seed repeats the parts that involve training or
 random choices (value network, training-target subset, fine-tuning, the control's reactions); the
 base single-step model is the one given. Finished units are cached in the output folder
-(``retro_cache.json``) and skipped on a restart.
+(``retro_cache.json``) and skipped on a restart; each records its provenance (commit, torch
+build, CPU: ``selfsup.provenance``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import load_json, now, row, write_results  # noqa: E402
 from selfsup.io import atomic_write_json, atomic_write_text  # noqa: E402
+from selfsup.provenance import provenance  # noqa: E402
 
 ARMS = ["retro_star_0", "retro_star", "retro_star_0_si1", "retro_star_0_si2", "retro_star_si1",
         "retro_star_si2", "random_control"]
@@ -220,6 +222,7 @@ def main() -> None:
             cache[key] = summarize(recs, max_iterations=st["max_iterations"],
                                    success_at=SUCCESS_AT)
             cache[key]["seconds"] = round(time.perf_counter() - t_arm, 1)
+            cache[key]["provenance"] = provenance()
             save()
             log(f"{key}: {cache[key]}")
         return cache[key]
@@ -244,7 +247,8 @@ def main() -> None:
             vmodel.save(value_path)
             cache[f"{sk}:value"] = {"n_routes": len(pick), "n_examples": len(examples),
                                     "final": hist[-1],
-                                    "seconds": round(time.perf_counter() - t_v, 1)}
+                                    "seconds": round(time.perf_counter() - t_v, 1),
+                                    "provenance": provenance()}
             save()
             log(f"{sk} value network: {cache[f'{sk}:value']}")
         if f"{sk}:si" not in cache:
@@ -254,7 +258,8 @@ def main() -> None:
                 f"targets.n={st['n_train_targets']}", f"targets.seed={seed}",
                 f"search.max_iterations={st['si_max_iterations']}", f"name=bench-si-s{seed}"])
             cache[f"{sk}:si"] = {"models": res["models"], "onestep_before": res["onestep_before"],
-                                 "iterations": res["iterations"], "seconds": res["seconds"]}
+                                 "iterations": res["iterations"], "seconds": res["seconds"],
+                                 "provenance": provenance()}
             save()
             log(f"{sk} self-improvement: "
                 f"{[(it['n_kept'], it['onestep']) for it in res['iterations']]}")
@@ -264,7 +269,7 @@ def main() -> None:
                 f"model={args.model}", "mode=random_control", f"control_n_reactions={n_kept}",
                 "n_iterations=1", f"seed={seed}", f"name=bench-random-control-s{seed}"])
             cache[f"{sk}:control"] = {"model": res["models"][0], "onestep": res["onestep_after"],
-                                      "n_reactions": n_kept}
+                                      "n_reactions": n_kept, "provenance": provenance()}
             save()
             log(f"{sk} random control: {cache[f'{sk}:control']}")
         si = cache[f"{sk}:si"]
@@ -287,8 +292,9 @@ def main() -> None:
         per_seed[seed] = {}
         for arm, (key, model, value, onestep) in arms.items():
             res = plan_arm(key, model, value)
-            if res:
-                per_seed[seed][arm] = {**res, "onestep": onestep}
+            if res:  # the units' provenance stays in the cache
+                per_seed[seed][arm] = {**{k: v for k, v in res.items() if k != "provenance"},
+                                       "onestep": onestep}
 
     done_seeds = [s for s in seeds if len(per_seed.get(s, {})) == len(ARMS)]
     setting = ((f"uspto50k+ord-chained/{len(targets)}-heldout-targets" if args.with_ord else

@@ -17,19 +17,40 @@ epoch seconds, threads), so `--report` rebuilds the tables from it and a run wit
 --out at the same time (each merges the cache file before writing it). A unit killed half way
 is resumed from its run directory's last checkpoint (same run name and config) when the benchmark
 runs again, so a long setting can be spread over several sessions.
+
+    python benchmarks/sla/run.py --verify         # re-train committed units, compare figures
+
+``--verify`` trains committed units again (default: the cheapest baseline unit; ``--only``,
+``--seeds``, ``--modes`` and ``--verify-per-arm N`` choose others) into a scratch folder, never
+the committed cache, and prints old and new figures side by side with the provenance (commit,
+torch build, CPU) of both; ``sla_verify.{json,md}`` in the scratch folder hold the comparison.
+Every unit finished from now on records its provenance in the cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import load_json, now, row, write_results  # noqa: E402
+from common import (  # noqa: E402
+    compare_units,
+    load_json,
+    now,
+    provenance_census,
+    row,
+    select_cheapest,
+    verify_folder,
+    write_results,
+    write_verification,
+)
 from selfsup.io import atomic_write_json  # noqa: E402
+from selfsup.provenance import provenance  # noqa: E402
 
 MODES = ("baseline", "da", "mt", "sla", "sla_sd")
 ARMS = {  # arm -> (trained mode, results key)
@@ -200,6 +221,90 @@ def step_cost(repeats: int = 21) -> dict[str, float]:
     }
 
 
+def train_unit(setting: str, overrides: list[str], seed: int, m: str, threads: int | None,
+               run_root: Path) -> dict:
+    """Train one (setting, seed, mode) unit, or go on from a killed one's checkpoint; the cache
+    entry: the run's flat results and the provenance of this process."""
+    from selfsup.config import load_config, to_dict
+    from selfsup.vision.train import VisionTrainConfig, resume, train
+
+    name = setting.replace("/", "-")
+    extra = [f"trainer.threads={threads}"] if threads else []
+    unit_overrides = overrides + extra + [f"sla.mode={m}", f"seed={seed}",
+                                          f"name={name}-{m}-s{seed}", f"run_root={run_root}"]
+    cfg = to_dict(load_config(VisionTrainConfig, None, unit_overrides))
+    old = previous_run(run_root, cfg["name"], cfg)
+    if old is not None:  # a killed benchmark's unit: go on from its checkpoint
+        print(f"[sla bench]   resuming {old}", flush=True)
+        _, res = resume(old)
+    else:
+        _, res = train(None, unit_overrides)
+    unit = {k: v for k, v in res.items() if not isinstance(v, dict)}
+    unit["provenance"] = provenance()  # after training: the threads it ran with
+    return unit
+
+
+# what --verify compares: the figures a unit's rows come from, and its timing (never equal)
+VERIFY_FIGURES = ("test_single_acc", "test_aggregated_acc", "test_distilled_acc",
+                  "test_joint_acc", "test_loss", "best_val_acc", "best_epoch", "steps")
+VERIFY_TIMING = ("epoch_seconds",)
+COMMITTED_CACHE = Path(__file__).resolve().parents[1] / "results" / "sla_cache.json"
+
+
+def _unit_threads(unit: dict) -> int | None:
+    """The torch threads a cached unit trained with (its provenance, else its device string)."""
+    threads = (unit.get("provenance") or {}).get("torch_threads")
+    if isinstance(threads, int):
+        return threads
+    found = re.search(r"\((\d+) threads?\)", str(unit.get("device", "")))
+    return int(found.group(1)) if found else None
+
+
+def verify(args: argparse.Namespace) -> int:
+    """--verify: train again the cheapest committed units (per mode) that match --only, --seeds
+    and --modes into a scratch folder, and report old and new figures side by side."""
+    table = settings(False)
+    if args.only and (bad := [s for s in args.only if s not in table]):
+        raise SystemExit(f"unknown setting in --only {bad}; valid: {', '.join(table)}")
+    committed = load_json(COMMITTED_CACHE)
+    narrowed = bool(args.only or args.seeds or args.modes)
+    modes = args.modes or (MODES if narrowed else ("baseline",))
+    cost = {}
+    for key, unit in committed.items():
+        if key.count("|") != 2 or not isinstance(unit, dict):
+            continue
+        setting, seed, m = key.split("|")
+        if (setting not in table or (args.only and setting not in args.only)
+                or (args.seeds and int(seed) not in args.seeds) or m not in modes):
+            continue
+        epochs = int(dict(o.split("=", 1) for o in table[setting])["optim.epochs"])
+        cost[key] = float(unit.get("epoch_seconds", math.inf)) * epochs
+    picked = select_cheapest(cost, lambda k: k.split("|")[2], args.verify_per_arm)
+    if not picked:
+        raise SystemExit(f"no unit of {COMMITTED_CACHE} matches --only/--seeds/--modes")
+    scratch = verify_folder(args.out, "sla")
+    started, command = now(), "python " + " ".join(sys.argv)
+    print(f"[sla verify] {len(picked)} committed unit(s) into {scratch}: {', '.join(picked)}",
+          flush=True)
+    units: list[dict] = []
+    for key in picked:
+        setting, seed, m = key.split("|")
+        old = committed[key]
+        threads = args.threads or _unit_threads(old) or 1
+        print(f"[sla verify] {key}: {threads} thread(s), about {cost[key] / 60:.1f} min of "
+              "training on the machine that ran it", flush=True)
+        new = train_unit(setting, table[setting], int(seed), m, threads, scratch / "runs")
+        context = ", ".join(f"{k} {old[k]}" for k in ("device", "rebuilt_from") if k in old)
+        units.append({"key": key, "old": old, "new": new,
+                      "old_provenance": old.get("provenance"),
+                      "new_provenance": new.get("provenance"), "old_context": context})
+        rows = compare_units(units, VERIFY_FIGURES, VERIFY_TIMING)
+        jp, mp, text = write_verification(scratch, "sla", command, started, units, rows)
+    print(text)
+    print(f"wrote {jp} and {mp}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -211,11 +316,19 @@ def main() -> int:
                     help="train only these modes (default: all; rows for arms whose modes ran)")
     ap.add_argument("--report", action="store_true",
                     help="write the results from the cache without training anything new")
+    ap.add_argument("--verify", action="store_true",
+                    help="train again committed units of benchmarks/results/sla_cache.json into "
+                         "a scratch folder (--out, default runs/verify-sla-<time>) and compare "
+                         "their figures with the committed ones; default: the cheapest baseline "
+                         "unit, else the cheapest per mode of those --only/--seeds/--modes match")
+    ap.add_argument("--verify-per-arm", type=int, default=1, metavar="N",
+                    help="--verify: the N cheapest matching units of each mode (default 1)")
     args = ap.parse_args()
+    if args.verify:
+        if args.quick or args.report:
+            raise SystemExit("--verify re-runs committed full-mode units; drop --quick/--report")
+        return verify(args)
     import torch
-
-    from selfsup.config import load_config, to_dict
-    from selfsup.vision.train import VisionTrainConfig, resume, train
 
     if args.threads:  # the process's threads, for the speed row too (units also get them)
         torch.set_num_threads(args.threads)
@@ -247,19 +360,7 @@ def main() -> int:
                 if key in cache or args.report:
                     continue
                 print(f"[sla bench] {key}", flush=True)
-                name = setting.replace("/", "-")
-                extra = [f"trainer.threads={args.threads}"] if args.threads else []
-                unit_overrides = overrides + extra + [f"sla.mode={m}", f"seed={seed}",
-                                                      f"name={name}-{m}-s{seed}",
-                                                      f"run_root={run_root}"]
-                cfg = to_dict(load_config(VisionTrainConfig, None, unit_overrides))
-                old = previous_run(run_root, cfg["name"], cfg)
-                if old is not None:  # a killed benchmark's unit: go on from its checkpoint
-                    print(f"[sla bench]   resuming {old}", flush=True)
-                    _, res = resume(old)
-                else:
-                    _, res = train(None, unit_overrides)
-                unit = {k: v for k, v in res.items() if not isinstance(v, dict)}
+                unit = train_unit(setting, overrides, seed, m, args.threads, run_root)
                 # reload before writing: another runner with other --modes/--seeds may share
                 # this cache (units finish minutes apart, so merging here is enough)
                 fresh = load_json(cache_path)
@@ -313,6 +414,7 @@ def main() -> int:
              + "; ".join(f"{k}: {v}" for k, v in _threads(cache).items()) + ".")
     notes += (" Invocations that filled the unit cache: "
               + "; ".join(f"`{h['command']}` ({h['started']})" for h in history) + ".")
+    notes += " " + provenance_census(v for k, v in cache.items() if k.count("|") == 2)
     jp, mp = write_results("sla", mode, command, started, time.perf_counter() - t0, rows,
                            out if args.out or args.quick else None, notes,
                            extra={"invocations": history})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 import warnings
 from collections.abc import Callable
@@ -279,15 +280,47 @@ def main(argv: list[str] | None = None) -> int:
             target = parser._subparsers._group_actions[0].choices[args.group]  # type: ignore
         target.print_help()
         return 0 if args.group is None else 2
+    from . import progress, runs
+
+    opened: list[str] = []  # run folders this command created or reopened
+
+    def on_open(run, event: str) -> None:
+        opened.append(str(run.path))
+        note = {"started": "", "resumed": " (resumed)",
+                "finished": " (finished already; nothing changed)"}.get(event, f" ({event})")
+        print(f"run folder: {run.path}{note}", file=sys.stderr, flush=True)
+
+    runs.OPEN_HOOKS.append(on_open)
+    was_enabled = progress.enable(True)
     try:
         return func(args)
     except SelfsupError as exc:
         print(f"selfsup: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("selfsup: interrupted; resume with --resume RUN where the command supports it",
+    except OSError as exc:  # a file or folder the command could not read or write
+        where = f" '{exc.filename}'" if exc.filename else ""
+        print(f"selfsup: error:{where} {exc.strerror or exc}: check that the path exists, is "
+              "the right kind (file or folder) and can be read and written, then run again.",
               file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(_interrupted_message(args, opened), file=sys.stderr)
         return 130
+    finally:
+        progress.enable(was_enabled)
+        runs.OPEN_HOOKS.remove(on_open)
+
+
+def _interrupted_message(args: argparse.Namespace, opened: list[str]) -> str:
+    """What Ctrl-C says: the run folder kept and, for commands with --resume, the command."""
+    if not opened:
+        return "selfsup: interrupted"
+    folder = shlex.quote(opened[-1])
+    msg = f"selfsup: interrupted; the run is kept in {folder}"
+    if hasattr(args, "resume"):
+        cmd = " ".join(x for x in ("selfsup", args.group, getattr(args, "cmd", None)) if x)
+        msg += f"; resume with: {cmd} --resume {folder}"
+    return msg
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -106,7 +106,10 @@ def read_yaml(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ConfigError(f"Config file '{path}' does not exist; the recipes are in configs/.")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"Config file '{path}' is not UTF-8 text ({exc.reason} at byte "
+                          f"{exc.start}); save it as UTF-8 YAML.") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"Config file '{path}' is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

@@ -205,7 +205,8 @@ def _retro_toy_part(console: Console, quick: bool, run_root: str | None) -> tupl
 
     console.rule("retrosynthesis: Retro*-0 on the hand-made reaction worlds (known optima)")
     worlds = toy_worlds()
-    run = Run.create("demo-retro-toy", {"worlds": sorted(worlds)}, seed=0, root=run_root)
+    run = Run.create("demo-retro-toy", {"worlds": sorted(worlds)}, seed=0, root=run_root,
+                     kind="demo")
     rows, found = [], []
     for name, world in sorted(worlds.items()):
         res = RetroStar(world.model(), world.stock(), max_iterations=50).run(world.target)

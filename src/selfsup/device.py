@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Lightning's precision strings (lightning 2.x), plus auto; fp8 (transformer-engine) is left out:
+# it needs NVIDIA's transformer-engine package and Hopper GPUs, and selfsup does not support it.
+PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
+
 
 @dataclass(frozen=True)
 class DeviceChoice:
@@ -15,12 +19,24 @@ class DeviceChoice:
     description: str
 
 
+def check_precision(precision: str) -> None:
+    """Raise ConfigError, listing the valid values, for a precision selfsup cannot train with."""
+    if precision not in PRECISIONS:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"trainer.precision={precision!r} is not a precision selfsup can train with; "
+            f"valid: {', '.join(PRECISIONS)} (auto: bf16/16 mixed on CUDA, 32-true elsewhere)"
+        )
+
+
 def choose_device(accelerator: str = "auto", precision: str = "auto") -> DeviceChoice:
     """Pick the accelerator and a precision that helps on it.
 
     ``auto`` precision: bf16 mixed precision on CUDA devices that support it, fp16 mixed on
     older CUDA devices, 32-bit on CPU and MPS (mixed precision does not pay off there).
     """
+    check_precision(precision)
     import torch
 
     acc = accelerator

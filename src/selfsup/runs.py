@@ -37,15 +37,59 @@ from typing import Any
 
 import yaml
 
-from .errors import InputError
-from .io import append_jsonl, atomic_write_json, atomic_write_text
+from .errors import ConfigError, InputError
+from .io import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    read_json_file,
+    read_yaml_file,
+)
 
 DEFAULT_RUN_ROOT = "runs"
+
+# Callbacks ``hook(run, event)`` called when a run is created (event "started") or reopened to go
+# on (event "resumed"). The command line registers one that prints the run folder at once and
+# remembers it for the Ctrl-C message; library use stays silent.
+OPEN_HOOKS: list = []
+
+
+def _announce(run: Run, event: str) -> None:
+    for hook in list(OPEN_HOOKS):
+        hook(run, event)
 
 
 def run_root(root: str | os.PathLike | None = None) -> Path:
     """The folder that holds run directories: ``root``, else $SELFSUP_RUNS, else ./runs."""
     return Path(root or os.environ.get("SELFSUP_RUNS", DEFAULT_RUN_ROOT))
+
+
+# The kinds of run, each with the command that makes it (recorded in run.json as ``kind``) and
+# whether that command takes ``--resume``.
+KINDS: dict[str, tuple[str, bool]] = {
+    "vision.train": ("selfsup vision train", True),
+    "chem.optimize": ("selfsup chem optimize", True),
+    "chem.pretrain": ("selfsup chem pretrain", True),
+    "chem.train_single_step": ("selfsup chem train-single-step", True),
+    "chem.plan": ("selfsup chem plan", True),
+    "chem.self_improve": ("selfsup chem self-improve", False),
+    "demo": ("selfsup demo", False),
+}
+
+_DAMAGED = ("selfsup writes this file atomically, so it was changed or cut outside selfsup: "
+            "restore it from a copy of the run, or start a new run.")
+
+
+def check_run_name(name: str) -> str:
+    """``name`` if it can name a folder inside the run root; else a :class:`ConfigError`."""
+    bad = not name or name in (".", "..") or "\0" in name or any(
+        sep and sep in name for sep in ("/", "\\", os.sep, os.altsep))
+    if bad:
+        raise ConfigError(
+            f"name={name!r}: a run name must be a plain folder name (no '/' or '\\', not '.' "
+            "or '..'); the run goes to <run_root>/<name>-<time>/, so choose the folder with "
+            "run_root=DIR instead.")
+    return name
 
 
 def _now() -> str:
@@ -114,7 +158,13 @@ class Run:
         seed: int | None = None,
         root: str | os.PathLike | None = None,
         command: list[str] | None = None,
+        kind: str | None = None,
     ) -> Run:
+        """A new run folder ``<root>/<name>-<time>/`` holding the config; ``kind`` (a key of
+        :data:`KINDS`) is what ``--resume`` checks before it touches the run."""
+        check_run_name(name)
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"unknown run kind {kind!r}; known: {', '.join(KINDS)}")
         base = run_root(root)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         path = base / f"{name}-{stamp}"
@@ -128,6 +178,7 @@ class Run:
         atomic_write_json(path / "env.json", environment_summary())
         run.meta = {
             "name": name,
+            "kind": kind,
             "seed": seed,
             "command": command if command is not None else sys.argv,
             "status": "running",
@@ -135,30 +186,101 @@ class Run:
             "resumed": [],
         }
         run._save_meta()
+        _announce(run, "started")
         return run
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Run:
+        """An existing run, read only: nothing in its folder changes."""
         path = Path(path)
         if not (path / "run.json").is_file():
             raise InputError(
                 f"'{path}' is not a selfsup run directory (no run.json). "
                 "Pass the folder that a selfsup command created under runs/."
             )
-        return cls(path=path, meta=json.loads((path / "run.json").read_text()))
+        meta = read_json_file(path / "run.json", "the run's bookkeeping file", _DAMAGED)
+        return cls(path=path, meta=meta)
+
+    @property
+    def kind(self) -> str | None:
+        """The run's kind (a key of :data:`KINDS`): recorded, or for a run made before kinds
+        were recorded, read from its command line; ``None`` when unknown."""
+        kind = self.meta.get("kind")
+        if kind:
+            return kind
+        words = [os.path.basename(str(w)) for w in self.meta.get("command") or []]
+        for k, (cmd, _) in KINDS.items():
+            tail = cmd.split()[1:]  # e.g. ["chem", "optimize"]
+            if any(words[i : i + len(tail)] == tail for i in range(len(words))):
+                return k
+        return None
+
+    @property
+    def finished(self) -> bool:
+        return self.meta.get("status") == "finished"
 
     @classmethod
-    def resume(cls, path: str | os.PathLike) -> Run:
+    def reopen(cls, path: str | os.PathLike, kind: str) -> Run:
+        """Open a run to go on with it, checking that it is a ``kind`` run; nothing changes yet.
+
+        The caller checks whatever else it needs (config, checkpoints) and then calls
+        :meth:`mark_resumed`, or, for a finished run, :meth:`unchanged`. A run of another kind
+        raises :class:`InputError` and stays as it was."""
         run = cls.open(path)
-        run.meta.setdefault("resumed", []).append(_now())
-        run.meta["status"] = "running"
-        run._save_meta()
+        have = run.kind
+        if have is not None and have != kind:
+            cmd, resumable = KINDS.get(have, (have, False))
+            how = (f"resume it with `{cmd} --resume {run.path}`" if resumable
+                   else f"`{cmd}` runs cannot be resumed")
+            raise InputError(
+                f"'{run.path}' is a `{cmd}` run, not a `{KINDS[kind][0]}` run; nothing was "
+                f"changed. To go on with it, {how}.")
+        return run
+
+    def load_config(self, schema: type, overrides: list[str] | None = None,
+                    loader: Any = None) -> Any:
+        """The run's config.yaml read into ``schema`` (a config dataclass) by ``loader`` (called
+        as ``loader(None, overrides, base=...)``; default :func:`selfsup.config.load_config`);
+        a config of another kind of run or a damaged file raises before anything changes."""
+        from .config import load_config
+
+        def default(path, overrides, base):
+            return load_config(schema, path, overrides, base=base)
+
+        try:
+            return (loader or default)(None, list(overrides or []), base=self.config)
+        except ConfigError as exc:
+            if overrides:
+                raise
+            raise ConfigError(
+                f"the config of run '{self.path}' does not fit this command ({exc}); nothing "
+                "was changed. Was the run made by another command?") from None
+
+    def mark_resumed(self) -> None:
+        """Record that the run goes on now (status running, the time in ``resumed``)."""
+        self.meta.setdefault("resumed", []).append(_now())
+        self.meta["status"] = "running"
+        self.meta.pop("error", None)
+        self._save_meta()
+        _announce(self, "resumed")
+
+    def unchanged(self) -> dict[str, Any]:
+        """For a finished run asked to resume: change nothing, say so, return its results."""
+        _announce(self, "finished")
+        return self.read_results()
+
+    @classmethod
+    def resume(cls, path: str | os.PathLike, kind: str | None = None) -> Run:
+        """:meth:`reopen` (when ``kind`` is given) and :meth:`mark_resumed` in one step, for
+        callers that have nothing to check in between."""
+        run = cls.reopen(path, kind) if kind else cls.open(path)
+        run.mark_resumed()
         return run
 
     # ---------------------------------------------------------------------------- contents
     @property
     def config(self) -> dict[str, Any]:
-        return yaml.safe_load((self.path / "config.yaml").read_text()) or {}
+        return read_yaml_file(self.path / "config.yaml", "the run's config", _DAMAGED)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -212,7 +334,7 @@ class Run:
         if not p.is_file():
             return []
         rows = []
-        for line in p.read_text().splitlines():
+        for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
             line = line.strip()
             if not line:
                 continue
@@ -223,7 +345,8 @@ class Run:
         return rows
 
     def trim_metrics(self, last_step: int) -> int:
-        """Drop rows logged after ``last_step`` (the resumed checkpoint); return rows kept."""
+        """Drop rows logged after ``last_step`` (the resumed checkpoint); return rows kept.
+        Rows up to it are the run's history and stay."""
         rows = [r for r in self.read_metrics() if int(r.get("step", -1)) <= last_step]
         atomic_write_text(
             self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows)
@@ -249,7 +372,10 @@ class Run:
 
     def read_results(self) -> dict[str, Any]:
         p = self.path / "results.json"
-        return json.loads(p.read_text()) if p.is_file() else {}
+        if not p.is_file():
+            return {}
+        return read_json_file(p, "the run's results", "Resume the run (--resume) to write it "
+                              "again if the command supports it, or start a new run.")
 
     def finish(self, results: dict[str, Any] | None = None) -> None:
         if results is not None:

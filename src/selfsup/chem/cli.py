@@ -28,23 +28,59 @@ def _objectives(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score(args: argparse.Namespace) -> int:
-    from .molecules import canonical_smiles
-    from .objectives import get_objective
+def _max_heavy_atoms(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0 (0: no limit)")
+    return value
 
-    smiles = list(args.smiles)
+
+def _score(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..io import read_text_file
+    from .molecules import mol_from_smiles
+    from .objectives import get_objective
+    from .oracles import DEFAULT_MAX_HEAVY_ATOMS
+
+    objs = [get_objective(n) for n in args.objective]  # an unknown name fails before any work
+    items = [(s, f"argument {i}") for i, s in enumerate(args.smiles, 1)]
     if args.file:
-        with open(args.file) as fh:
-            smiles += [ln.split()[0] for ln in fh if ln.strip()]
-    objs = [get_objective(n) for n in args.objective]
+        text = read_text_file(args.file, "--file", "Pass a UTF-8 text file of SMILES, one per "
+                              "line (# comments and blank lines are skipped).")
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip() and not line.lstrip().startswith("#"):
+                items.append((line.split()[0], f"{args.file} line {n}"))
+    if not items:
+        raise InputError("no SMILES to score: pass SMILES as arguments or --file FILE with one "
+                         "SMILES per line")
+    limit = DEFAULT_MAX_HEAVY_ATOMS if args.max_heavy_atoms is None else args.max_heavy_atoms
+    limit = limit or None  # 0: no limit
     print("smiles\t" + "\t".join(o.name for o in objs))
-    n_bad = 0
-    for s in smiles:
-        if canonical_smiles(s) is None:
+    n_bad = n_large = 0
+    for s, where in items:
+        mol = mol_from_smiles(s)
+        if mol is None:
             n_bad += 1
-        print(s + "\t" + "\t".join(f"{o(s):.6g}" for o in objs))
-    if n_bad:
-        print(f"{n_bad} invalid SMILES scored as the objective's invalid score", file=sys.stderr)
+            mark = "invalid"
+            print(f"selfsup: {where}: invalid SMILES {s!r} (RDKit cannot parse or sanitise it); "
+                  "marked invalid", file=sys.stderr)
+        elif limit is not None and mol.GetNumHeavyAtoms() > limit:
+            n_large += 1
+            mark = "too-large"
+            print(f"selfsup: {where}: {mol.GetNumHeavyAtoms()} heavy atoms, over the limit of "
+                  f"{limit}; marked too-large, not scored (raise --max-heavy-atoms, 0: no limit)",
+                  file=sys.stderr)
+        else:
+            print(s + "\t" + "\t".join(f"{o(s):.6g}" for o in objs))
+            continue
+        print(s + "\t" + "\t".join(mark for _ in objs))
+    parts = ([f"{n_bad} invalid SMILES marked 'invalid'"] if n_bad else []) + (
+        [f"{n_large} molecule(s) over {limit} heavy atoms marked 'too-large'"] if n_large else [])
+    if parts:
+        print(f"selfsup: {', '.join(parts)} (of {len(items)} inputs)", file=sys.stderr)
     return 0
 
 
@@ -101,10 +137,18 @@ def add_commands(sc) -> None:
     o.set_defaults(func=_objectives)
 
     s = sc.add_parser("score", help="score SMILES with one or more objectives",
-                      description="Print a tab-separated table of scores. Invalid SMILES get "
-                      "the objective's invalid score and are counted on stderr.")
+                      description="Print a tab-separated table of scores. A row whose SMILES is "
+                      "invalid reads 'invalid' in every score column, and one with more heavy "
+                      "atoms than --max-heavy-atoms reads 'too-large' (not scored); each such "
+                      "input is named on stderr (with its line number for --file).")
     s.add_argument("smiles", nargs="*")
-    s.add_argument("--file", help="a file of SMILES, one per line")
+    s.add_argument("--file", help="a UTF-8 text file of SMILES, one per line (first column; "
+                   "# comment lines and blank lines are skipped)")
+    s.add_argument("--max-heavy-atoms", type=_max_heavy_atoms, default=None, metavar="N",
+                   help="molecules with more heavy atoms are marked too-large instead of scored "
+                   "(default 100, selfsup.chem.oracles.DEFAULT_MAX_HEAVY_ATOMS: more than twice "
+                   "the largest ZINC250k molecule, while a scorer such as deco_hop takes minutes "
+                   "on a 300-atom chain); 0: no limit")
     s.add_argument("--objective", "-o", action="append", required=True,
                    help="objective name (repeatable); see `selfsup chem objectives`")
     s.set_defaults(func=_score)

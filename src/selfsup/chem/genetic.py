@@ -16,6 +16,16 @@ is sanitised, re-parsed from its SMILES and checked:
 
 Children are canonical RDKit SMILES without stereochemistry (parents are read without it).
 
+Time guard: one child may not stall a run. Each operator call (one child slot of ``reproduce``:
+its crossover tries, then its mutation) checks the time between its Python-level steps and gives
+up after ``time_limit_s`` (:data:`OPERATOR_TIME_LIMIT_S`, 1 s; None: no guard): the slot makes no
+child (a mutation that gives up keeps the child unmutated), and the give-up is counted
+(``n_timeouts``; the public ``crossover``/``mutate`` count into :data:`GIVE_UPS`). Drug-sized
+parents take milliseconds, so the guard never fires for them and results stay a function of the
+seed; it is what stops e.g. a 5,000-carbon chain (add-ring used to build its full distance matrix:
+minutes). Nothing checks a single RDKit call, so parents of many thousands of atoms are still slow
+to parse and write; keep molecules small with ``max_heavy_atoms`` or the oracle's limits.
+
 Differences from the reference code, on purpose: a mutation that fails never loses the child (other
 kinds are tried, then the child is kept unmutated and the failure is counted); every random choice
 goes through an explicit ``numpy.random.Generator``; reproduction runs over processes with seeds
@@ -25,8 +35,11 @@ drawn from that generator, so results depend only on the seed and ``n_jobs``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -37,7 +50,9 @@ from rdkit.rdBase import BlockLogs
 from selfsup.errors import InputError
 
 __all__ = [
+    "GIVE_UPS",
     "MUTATION_KINDS",
+    "OPERATOR_TIME_LIMIT_S",
     "Evaluation",
     "GAResult",
     "Mutation",
@@ -78,6 +93,42 @@ _APPEND_ELEMENTS = {1: ("C", "N", "O", "F", "S", "Cl", "Br"), 2: ("C", "N", "O")
 _INSERT_ELEMENTS = {1: ("C", "N", "O"), 2: ("C", "N"), 3: ("C",)}
 _SITE_TRIES = 3  # random sites tried per mutation kind before moving to the next kind
 _PAIR_TRIES = 5  # parent pairs tried per child slot in ``reproduce``
+_DENSE_DISTANCE_MAX_ATOMS = 200  # add-ring: full distance matrix up to here, bounded BFS above
+
+#: Seconds one operator call (a child slot's crossover tries, or one mutation) may take before it
+#: gives up on that child (see the module docstring). Drug-sized molecules take milliseconds;
+#: a 5,000-carbon chain about 1 to 2 s here.
+OPERATOR_TIME_LIMIT_S = 1.0
+
+#: Give-ups of the public :func:`crossover` and :func:`mutate` in this process, by operator
+#: (``reproduce`` and ``graph_ga`` report theirs in ``n_timeouts``).
+GIVE_UPS: Counter = Counter()
+
+
+# --------------------------------------------------------------------------- time guard
+class _GaveUp(Exception):
+    """The current operator call ran past its time limit."""
+
+
+_DEADLINE: ContextVar[float | None] = ContextVar("selfsup_genetic_deadline", default=None)
+
+
+def _check_time() -> None:
+    deadline = _DEADLINE.get()
+    if deadline is not None and time.perf_counter() > deadline:
+        raise _GaveUp
+
+
+@contextmanager
+def _time_guard(limit_s: float | None) -> Iterator[None]:
+    """Operators called inside raise :class:`_GaveUp` at their next check after ``limit_s``."""
+    if limit_s is not None and not limit_s > 0:
+        raise InputError(f"time_limit_s must be positive or None, got {limit_s!r}")
+    token = _DEADLINE.set(None if limit_s is None else time.perf_counter() + limit_s)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
 
 
 # --------------------------------------------------------------------------- parsed parents
@@ -108,6 +159,7 @@ class _Graph:
         if self._ring_cuts is None:
             cuts = []
             for ring in self.mol.GetRingInfo().AtomRings():
+                _check_time()
                 k = len(ring)
                 for i in range(k):
                     for gap in (0, 1):  # 0: the cut bonds share an atom; 1: one bond between them
@@ -163,6 +215,7 @@ def _finish(
     rw: Chem.RWMol, touched: Sequence[int], max_ring: int, max_frags: int, max_heavy: int | None
 ) -> tuple[str, Chem.Mol] | None:
     """Let touched atoms recompute their hydrogens, sanitise, check; (canonical SMILES, mol)."""
+    _check_time()
     for idx in touched:
         atom = rw.GetAtomWithIdx(idx)
         atom.SetNoImplicit(False)
@@ -175,9 +228,11 @@ def _finish(
         return None
     if len(Chem.GetMolFrags(mol)) > max_frags or not _rings_ok(mol, max_ring):
         return None
+    _check_time()
     mol = Chem.MolFromSmiles(Chem.MolToSmiles(mol))
     if mol is None:
         return None
+    _check_time()  # writing a SMILES is the slowest step for big molecules (superlinear)
     return Chem.MolToSmiles(mol), mol
 
 
@@ -211,6 +266,7 @@ def _assemble(parts, joins) -> tuple[Chem.RWMol, list[int]] | None:
     rw = Chem.RWMol()
     maps = []
     for graph, keep in parts:
+        _check_time()
         index = {a: rw.AddAtom(Chem.Atom(graph.mol.GetAtomWithIdx(a))) for a in sorted(keep)}
         for bond in graph.mol.GetBonds():
             i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
@@ -288,6 +344,7 @@ def _crossover(ga: _Graph, gb: _Graph, rng, max_heavy, tries: int, kind: str | N
     if not kinds:
         return None
     for _ in range(tries):
+        _check_time()
         # Jensen 2019: ring or non-ring crossover with probability 0.5 each, when both are possible
         k = kinds[0] if len(kinds) == 1 else kinds[int(rng.random() < 0.5)]
         op = _ring_crossover if k == "ring" else _chain_crossover
@@ -305,18 +362,24 @@ def crossover(
     max_heavy_atoms: int | None = None,
     tries: int = 10,
     kind: str | None = None,
+    time_limit_s: float | None = OPERATOR_TIME_LIMIT_S,
 ) -> str | None:
     """One child of two parents by GB-GA crossover (Jensen 2019), or None after ``tries`` failures.
 
     ``kind`` restricts the operator to "ring" or "chain" (non-ring); by default each try picks one
     of those both parents support with probability 0.5. ``max_heavy_atoms``: optional size cap
-    (default: none). Raises InputError on an unparsable parent.
+    (default: none). After ``time_limit_s`` seconds the call gives up (None; counted in
+    ``GIVE_UPS["crossover"]``). Raises InputError on an unparsable parent.
     """
     if kind not in (None, "ring", "chain"):
         raise InputError(f"crossover kind must be 'ring', 'chain' or None, got {kind!r}")
     ga, gb = _parse_or_raise(parent_a), _parse_or_raise(parent_b)
-    with BlockLogs():
-        child = _crossover(ga, gb, rng, max_heavy_atoms, tries, kind)
+    try:
+        with BlockLogs(), _time_guard(time_limit_s):
+            child = _crossover(ga, gb, rng, max_heavy_atoms, tries, kind)
+    except _GaveUp:
+        GIVE_UPS["crossover"] += 1
+        return None
     return None if child is None else child[0]
 
 
@@ -363,8 +426,7 @@ def _add_ring(g: _Graph, rw: Chem.RWMol, rng):
     free = [a.GetIdx() for a in g.mol.GetAtoms() if not a.IsInRing() and g.hs[a.GetIdx()] > 0]
     if len(free) < 2:
         return None
-    dist = Chem.GetDistanceMatrix(g.mol)
-    pairs = [(i, j) for n, i in enumerate(free) for j in free[n + 1 :] if 2 <= dist[i, j] <= 5]
+    pairs = _ring_pairs(g, free)
     for _ in range(_SITE_TRIES):
         pair = _pick(rng, pairs)
         if pair is None:
@@ -374,6 +436,31 @@ def _add_ring(g: _Graph, rw: Chem.RWMol, rng):
             rw.AddBond(*pair, Chem.BondType.SINGLE)
             return list(pair)
     return None
+
+
+def _ring_pairs(g: _Graph, free: list[int], dense_max: int = _DENSE_DISTANCE_MAX_ATOMS
+                ) -> list[tuple[int, int]]:
+    """Pairs ``(i, j)`` of ``free`` atoms (ascending indices), ``i < j``, 2 to 5 bonds apart, in
+    ``free`` order. Up to ``dense_max`` atoms from RDKit's distance matrix; above, by a BFS of
+    depth 5 from each atom (the same pairs: the full matrix took minutes at 5,000 atoms))."""
+    if g.n <= dense_max:
+        dist = Chem.GetDistanceMatrix(g.mol)
+        return [(i, j) for n, i in enumerate(free) for j in free[n + 1 :] if 2 <= dist[i, j] <= 5]
+    is_free = set(free)
+    pairs: list[tuple[int, int]] = []
+    for i in free:
+        _check_time()
+        depth, frontier = {i: 0}, [i]
+        for d in range(1, 6):
+            nxt = []
+            for a in frontier:
+                for b in g.adj[a]:
+                    if b not in depth:
+                        depth[b] = d
+                        nxt.append(b)
+            frontier = nxt
+        pairs += [(i, j) for j in sorted(depth) if j > i and depth[j] >= 2 and j in is_free]
+    return pairs
 
 
 def _delete_atom(g: _Graph, rw: Chem.RWMol, rng):
@@ -429,7 +516,8 @@ _MUTATORS: dict[str, Callable] = {
 
 
 class Mutation(NamedTuple):
-    """A mutated molecule; ``kind`` is None when every kind failed and ``smiles`` is the input."""
+    """A mutated molecule; ``kind`` is None when every kind failed (or the call ran past its time
+    limit, counted in ``GIVE_UPS["mutate"]``) and ``smiles`` is the canonical input."""
 
     smiles: str
     kind: str | None
@@ -442,6 +530,7 @@ def _mutate(g: _Graph, rng, max_heavy, kinds: Sequence[str]) -> tuple[str, Chem.
     for k in order:
         kind = kinds[k]
         for _ in range(_SITE_TRIES):
+            _check_time()
             rw = Chem.RWMol(g.mol)
             touched = _MUTATORS[kind](g, rw, rng)
             if touched is None:
@@ -458,19 +547,26 @@ def mutate(
     *,
     max_heavy_atoms: int | None = None,
     kinds: Sequence[str] = MUTATION_KINDS,
+    time_limit_s: float | None = OPERATOR_TIME_LIMIT_S,
 ) -> Mutation:
     """Mutate one molecule with a GB-GA operator (Jensen 2019); never loses the molecule.
 
     Kinds are tried in a random order drawn with the paper's probabilities, each at up to three
     random sites; if all fail the canonical input comes back with ``kind=None``. ``kinds`` may
-    restrict the operators (names in ``MUTATION_KINDS``). Raises InputError on a bad SMILES.
+    restrict the operators (names in ``MUTATION_KINDS``). After ``time_limit_s`` seconds the call
+    gives up: the canonical input comes back with ``kind=None`` (counted in
+    ``GIVE_UPS["mutate"]``). Raises InputError on a bad SMILES.
     """
     unknown = [k for k in kinds if k not in _MUTATORS]
     if unknown or not kinds:
         raise InputError(f"unknown mutation kinds {unknown}; choose from {list(MUTATION_KINDS)}")
     g = _parse_or_raise(smiles)
-    with BlockLogs():
-        out = _mutate(g, rng, max_heavy_atoms, list(kinds))
+    try:
+        with BlockLogs(), _time_guard(time_limit_s):
+            out = _mutate(g, rng, max_heavy_atoms, list(kinds))
+    except _GaveUp:
+        GIVE_UPS["mutate"] += 1
+        out = None
     if out is None:
         return Mutation(Chem.MolToSmiles(Chem.MolFromSmiles(smiles)), None)
     return Mutation(out[0], out[2])
@@ -491,7 +587,9 @@ class ReproductionResult:
     ``n_failed_crossovers``: parent pairs that gave no child after all crossover tries (a slot
     draws up to 5 pairs, so ``len(children) < n_children`` only when all 5 fail);
     ``n_mutations``: children chosen for mutation; ``n_failed_mutations``: of those, the ones
-    kept unmutated because every mutation kind failed.
+    kept unmutated because every mutation kind failed or the mutation gave up;
+    ``n_timeouts``: operator calls that ran past ``time_limit_s`` (a child slot whose crossover
+    gave up makes no child; a mutation that gave up keeps its child unmutated).
     """
 
     children: list[str]
@@ -499,6 +597,7 @@ class ReproductionResult:
     n_mutations: int = 0
     n_failed_mutations: int = 0
     seconds: float = 0.0
+    n_timeouts: int = 0
 
 
 def _breed(
@@ -508,6 +607,7 @@ def _breed(
     seed: int,
     mutation_rate: float,
     max_heavy: int | None,
+    time_limit_s: float | None = OPERATOR_TIME_LIMIT_S,
     graphs: dict[int, _Graph] | None = None,
 ) -> ReproductionResult:
     """One worker's share: ``n`` child slots with its own generator (module level: picklable)."""
@@ -516,21 +616,33 @@ def _breed(
     out = ReproductionResult([])
     with BlockLogs():
         for _ in range(n):
-            for _ in range(_PAIR_TRIES):
-                a, b = (int(x) for x in rng.choice(len(parents), size=2, p=weights))
-                for idx in (a, b):
-                    if idx not in graphs:
-                        graphs[idx] = _parse_or_raise(parents[idx])
-                child = _crossover(graphs[a], graphs[b], rng, max_heavy, 10, None)
-                if child is not None:
-                    break
-                out.n_failed_crossovers += 1
-            else:
+            child = None
+            try:
+                with _time_guard(time_limit_s):
+                    for _ in range(_PAIR_TRIES):
+                        a, b = (int(x) for x in rng.choice(len(parents), size=2, p=weights))
+                        for idx in (a, b):
+                            if idx not in graphs:
+                                graphs[idx] = _parse_or_raise(parents[idx])
+                        child = _crossover(graphs[a], graphs[b], rng, max_heavy, 10, None)
+                        if child is not None:
+                            break
+                        out.n_failed_crossovers += 1
+            except _GaveUp:
+                out.n_timeouts += 1
+                continue
+            if child is None:
                 continue
             smiles = child[0]
             if rng.random() < mutation_rate:
                 out.n_mutations += 1
-                mutated = _mutate(_prepare(child[1]), rng, max_heavy, list(MUTATION_KINDS))
+                try:
+                    with _time_guard(time_limit_s):
+                        mutated = _mutate(_prepare(child[1]), rng, max_heavy,
+                                          list(MUTATION_KINDS))
+                except _GaveUp:
+                    out.n_timeouts += 1
+                    mutated = None
                 if mutated is None:
                     out.n_failed_mutations += 1
                 else:
@@ -549,6 +661,7 @@ def reproduce(
     executor: Executor | None = None,
     *,
     parent_weights: Sequence[float] | None = None,
+    time_limit_s: float | None = OPERATOR_TIME_LIMIT_S,
 ) -> ReproductionResult:
     """Make children by crossover of parent pairs, then mutation with ``mutation_rate``.
 
@@ -556,7 +669,9 @@ def reproduce(
     The work is split into ``n_jobs`` shares, each with a seed drawn from ``rng``; shares run on
     ``executor`` if given, else on a new ProcessPoolExecutor when ``n_jobs > 1``, else inline. The
     children depend only on the state of ``rng`` and on ``n_jobs``. ``max_heavy_atoms``: optional
-    size cap on children (default none). Every parent must parse (InputError otherwise).
+    size cap on children (default none). ``time_limit_s``: seconds a child slot's crossover, or
+    its mutation, may take before it gives up (counted in ``n_timeouts``; None: no limit). Every
+    parent must parse (InputError otherwise).
     """
     start = time.perf_counter()
     if not parents:
@@ -576,7 +691,10 @@ def reproduce(
         graphs[i] = _parse_or_raise(s)
     seeds = [int(s) for s in rng.integers(0, 2**63 - 1, size=n_jobs)]
     shares = [n_children // n_jobs + (j < n_children % n_jobs) for j in range(n_jobs)]
-    args = [(parents, weights, n, s, mutation_rate, max_heavy_atoms) for n, s in zip(shares, seeds)]
+    if time_limit_s is not None and not time_limit_s > 0:
+        raise InputError(f"time_limit_s must be positive or None, got {time_limit_s!r}")
+    args = [(parents, weights, n, s, mutation_rate, max_heavy_atoms, time_limit_s)
+            for n, s in zip(shares, seeds)]
     if executor is None and n_jobs == 1:
         parts = [_breed(*args[0], graphs=graphs)]
     elif executor is not None:
@@ -590,6 +708,7 @@ def reproduce(
         out.n_failed_crossovers += part.n_failed_crossovers
         out.n_mutations += part.n_mutations
         out.n_failed_mutations += part.n_failed_mutations
+        out.n_timeouts += part.n_timeouts
     out.seconds = time.perf_counter() - start
     return out
 
@@ -613,6 +732,7 @@ class GAResult:
     generations: int
     n_failed_crossovers: int = 0
     n_failed_mutations: int = 0
+    n_timeouts: int = 0
 
     def top(self, k: int = 1) -> list[Evaluation]:
         """The k best evaluations (ties in call order)."""
@@ -648,6 +768,7 @@ def graph_ga(
     n_jobs: int = 1,
     executor: Executor | None = None,
     stop: Callable[[], bool] | None = None,
+    time_limit_s: float | None = OPERATOR_TIME_LIMIT_S,
 ) -> GAResult:
     """Graph GA (Jensen 2019; GuacaMol/PMO baseline defaults 120 / 70 / 0.067), stateless.
 
@@ -658,7 +779,7 @@ def graph_ga(
     ``population_size`` of population + children. Non-finite scores rank last. ``stop``: called
     before each generation; True ends the run (e.g. an oracle whose own budget is spent, when
     ``score_fn`` rejects some molecules without paying for them, so ``max_evaluations`` cannot
-    count its calls).
+    count its calls). ``time_limit_s``: per operator call, see :func:`reproduce`.
     """
     if population_size < 1 or offspring_size < 1 or generations < 0:
         raise InputError("population_size and offspring_size must be >= 1, generations >= 0")
@@ -693,7 +814,7 @@ def graph_ga(
         raise InputError("graph_ga needs at least one valid SMILES in initial_population")
     evaluate(start, 0)
     population = best(start)
-    n_fx = n_fm = 0
+    n_fx = n_fm = n_to = 0
     generation = 0
     for generation in range(1, generations + 1):
         if (not population or (max_evaluations is not None
@@ -711,9 +832,11 @@ def graph_ga(
             n_jobs,
             executor,
             parent_weights=_selection_weights([v for _, v in population]),
+            time_limit_s=time_limit_s,
         )
         n_fx += out.n_failed_crossovers
         n_fm += out.n_failed_mutations
+        n_to += out.n_timeouts
         evaluate(out.children, generation)
         population = best(parents + out.children)
-    return GAResult(evaluations, population, generation, n_fx, n_fm)
+    return GAResult(evaluations, population, generation, n_fx, n_fm, n_to)

@@ -13,6 +13,12 @@ name, or any Python callable) and scores batches of SMILES:
   invalid one (not scored, ``invalid_score``, counted in ``n_too_long``, never against the
   budget): the size limit of GEGL's reference code (100 characters), which keeps unbounded
   objectives such as penalized logP from rewarding ever longer chains;
+* with ``max_heavy_atoms``, a molecule with more heavy atoms is handled the same way (counted in
+  ``n_too_large``); it is counted on the parsed molecule before the SMILES is canonicalised, so a
+  huge input costs a parse, not a scoring (one pharmacophore fingerprint of a 300-carbon chain
+  takes minutes) nor a canonicalisation (RDKit's writer overflows the stack near 20,000 chain
+  atoms). A molecule with more heavy atoms than ``max_length`` is too long without being written.
+  See :data:`DEFAULT_MAX_HEAVY_ATOMS` for the limit ``selfsup chem score`` uses;
 * every unique call is recorded in order as :class:`OracleCall` ``(index, smiles, score)``.
 
 Budget policy (chosen and documented here): a batch that straddles the budget is scored up to
@@ -43,13 +49,15 @@ from typing import Any
 
 import numpy as np
 from rdkit import Chem
+from rdkit.rdBase import BlockLogs
 
 from selfsup.chem.molecules import canonical_smiles, mol_from_smiles
 from selfsup.chem.objectives.base import Objective
 from selfsup.errors import InputError, SelfsupError
-from selfsup.io import atomic_write_text
+from selfsup.io import atomic_write_text, read_text_file
 
 __all__ = [
+    "DEFAULT_MAX_HEAVY_ATOMS",
     "BudgetExhausted",
     "Composite",
     "FunctionObjective",
@@ -64,6 +72,14 @@ __all__ = [
     "save_record",
     "top_k_mean",
 ]
+
+
+#: Heavy-atom limit of ``selfsup chem score`` (``--max-heavy-atoms``): more than twice the largest
+#: ZINC250k molecule (38 heavy atoms), and what a 100-character SMILES can hold (GuacaMol's ChEMBL
+#: set and GEGL keep SMILES of <= 100 characters), so no benchmark molecule is turned away, while
+#: the cost of a scorer on one molecule stays bounded. An :class:`Oracle` has no limit unless
+#: given one; optimisation runs are bounded by ``max_smiles_length`` (100 by default).
+DEFAULT_MAX_HEAVY_ATOMS = 100
 
 
 class BudgetExhausted(SelfsupError):
@@ -228,7 +244,10 @@ class OracleCall:
 
 @dataclass
 class OracleBatch:
-    """Per-item result of :meth:`Oracle.score_batch` (all lists have the input's length)."""
+    """Per-item result of :meth:`Oracle.score_batch` (all lists have the input's length).
+
+    ``canonical`` is None for an invalid SMILES and for a molecule turned away by its heavy-atom
+    count before it was written (over ``max_heavy_atoms``, or over ``max_length`` atoms)."""
 
     scores: list[float]
     canonical: list[str | None]
@@ -275,7 +294,7 @@ def load_record(path: str | os.PathLike) -> list[OracleCall]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"oracle record {str(p)!r} does not exist; check the path")
-    text = p.read_text()
+    text = read_text_file(p, "oracle record", "Restore it, or start a new run.")
     rows: list[dict[str, Any]]
     try:
         if p.suffix.lower() == ".csv":
@@ -363,17 +382,20 @@ class Oracle:
         keep_stereo: canonicalise with stereochemistry (True) or without.
         freq_log: logging interval of the AUC metric (PMO: 100).
         max_length: most characters of a canonical SMILES that is scored (None: no limit).
+        max_heavy_atoms: most heavy atoms of a molecule that is scored (None: no limit).
     """
 
     def __init__(self, objective: Objective | str | Callable[..., Any],
                  budget: int | None = None, on_exhausted: str = "mark",
                  keep_stereo: bool = True, freq_log: int = 100,
-                 max_length: int | None = None) -> None:
+                 max_length: int | None = None, max_heavy_atoms: int | None = None) -> None:
         if budget is not None and (not isinstance(budget, int) or budget <= 0):
             raise InputError(f"oracle budget must be a positive integer or None, got {budget!r}")
-        if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
-            raise InputError(f"oracle max_length must be a positive integer or None, got "
-                             f"{max_length!r}")
+        for key, value in (("max_length", max_length), ("max_heavy_atoms", max_heavy_atoms)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < 1):
+                raise InputError(f"oracle {key} must be a positive integer or None, got "
+                                 f"{value!r}")
         if on_exhausted not in ("mark", "raise"):
             raise InputError(f"on_exhausted must be 'mark' or 'raise', got {on_exhausted!r}")
         self.objective = as_objective(objective)
@@ -382,7 +404,9 @@ class Oracle:
         self.keep_stereo = keep_stereo
         self.freq_log = freq_log
         self.max_length = max_length
+        self.max_heavy_atoms = max_heavy_atoms
         self.n_too_long = 0
+        self.n_too_large = 0
         self._cache: dict[str, float] = {}
         self._records: list[OracleCall] = []
         self.n_invalid = 0
@@ -418,8 +442,34 @@ class Oracle:
         return None if can is None else self._cache.get(can)
 
     def fits(self, canonical: str) -> bool:
-        """True if a canonical SMILES is within ``max_length`` (always, without one)."""
-        return self.max_length is None or len(canonical) <= self.max_length
+        """True if a canonical SMILES is within ``max_length`` and ``max_heavy_atoms`` (always,
+        without them)."""
+        if self.max_length is not None and len(canonical) > self.max_length:
+            return False
+        if self.max_heavy_atoms is None:
+            return True
+        with BlockLogs():
+            mol = Chem.MolFromSmiles(canonical, sanitize=False)
+        return mol is not None and mol.GetNumHeavyAtoms() <= self.max_heavy_atoms
+
+    def _size_check(self, mol: Chem.Mol) -> str | None:
+        """``'too_large'``, ``'too_long'`` (more heavy atoms than ``max_length`` characters: each
+        heavy atom takes at least one) or None, from the parsed molecule, before writing it."""
+        n_heavy = mol.GetNumHeavyAtoms()
+        if self.max_heavy_atoms is not None and n_heavy > self.max_heavy_atoms:
+            return "too_large"
+        if self.max_length is not None and n_heavy > self.max_length:
+            return "too_long"
+        return None
+
+    def _canonical(self, mol: Chem.Mol) -> str | None:
+        """What :func:`~selfsup.chem.molecules.canonical_smiles` writes for the parsed ``mol``."""
+        if not self.keep_stereo:
+            Chem.RemoveStereochemistry(mol)
+        try:
+            return Chem.MolToSmiles(mol) or None
+        except Exception:  # noqa: BLE001 - as canonical_smiles: a molecule RDKit cannot write
+            return None
 
     # -- scoring
     def __call__(self, smiles: str | Sequence[str]) -> Any:
@@ -442,13 +492,23 @@ class Oracle:
         scores = [math.nan] * n
         pending: dict[str, list[int]] = {}  # new canonical SMILES -> positions, in input order
         for i, s in enumerate(items):
-            can = canonical_smiles(s, keep_stereo=self.keep_stereo)
+            mol = mol_from_smiles(s)
+            size = None if mol is None else self._size_check(mol)
+            if size == "too_large":  # not written: canonical stays None
+                self.n_too_large += 1
+                scores[i] = float(self.objective.invalid_score)
+                continue
+            if size == "too_long":
+                self.n_too_long += 1
+                scores[i] = float(self.objective.invalid_score)
+                continue
+            can = None if mol is None else self._canonical(mol)
             canonical[i] = can
             if can is None:
                 self.n_invalid += 1
                 scores[i] = float(self.objective.invalid_score)
                 continue
-            if not self.fits(can):
+            if self.max_length is not None and len(can) > self.max_length:
                 self.n_too_long += 1
                 scores[i] = float(self.objective.invalid_score)
                 continue
@@ -495,11 +555,13 @@ class Oracle:
     # -- metrics
     def metrics(self) -> dict[str, float]:
         """PMO metrics of the calls so far, plus n_calls, n_invalid, n_cache_hits (and
-        n_too_long with ``max_length``)."""
+        n_too_long with ``max_length``, n_too_large with ``max_heavy_atoms``)."""
         out = pmo_metrics([r.score for r in self._records], self.budget, self.freq_log)
         out.update(n_invalid=float(self.n_invalid), n_cache_hits=float(self.n_cache_hits))
         if self.max_length is not None:
             out["n_too_long"] = float(self.n_too_long)
+        if self.max_heavy_atoms is not None:
+            out["n_too_large"] = float(self.n_too_large)
         return out
 
     def top(self, k: int = 10) -> list[OracleCall]:

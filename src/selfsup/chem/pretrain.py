@@ -32,7 +32,14 @@ from selfsup.chem.lstm import EncodedSmiles, SmilesLSTM, SmilesLSTMConfig, encod
 from selfsup.chem.molecules import Vocabulary, canonical_smiles, canonicalize_many
 from selfsup.config import load_config, to_dict, to_yaml
 from selfsup.errors import ConfigError, InputError
-from selfsup.io import atomic_torch_save, atomic_write_json, atomic_write_text, safe_torch_load
+from selfsup.io import (
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    read_text_maybe_gzip,
+    safe_torch_load,
+)
+from selfsup.progress import Progress
 from selfsup.runs import Run
 
 __all__ = [
@@ -135,13 +142,8 @@ def _check(cfg: PretrainConfig) -> None:
 
 
 def _read_smiles_file(path: Path) -> list[str]:
-    import gzip
-
-    with open(path, "rb") as fh:
-        gz = fh.read(2) == b"\x1f\x8b"
-    opener = gzip.open if gz else open
-    with opener(path, "rt", encoding="utf-8", newline="") as fh:  # type: ignore[operator]
-        text = fh.read()
+    text = read_text_maybe_gzip(path, "SMILES corpus", "Pass a SMILES file (one per line, or "
+                                "a .csv with a SMILES column), optionally gzipped.")
     name = path.name.lower().removesuffix(".gz")
     if name.endswith(".csv"):
         reader = csv.reader(io.StringIO(text))
@@ -468,50 +470,53 @@ def _run_fit(
     val_loss = None
     last_train_loss = window["loss_sum"] / window["n"] if window["n"] else None
     start_step = step
-    while step < total:
-        epoch, i = divmod(step, steps_per_epoch)
-        if epoch != order_epoch:
-            order, order_epoch = _epoch_order(cfg.seed, epoch, n_train), epoch
-        idx = order[i * cfg.optim.batch_size : (i + 1) * cfg.optim.batch_size]
-        tokens = _batch(corpus.train, idx, device)  # (b, T)
-        for group in optimizer.param_groups:
-            group["lr"] = lrs[step]
-        loss = model.loss(tokens)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite loss {float(loss)} at step {step}; lower optim.lr or keep "
-                "optim.grad_clip at 1.0"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        optimizer.step()
-        step += 1
-        n_tok = int((tokens[:, 1:] != 0).sum())
-        tokens_seen += n_tok
-        tok_window += n_tok
-        window["loss_sum"] += float(loss.detach())
-        window["n"] += 1
+    with Progress(total, "pretrain", "steps") as bar:
+        while step < total:
+            epoch, i = divmod(step, steps_per_epoch)
+            if epoch != order_epoch:
+                order, order_epoch = _epoch_order(cfg.seed, epoch, n_train), epoch
+            idx = order[i * cfg.optim.batch_size : (i + 1) * cfg.optim.batch_size]
+            tokens = _batch(corpus.train, idx, device)  # (b, T)
+            for group in optimizer.param_groups:
+                group["lr"] = lrs[step]
+            loss = model.loss(tokens)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite loss {float(loss)} at step {step}; lower optim.lr or keep "
+                    "optim.grad_clip at 1.0"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            optimizer.step()
+            step += 1
+            n_tok = int((tokens[:, 1:] != 0).sum())
+            tokens_seen += n_tok
+            tok_window += n_tok
+            window["loss_sum"] += float(loss.detach())
+            window["n"] += 1
 
-        if step % cfg.trainer.log_every_n_steps == 0 or step == total:
-            last_train_loss = window["loss_sum"] / window["n"]
-            now = time.perf_counter()
-            row = {"step": step, "epoch": epoch, "train_loss": last_train_loss, "lr": lrs[step - 1],
-                   "tokens_per_s": tok_window / max(now - t_window, 1e-9)}
-            run.log_metrics(row)
-            say(f"step {step}/{total} loss {last_train_loss:.4f} "
-                f"{row['tokens_per_s']:.0f} tok/s")
-            window = {"loss_sum": 0.0, "n": 0}
-            t_window, tok_window = now, 0
-        if step % cfg.eval.val_every_n_steps == 0 or step == total:
-            val_loss = _val_loss(model, corpus.val, cfg.eval.eval_batch_size, device)
-            if val_loss is not None:
-                run.log_metrics({"step": step, "val_loss": val_loss})
-                say(f"step {step} val_loss {val_loss:.4f}")
-        if step % cfg.trainer.checkpoint_every_n_steps == 0 or step == total:
-            checkpoint()
-        _fault_inject(step)
+            if step % cfg.trainer.log_every_n_steps == 0 or step == total:
+                last_train_loss = window["loss_sum"] / window["n"]
+                now = time.perf_counter()
+                row = {"step": step, "epoch": epoch, "train_loss": last_train_loss,
+                       "lr": lrs[step - 1], "tokens_per_s": tok_window / max(now - t_window, 1e-9)}
+                run.log_metrics(row)
+                say(f"step {step}/{total} loss {last_train_loss:.4f} "
+                    f"{row['tokens_per_s']:.0f} tok/s")
+                window = {"loss_sum": 0.0, "n": 0}
+                t_window, tok_window = now, 0
+            if step % cfg.eval.val_every_n_steps == 0 or step == total:
+                val_loss = _val_loss(model, corpus.val, cfg.eval.eval_batch_size, device)
+                if val_loss is not None:
+                    run.log_metrics({"step": step, "val_loss": val_loss})
+                    say(f"step {step} val_loss {val_loss:.4f}")
+            if step % cfg.trainer.checkpoint_every_n_steps == 0 or step == total:
+                checkpoint()
+            shown = window["loss_sum"] / window["n"] if window["n"] else last_train_loss
+            bar.update(step, loss=shown, val_loss=val_loss)
+            _fault_inject(step)
     train_seconds = time.perf_counter() - t_train
     if val_loss is None:  # resumed after the last step's checkpoint: nothing left to train
         val_loss = _val_loss(model, corpus.val, cfg.eval.eval_batch_size, device)
@@ -562,7 +567,8 @@ def pretrain(
     """Start a new pretraining run from a config file and ``key=value`` overrides."""
     cfg = load_config(PretrainConfig, config_path, list(overrides))
     _check(cfg)
-    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root)
+    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root,
+                     kind="chem.pretrain")
     with run.marks_failure():
         return run, _run_fit(run, cfg, None, console)
 
@@ -578,20 +584,22 @@ def resume(
     ``optim.max_steps`` trains on from the last checkpoint; with the constant schedule this equals
     one run of the larger number of steps). The updated config is written into the run.
     """
-    run = Run.open(run_path)
-    cfg = load_config(PretrainConfig, base=run.config, overrides=list(overrides))
+    run = Run.reopen(run_path, "chem.pretrain")
+    cfg = run.load_config(PretrainConfig, list(overrides))
     _check(cfg)
-    if run.meta.get("status") == "finished" and run.read_results() and not overrides:
-        return run, run.read_results()
-    run = Run.resume(run_path)
-    if overrides:
-        atomic_write_text(run.path / "config.yaml", to_yaml(cfg))
-    ckpt = run.checkpoint_dir / "last.ckpt"
+    if run.finished and not overrides:
+        return run, run.unchanged()
+    ckpt = run.path / "checkpoints" / "last.ckpt"
     state = None
     if ckpt.is_file():
-        state = safe_torch_load(ckpt)
-        run.trim_metrics(int(state["step"]))
-    else:
-        run.trim_metrics(-1)
+        state = safe_torch_load(ckpt, fix=f"Delete '{ckpt}' to train this run again from its "
+                                "first step, or start a new run.")
+        if not isinstance(state, dict) or "step" not in state:
+            raise InputError(f"'{ckpt}' is not a pretraining checkpoint (no step); delete it to "
+                             "train this run again from its first step.")
+    run.mark_resumed()
+    if overrides:
+        atomic_write_text(run.path / "config.yaml", to_yaml(cfg))
+    run.trim_metrics(int(state["step"]) if state is not None else -1)
     with run.marks_failure():
         return run, _run_fit(run, cfg, state, console)

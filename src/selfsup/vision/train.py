@@ -469,21 +469,36 @@ def lr_factor(step: int, total_steps: int, milestones: list[float], gamma: float
 def train(config_path: str | None, overrides: list[str], console=None) -> tuple[Run, dict]:
     """Start a new run from a config file and overrides."""
     cfg = load_config(VisionTrainConfig, config_path, overrides)
-    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root)
+    from ..device import check_precision
+
+    check_precision(cfg.trainer.precision)  # before a run folder is made
+    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root,
+                     kind="vision.train")
     with run.marks_failure():
         return run, _run_fit(run, cfg, None, console)
 
 
 def resume(run_path: str | os.PathLike, console=None) -> tuple[Run, dict]:
-    """Continue a killed run from its last checkpoint; metrics after it are dropped first."""
-    run = Run.resume(run_path)
-    if run.meta.get("status") == "finished" and run.read_results():
-        return run, run.read_results()
-    cfg = load_config(VisionTrainConfig, base=run.config)
-    ckpt = run.checkpoint_dir / "last.ckpt"
+    """Continue a killed run from its last checkpoint; metrics after it are dropped first.
+
+    A finished run, a run of another command, a damaged config or checkpoint: nothing in the run
+    changes (all is checked before the run is marked as running again)."""
+    run = Run.reopen(run_path, "vision.train")
+    if run.finished:
+        return run, run.unchanged()
+    cfg = run.load_config(VisionTrainConfig)
+    ckpt = run.path / "checkpoints" / "last.ckpt"
+    state = None
     if ckpt.is_file():
-        state = safe_torch_load(ckpt)
-        run.trim_metrics(int(state.get("global_step", 0)))
+        state = safe_torch_load(ckpt, fix=f"Delete '{ckpt}' to train this run again from its "
+                                "first step, or start a new run.")
+        if not isinstance(state, dict) or "global_step" not in state:
+            raise InputError(f"'{ckpt}' is not a Lightning training checkpoint (no "
+                             "global_step); delete it to train this run again from its first "
+                             "step.")
+    run.mark_resumed()
+    if state is not None:
+        run.trim_metrics(int(state["global_step"]))
         ckpt_path: Path | None = ckpt
     else:
         run.trim_metrics(-1)
@@ -500,9 +515,15 @@ def load_selected(run_path: str | os.PathLike):
     weights = run.path / "checkpoints" / "best.pt"
     if not weights.is_file():
         raise InputError(f"Run '{run.path}' has no checkpoints/best.pt; train or resume it first.")
+    state = safe_torch_load(weights, fix="Train the run again (a new run) to get its weights.")
     data = _prepare(cfg)
     model = build_model(cfg, data.n_classes, data.in_channels)
-    model.load_state_dict(safe_torch_load(weights))
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise InputError(f"'{weights}' does not hold weights of this run's model "
+                         f"({str(exc).splitlines()[0]}); it was replaced or damaged. Train the "
+                         "run again (a new run).") from None
     model.eval()
     return run, cfg, model, data
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from ...config import load_config, to_dict
 from ...errors import ConfigError, InputError
-from ...io import atomic_write_text
+from ...io import atomic_write_text, read_text_maybe_gzip
+from ...progress import Progress
 from ...runs import Run
 from ..oracles import Oracle
 
@@ -98,9 +99,13 @@ class OptimizeConfig:
     start_pool_size: int | None = None  # default: the optimiser's population size
     data_root: str | None = None
     keep_stereo: bool = True
-    # canonical SMILES longer than this are not scored (like invalid ones, no oracle call);
-    # GEGL's reference used 100 for penalized logP, which otherwise rewards endless chains
-    max_smiles_length: int | None = None
+    # canonical SMILES longer than this are not scored (like invalid ones, no oracle call, counted
+    # in n_too_long); null: no limit. 100 is GEGL's limit (its reference code; penalized logP
+    # otherwise rewards endless chains) and GuacaMol's ChEMBL filter: it also bounds a molecule
+    # at 100 heavy atoms, so one huge molecule cannot stall a scorer (deco_hop took 160 s on a
+    # 300-carbon chain). ZINC250k: at most 38 heavy atoms; 13 of its 249,456 canonical SMILES
+    # (written with stereo) are longer than 100 characters.
+    max_smiles_length: int | None = 100
     n_jobs: int = 1  # processes for the genetic operators
     checkpoint_every: int = 500  # oracle calls between saves of the call record
     graph_ga: GraphGAConfig = field(default_factory=GraphGAConfig)
@@ -124,6 +129,9 @@ class OptimizationContext:
         self._last_logged = 0
         self.t0 = self._saved_at = time.perf_counter()
         self.stop_reason: str | None = None  # why an optimiser stopped before the budget
+        self.progress: Progress | None = None  # calls spent and best score, on the command line
+        self._best = -math.inf
+        self._seen = 0  # oracle records already looked at for the best score
 
     @property
     def exhausted(self) -> bool:
@@ -139,6 +147,10 @@ class OptimizationContext:
         """Scores of ``smiles`` (nan past the budget); logs and checkpoints as calls accrue."""
         scores = self.oracle(list(smiles))
         n = self.oracle.n_calls
+        if self.progress is not None and self.progress.enabled and n > self._seen:
+            self._best = max([self._best, *(r.score for r in self.oracle.records[self._seen:])])
+            self._seen = n
+            self.progress.update(n, best=self._best)
         if self.run is not None:
             if n // 100 > self._last_logged // 100:
                 m = self.oracle.metrics()
@@ -180,7 +192,9 @@ def load_start_pool(cfg: OptimizeConfig) -> list[str]:
         raise ConfigError(
             f"start_pool '{cfg.start_pool}' is neither 'zinc250k' nor an existing SMILES file."
         )
-    return [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()]
+    text = read_text_maybe_gzip(path, "start pool", "Pass a SMILES file, one per line.")
+    return [ln.split()[0] for ln in text.splitlines()
+            if ln.strip() and not ln.lstrip().startswith("#")]
 
 
 def _write_outputs(run: Run, ctx: OptimizationContext, cfg: OptimizeConfig) -> dict[str, Any]:
@@ -273,13 +287,18 @@ def _run(run: Run, cfg: OptimizeConfig, resumed: bool) -> dict[str, Any]:
         oracle = Oracle(cfg.objective, budget=cfg.budget, keep_stereo=cfg.keep_stereo,
                         max_length=cfg.max_smiles_length)
     pool = load_start_pool(cfg)
-    run.trim_metrics(-1)  # the replay logs every row again
+    # The rows logged up to the saved call record are the run's history and stay; those logged
+    # after it are dropped, and the replay logs them again as it passes the same call counts.
+    run.trim_metrics(oracle.n_calls if resumed else -1)
     ctx = OptimizationContext(oracle, pool, run, cfg.checkpoint_every)
+    ctx._last_logged = oracle.n_calls
     rng = np.random.default_rng(cfg.seed)
     log = run.logger()
     log.info("optimizer %s objective %s budget %d pool %d (resumed from %d calls)",
              cfg.optimizer, cfg.objective, cfg.budget, len(pool), oracle.n_calls)
-    OPTIMIZERS[cfg.optimizer](ctx, cfg, rng)
+    ctx.progress = Progress(cfg.budget, f"optimize {cfg.objective}", "calls")
+    with ctx.progress:
+        OPTIMIZERS[cfg.optimizer](ctx, cfg, rng)
     results = _write_outputs(run, ctx, cfg)
     results["stopped"] = "budget" if oracle.exhausted else (ctx.stop_reason or "optimizer finished")
     run.finish(results)
@@ -293,16 +312,25 @@ def optimize(config_path: str | None, overrides: Sequence[str]) -> tuple[Run, di
     from ..objectives import get_objective
 
     get_objective(cfg.objective)  # fail early on an unknown objective, listing valid names
-    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root)
+    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root,
+                     kind="chem.optimize")
     with run.marks_failure():
         return run, _run(run, cfg, resumed=False)
 
 
 def resume(run_path: str | os.PathLike) -> tuple[Run, dict[str, Any]]:
-    run = Run.resume(run_path)
-    if run.meta.get("status") == "finished" and run.read_results():
-        return run, run.read_results()
-    cfg = load_config(OptimizeConfig, base=run.config)
+    """Go on with a killed run by replaying it from its call record. A finished run, a run of
+    another command or a damaged config: nothing in the run changes."""
+    run = Run.reopen(run_path, "chem.optimize")
+    if run.finished:
+        return run, run.unchanged()
+    cfg = run.load_config(OptimizeConfig)
+    record = run.path / "oracle_calls.csv"
+    if record.is_file():
+        from ..oracles import load_record
+
+        load_record(record)  # a damaged record fails here, before the run is touched
+    run.mark_resumed()
     with run.marks_failure():
         return run, _run(run, cfg, resumed=True)
 

@@ -36,7 +36,8 @@ from typing import Any
 
 from selfsup.config import load_config, to_dict
 from selfsup.errors import ConfigError, InputError
-from selfsup.io import append_jsonl, atomic_write_json, atomic_write_text
+from selfsup.io import append_jsonl, atomic_write_json, atomic_write_text, dumps_json
+from selfsup.progress import Progress
 from selfsup.runs import Run
 
 from .routes import Route, draw_route
@@ -382,7 +383,7 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
         seen.add(idx)
         good.append(rec)
     if broken:
-        atomic_write_text(p, "".join(json.dumps(r) + "\n" for r in good))
+        atomic_write_text(p, "".join(dumps_json(r) + "\n" for r in good))
     return good
 
 
@@ -390,7 +391,8 @@ def plan(config_path: str | os.PathLike | None = None, overrides: Sequence[str] 
          ) -> tuple[Run, dict[str, Any]]:
     """Plan every target of ``targets`` in a new run; return the run and ``results.json``."""
     cfg = load_plan_config(config_path, overrides)
-    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root)
+    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root,
+                     kind="chem.plan")
     with run.marks_failure():
         return _execute(run, cfg)
 
@@ -398,11 +400,11 @@ def plan(config_path: str | os.PathLike | None = None, overrides: Sequence[str] 
 def resume_plan(run_path: str | os.PathLike) -> tuple[Run, dict[str, Any]]:
     """Continue a killed plan run: targets already in ``results.jsonl`` are not searched again.
     A finished run is returned as it is."""
-    run = Run.open(run_path)
-    if run.meta.get("status") == "finished":
-        return run, run.read_results()
-    run = Run.resume(run_path)
-    cfg = load_plan_config(base=run.config)
+    run = Run.reopen(run_path, "chem.plan")
+    if run.finished:
+        return run, run.unchanged()
+    cfg = run.load_config(PlanConfig, loader=load_plan_config)
+    run.mark_resumed()
     with run.marks_failure():
         return _execute(run, cfg)
 
@@ -435,16 +437,23 @@ def _execute(run: Run, cfg: PlanConfig) -> tuple[Run, dict[str, Any]]:
             if r["index"] < len(targets) and r.get("target_input") == targets[r["index"]]]
     log.info("%d targets already done; %d to search", len(done), len(targets) - len(done))
     n_new = [0]
+    solved = [sum(bool(r.get("success")) for r in done)]
+    bar = Progress(len(targets), "plan", "targets")
 
     def on_result(rec: dict[str, Any]) -> None:
         append_jsonl(jsonl, rec)
         n_new[0] += 1
         log.info("target %d: success=%s iterations=%s", rec["index"], rec.get("success"),
                  rec.get("iterations"))
+        solved[0] += bool(rec.get("success"))
+        bar.update(len(done) + n_new[0], solved=solved[0])
 
-    new = plan_targets(targets, spec, n_workers=cfg.n_workers, executor=cfg.executor,
-                       start_method=cfg.start_method, skip={r["index"] for r in done},
-                       on_result=on_result)
+    with bar:
+        if done:
+            bar.update(len(done), solved=solved[0])
+        new = plan_targets(targets, spec, n_workers=cfg.n_workers, executor=cfg.executor,
+                           start_method=cfg.start_method, skip={r["index"] for r in done},
+                           on_result=on_result)
     records = sorted(done + new, key=lambda r: r["index"])
     results = finalize(run, records, cfg.search.max_iterations, cfg.success_at, cfg.n_draw)
     results.update({

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -38,7 +37,8 @@ import numpy as np
 
 from selfsup.config import load_config, to_dict
 from selfsup.errors import ConfigError, InputError
-from selfsup.io import atomic_write_json, atomic_write_text
+from selfsup.io import atomic_write_json, atomic_write_text, dumps_json
+from selfsup.progress import Progress
 from selfsup.runs import Run
 
 from .plan import PlanSearchConfig, SearchSpec, _check_common, make_model_factory, plan_targets
@@ -279,7 +279,8 @@ def self_improve(config_path: str | os.PathLike | None = None, overrides: Sequen
                  ) -> tuple[Run, dict[str, Any]]:
     """Run ``n_iterations`` of self-improvement (or the random control); see the module doc."""
     cfg = load_self_improve_config(config_path, overrides)
-    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root)
+    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root,
+                     kind="chem.self_improve")
     with run.marks_failure():
         return _self_improve(run, cfg)
 
@@ -356,9 +357,19 @@ def _self_improve(run: Run, cfg: SelfImproveConfig) -> tuple[Run, dict[str, Any]
                               top_k=cfg.search.top_k, max_iterations=cfg.search.max_iterations,
                               time_limit_s=cfg.search.time_limit_s,
                               max_depth=cfg.search.max_depth)
-            records = plan_targets(targets, spec, n_workers=cfg.n_workers,
-                                   executor=cfg.executor, start_method=cfg.start_method)
-            atomic_write_text(d / "plan.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+            bar = Progress(len(targets), f"self-improve {it}/{cfg.n_iterations} plan", "targets")
+            tally = {"done": 0, "solved": 0}
+
+            def on_result(rec: dict[str, Any], bar: Progress = bar, tally: dict = tally) -> None:
+                tally["done"] += 1
+                tally["solved"] += bool(rec.get("success"))
+                bar.update(tally["done"], solved=tally["solved"])
+
+            with bar:
+                records = plan_targets(targets, spec, n_workers=cfg.n_workers,
+                                       executor=cfg.executor, start_method=cfg.start_method,
+                                       on_result=on_result)
+            atomic_write_text(d / "plan.jsonl", "".join(dumps_json(r) + "\n" for r in records))
             solved = sum(bool(r.get("success")) for r in records)
             route_rxns = collect_route_reactions(records)
             kept, counts = confidence_filter(
@@ -398,10 +409,13 @@ def _self_improve(run: Run, cfg: SelfImproveConfig) -> tuple[Run, dict[str, Any]
             index = {t: i for i, t in enumerate(model.templates)}
             select = (np.ascontiguousarray(model.fingerprints(list(data["valid"].products))),
                       np.asarray([index.get(t, -1) for t in data["valid"].templates]))
-        ft = fine_tune(model, examples,
-                       epochs=cfg.finetune.epochs, lr=cfg.finetune.lr,
-                       batch_size=cfg.finetune.batch_size, dropout=cfg.finetune.dropout,
-                       seed=cfg.seed * 1000 + it, select=select)
+        with Progress(cfg.finetune.epochs, f"self-improve {it}/{cfg.n_iterations} fine-tune",
+                      "epochs") as fbar:
+            ft = fine_tune(model, examples,
+                           epochs=cfg.finetune.epochs, lr=cfg.finetune.lr,
+                           batch_size=cfg.finetune.batch_size, dropout=cfg.finetune.dropout,
+                           seed=cfg.seed * 1000 + it, select=select,
+                           on_epoch=lambda e, loss, fbar=fbar: fbar.update(e, loss=loss))
         if ft.get("select_top1"):
             row.update({"selected_epoch": ft["selected_epoch"],
                         "valid_template_top1_before": ft["select_top1"][0],

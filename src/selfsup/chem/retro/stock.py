@@ -14,6 +14,7 @@ import functools
 import gzip
 import io
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -95,9 +96,7 @@ class Stock:
         path = Path(path)
         if not path.is_file():
             raise DataNotFoundError(f"stock file {str(path)!r} does not exist: check the path")
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-            text = fh.read()
+        text = _read_stock_text(path)
         stock = cls.from_smiles(
             _smiles_from_text(text, smiles_column),
             name=name or path.name.split(".")[0],
@@ -148,6 +147,34 @@ class Stock:
 
     def __repr__(self) -> str:
         return f"Stock(name={self.name!r}, size={len(self)}, source={self.source!r})"
+
+
+def _read_stock_text(path: Path) -> str:
+    """The UTF-8 text of a stock file (gunzipped for ``.gz``); a damaged, compressed-in-name-only,
+    unreadable or non-UTF-8 file raises :class:`InputError` naming it."""
+    gz = path.suffix == ".gz"
+    try:
+        if gz:
+            with gzip.open(path, "rb") as fh:
+                data = fh.read()
+        else:
+            data = path.read_bytes()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise InputError(
+            f"stock file {str(path)!r} is named .gz but is not a complete gzip file ({exc}); "
+            "gzip it again (gzip -k FILE) or drop the .gz from its name if it is plain text"
+        ) from None
+    except OSError as exc:
+        raise InputError(f"stock file {str(path)!r} cannot be read ({exc.strerror or exc}); "
+                         "check its permissions") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"stock file {str(path)!r} is not UTF-8 text{' once gunzipped' if gz else ''} "
+            f"(byte {exc.start}: {exc.reason}); pass a text file of SMILES, one per line, "
+            "or a CSV/TSV with a 'smiles' column"
+        ) from None
 
 
 def _smiles_from_text(text: str, smiles_column: str) -> Iterator[str]:

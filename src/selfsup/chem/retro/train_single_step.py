@@ -27,7 +27,7 @@ import copy
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from selfsup.config import load_config, to_dict
 from selfsup.errors import ConfigError, InputError
 from selfsup.io import atomic_torch_save, safe_torch_load
+from selfsup.progress import Progress
 from selfsup.runs import Run
 
 from .mlp import (
@@ -262,11 +263,13 @@ def train_epoch(
     batch_size: int,
     seed: int,
     device: str | torch.device = "cpu",
+    on_batch: Callable[[float], None] | None = None,
 ) -> dict[str, float]:
     """One shuffled pass of cross-entropy training; returns mean ``loss`` and batch ``acc``.
 
     The order and the dropout masks depend only on ``seed`` (resumed runs repeat them). A
-    trailing batch of one example is skipped (BatchNorm needs two).
+    trailing batch of one example is skipped (BatchNorm needs two). ``on_batch(loss)`` is called
+    after each optimiser step (progress reporting).
     """
     device = torch.device(device)
     gen = torch.Generator().manual_seed(int(seed))
@@ -289,6 +292,8 @@ def train_epoch(
         correct += int((logits.argmax(1) == yb).sum())
         n_seen += len(idx)
         n_steps += 1
+        if on_batch is not None:
+            on_batch(float(loss.detach()))
     net.eval()
     return {
         "loss": loss_sum / max(n_seen, 1),
@@ -337,7 +342,8 @@ def train_single_step(
     :func:`resume` continues it), for time-sliced jobs; results are then ``{}``.
     """
     cfg = load_single_step_config(config_path, overrides)
-    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root)
+    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root,
+                     kind="chem.train_single_step")
     with run.marks_failure():
         return _train(run, cfg, start_ckpt=None, max_epochs=max_epochs)
 
@@ -349,13 +355,19 @@ def resume(run_path: str | os.PathLike, *, max_epochs: int | None = None
     Metrics logged after the checkpoint are dropped first, so none is counted twice. A finished
     run is returned as it is.
     """
-    run = Run.open(run_path)
-    if run.meta.get("status") == "finished":
-        return run, run.read_results()
-    run = Run.resume(run_path)
-    cfg = load_single_step_config(base=run.config)
-    ckpt_path = run.checkpoint_dir / "last.pt"
-    ckpt = safe_torch_load(ckpt_path) if ckpt_path.is_file() else None
+    run = Run.reopen(run_path, "chem.train_single_step")
+    if run.finished:
+        return run, run.unchanged()
+    cfg = run.load_config(SingleStepConfig, loader=load_single_step_config)
+    ckpt_path = run.path / "checkpoints" / "last.pt"
+    ckpt = None
+    if ckpt_path.is_file():
+        ckpt = safe_torch_load(ckpt_path, fix=f"Delete '{ckpt_path}' to train this run again "
+                               "from its first epoch, or start a new run.")
+        if not isinstance(ckpt, dict) or "epoch" not in ckpt:
+            raise InputError(f"'{ckpt_path}' is not a single-step training checkpoint (no "
+                             "epoch); delete it to train this run again from its first epoch.")
+    run.mark_resumed()
     run.trim_metrics(int(ckpt["epoch"]) if ckpt is not None else 0)
     with run.marks_failure():
         return _train(run, cfg, start_ckpt=ckpt, max_epochs=max_epochs)
@@ -403,28 +415,41 @@ def _train(
     end_epoch = cfg.optim.epochs
     if max_epochs is not None:
         end_epoch = min(end_epoch, start_epoch + int(max_epochs))
-    for epoch in range(start_epoch + 1, end_epoch + 1):
-        t0 = time.perf_counter()
-        tr = train_epoch(net, opt, x_train, y_train, cfg.optim.batch_size,
-                         seed=cfg.seed * 100_003 + epoch, device=device)
-        va = template_topk_accuracy(net, _inputs(valid, direction), valid.labels, ks,
-                                    cfg.eval.template_batch_size, device)
-        improved = va["top1"] > best["metric"]
-        if improved:
-            best = {"epoch": epoch, "metric": va["top1"],
-                    "state_dict": {k: v.detach().cpu().clone()
-                                   for k, v in net.state_dict().items()}}
-        row = {"step": epoch, "epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"],
-               "valid_loss": va["loss"],
-               **{f"valid_template_top{k}": va[f"top{k}"] for k in ks},
-               "best_epoch": best["epoch"], "seconds": round(time.perf_counter() - t0, 2)}
-        atomic_torch_save({
-            "format": CKPT_FORMAT, "epoch": epoch, "n_templates": data.n_templates,
-            "net": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-            "optimizer": opt.state_dict(), "best": best,
-        }, run.checkpoint_dir / "last.pt")
-        run.log_metrics(row)
-        logger.info("epoch %d: %s", epoch, row)
+    n_fit = len(y_train)
+    steps_per_epoch = n_fit // cfg.optim.batch_size + int(n_fit % cfg.optim.batch_size >= 2)
+    bar = Progress(cfg.optim.epochs * steps_per_epoch, "train-single-step", "steps")
+    shown = {"step": start_epoch * steps_per_epoch, "epoch": start_epoch}
+
+    def on_batch(loss: float) -> None:
+        shown["step"] += 1
+        bar.update(shown["step"], epoch=f"{shown['epoch']}/{cfg.optim.epochs}", loss=loss)
+
+    with bar:
+        for epoch in range(start_epoch + 1, end_epoch + 1):
+            t0 = time.perf_counter()
+            shown["epoch"] = epoch
+            tr = train_epoch(net, opt, x_train, y_train, cfg.optim.batch_size,
+                             seed=cfg.seed * 100_003 + epoch, device=device,
+                             on_batch=on_batch)
+            va = template_topk_accuracy(net, _inputs(valid, direction), valid.labels, ks,
+                                        cfg.eval.template_batch_size, device)
+            improved = va["top1"] > best["metric"]
+            if improved:
+                best = {"epoch": epoch, "metric": va["top1"],
+                        "state_dict": {k: v.detach().cpu().clone()
+                                       for k, v in net.state_dict().items()}}
+            row = {"step": epoch, "epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"],
+                   "valid_loss": va["loss"],
+                   **{f"valid_template_top{k}": va[f"top{k}"] for k in ks},
+                   "best_epoch": best["epoch"], "seconds": round(time.perf_counter() - t0, 2)}
+            atomic_torch_save({
+                "format": CKPT_FORMAT, "epoch": epoch, "n_templates": data.n_templates,
+                "net": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+                "optimizer": opt.state_dict(), "best": best,
+            }, run.checkpoint_dir / "last.pt")
+            run.log_metrics(row)
+            logger.info("epoch %d: %s", epoch, row)
+            bar.update(epoch * steps_per_epoch, valid_top1=va["top1"])
     t_train = time.perf_counter() - t_train
     if end_epoch < cfg.optim.epochs:
         logger.info("stopped after epoch %d of %d (max_epochs); resume to continue",
@@ -490,6 +515,7 @@ def fine_tune(
     seed: int = 0,
     run: Run | None = None,
     select: tuple[np.ndarray, np.ndarray] | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
     """Continue training ``model.net`` from its current weights on new reactions.
 
@@ -508,6 +534,8 @@ def fine_tune(
     epoch and after every epoch, and the weights of the best epoch are kept (the starting weights
     win ties), so held-out template accuracy cannot fall. The result then holds
     ``selected_epoch`` (0: the starting weights) and ``select_top1`` per epoch.
+
+    ``on_epoch(epoch, loss)`` is called after each epoch (progress reporting).
     """
     forward = isinstance(model, ForwardTemplateModel)
     index = {t: i for i, t in enumerate(model.templates)}
@@ -568,6 +596,8 @@ def fine_tune(
                 select_top1.append(row["select_top1"])
             if run is not None:
                 run.log_metrics(row)
+            if on_epoch is not None:
+                on_epoch(epoch, tr["loss"])
         if select is not None:
             net.load_state_dict(best_state)
     net.eval()
