@@ -1,26 +1,23 @@
-"""``selfsup vision train`` / ``eval``: SLA and its baselines with Lightning.
+"""``selfsup vision train`` / ``eval``: any registered vision method on the training host.
 
-Reads top to bottom: config, Lightning module, callbacks (atomic checkpoints, metrics into the
-run directory, best-on-validation), then ``train`` / ``resume`` / ``evaluate``.
+Reads top to bottom: the config (one section per method), building the method, then ``train`` /
+``resume`` / ``evaluate``. The LightningModule and callbacks are in :mod:`selfsup.vision.host`,
+the methods in :mod:`selfsup.vision.methods`.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..config import load_config, to_dict
 from ..errors import ConfigError, InputError
-from ..io import atomic_torch_save, atomic_write_json, safe_torch_load
+from ..io import atomic_write_json, safe_torch_load
 from ..runs import Run
+from .schedules import lr_factor  # noqa: F401  (public here since SLA's first release)
 
 # ============================================================================ config
 
@@ -49,6 +46,8 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
+    optimizer: str = "sgd"  # sgd | adamw
+    schedule: str = "step"  # step (milestones x gamma) | cosine
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -83,6 +82,9 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 0
     threads: int | None = None  # torch CPU threads (default: torch's choice)
     progress: bool = True
+    devices: int = 1  # devices (GPUs, or CPU processes with strategy=ddp) of one machine
+    strategy: str = "auto"  # auto | ddp (torch.distributed; gloo on CPUs, nccl on GPUs)
+    deterministic: bool = True  # deterministic kernels (bit-exact resume on one device)
 
 
 @dataclass
@@ -90,6 +92,7 @@ class VisionTrainConfig:
     name: str = "sla"
     seed: int = 0
     run_root: str | None = None  # default $SELFSUP_RUNS or ./runs
+    method: str = "sla"  # a registered method (`selfsup vision methods`)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -97,253 +100,19 @@ class VisionTrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
-# ============================================================================ module
+# ============================================================================ method
 
 
-def _lightning():
-    import logging
-    import warnings
+def build_model(cfg: VisionTrainConfig, n_classes: int, in_channels: int,
+                mean: list[float] | None = None, std: list[float] | None = None,
+                image_size: int = 32, total_steps: int = 1):
+    """The method ``cfg.method`` built for data of ``n_classes`` and ``in_channels``."""
+    from .methods.base import MethodContext, build_method
 
-    import lightning as L
-
-    # Lightning's banner, tips and advice go to the run's log, not the user's terminal
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for msg in (".*weights_only.*", ".*LeafSpec.*", ".*smaller than the logging interval.*",
-                ".*does not have many workers.*", ".*num_workers.*"):
-        warnings.filterwarnings("ignore", message=msg)
-    return L
-
-
-def build_model(cfg: VisionTrainConfig, n_classes: int, in_channels: int):
-    from .backbones import build_backbone
-    from .label_transforms import build_label_transform
-    from .methods.sla import SLAModel
-
-    kwargs: dict[str, Any] = {"in_channels": in_channels}
-    if cfg.model.backbone in ("resnet18", "resnet50"):  # torchvision ResNets
-        kwargs["small_image_stem"] = cfg.model.small_image_stem
-    else:
-        kwargs["width"] = cfg.model.width
-    backbone = build_backbone(cfg.model.backbone, **kwargs)
-    transform = build_label_transform(cfg.sla.transform)
-    return SLAModel(backbone, n_classes, transform, cfg.sla.mode)
-
-
-def make_lit_module(cfg: VisionTrainConfig, n_classes: int, in_channels: int,
-                    mean: list[float], std: list[float], total_steps: int):
-    L = _lightning()
-    from .augment import random_crop, random_hflip, step_generator
-
-    class SLALit(L.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = build_model(cfg, n_classes, in_channels)
-            self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-            self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-            self._eval: dict[str, list] = {}
-
-        def on_train_epoch_start(self) -> None:
-            # the data order of epoch e is drawn from (seed, e), also right after a resume
-            self.trainer.train_dataloader.sampler.set_epoch(self.current_epoch)
-
-        def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-            return (x.float() / 255.0 - self.mean) / self.std
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            g = step_generator(cfg.seed, self.global_step)
-            x = self._normalise(x)
-            x, _ = random_crop(x, cfg.data.crop_padding, generator=g)
-            if cfg.data.hflip:
-                x, _ = random_hflip(x, generator=g)
-            loss, logs = self.model.loss(x, y, tau=cfg.sla.tau)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"Non-finite training loss at step {self.global_step}; lower optim.lr."
-                )
-            self.log("train_loss", loss.detach(), prog_bar=True)
-            for k, v in logs.items():
-                self.log(k, v)
-            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
-            return loss
-
-        # evaluation: count correct predictions of every inference rule
-        def _eval_step(self, batch, prefix: str):
-            x, y = batch
-            preds = self.model.predict(self._normalise(x))
-            stats = self._eval.setdefault(prefix, [])
-            row = {"n": y.numel()}
-            for rule, logits in preds.items():
-                if rule == "joint":
-                    from .methods.sla import joint_labels
-
-                    tgt = joint_labels(y, self.model.m)
-                    row["joint"] = (logits.argmax(1) == tgt).float().sum().item() / self.model.m
-                else:
-                    row[rule] = (logits.argmax(1) == y).sum().item()
-            if "single" in preds:
-                row["loss"] = F.cross_entropy(preds["single"].float(), y, reduction="sum").item()
-            stats.append(row)
-
-        def _eval_end(self, prefix: str) -> dict[str, float]:
-            rows = self._eval.pop(prefix, [])
-            n = sum(r["n"] for r in rows)
-            out = {}
-            for key in rows[0] if rows else []:
-                if key == "n":
-                    continue
-                total = sum(r[key] for r in rows)
-                out[f"{prefix}_{'loss' if key == 'loss' else key + '_acc'}"] = total / max(n, 1)
-            rule = self.model.primary_rule()
-            if f"{prefix}_{rule}_acc" in out:
-                out[f"{prefix}_acc"] = out[f"{prefix}_{rule}_acc"]
-            return out
-
-        def validation_step(self, batch, batch_idx):
-            self._eval_step(batch, "val")
-
-        def on_validation_epoch_end(self):
-            for k, v in self._eval_end("val").items():
-                self.log(k, v)
-
-        def test_step(self, batch, batch_idx):
-            self._eval_step(batch, "test")
-
-        def on_test_epoch_end(self):
-            self.test_results = self._eval_end("test")
-            for k, v in self.test_results.items():
-                self.log(k, v)
-
-        def configure_optimizers(self):
-            o = cfg.optim
-            opt = torch.optim.SGD(
-                self.parameters(), lr=o.lr, momentum=o.momentum,
-                weight_decay=o.weight_decay, nesterov=o.nesterov,
-            )
-            sched = torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda step: lr_factor(step, total_steps, o.milestones, o.gamma, o.warmup))
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    return SLALit()
-
-
-# ============================================================================ callbacks
-
-
-def _callbacks(run: Run, cfg: VisionTrainConfig):
-    L = _lightning()
-
-    class RunMetrics(L.Callback):
-        """Writes logged values into the run's metrics.jsonl (train every N steps, val/epoch)."""
-
-        def __init__(self) -> None:
-            self.epoch_start: float | None = None
-            self.epoch_seconds: list[float] = []
-            self.partial: float | None = None  # seconds of the epoch in progress at a resume
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            step = trainer.global_step
-            if step % cfg.trainer.log_every_n_steps == 0:
-                row = {"step": step, "epoch": trainer.current_epoch}
-                for k, v in trainer.callback_metrics.items():
-                    if k.startswith(("train", "loss", "lr")):
-                        row[k] = float(v)
-                run.log_metrics(row)
-
-        def on_train_epoch_start(self, trainer, pl_module):
-            self.epoch_start = time.perf_counter()
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if self.epoch_start is None:  # resumed in the middle of an epoch: count what it had
-                self.epoch_start = time.perf_counter() - (self.partial or 0.0)
-                self.partial = None
-
-        def on_validation_end(self, trainer, pl_module):
-            if trainer.sanity_checking:
-                return
-            row = {"step": trainer.global_step, "epoch": trainer.current_epoch}
-            row.update({k: float(v) for k, v in trainer.callback_metrics.items()
-                        if k.startswith("val")})
-            run.log_metrics(row)
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            # after a resume Lightning may close the restored epoch without starting it; its
-            # time until the checkpoint is in the checkpoint
-            if self.epoch_start is not None:
-                self.epoch_seconds.append(time.perf_counter() - self.epoch_start)
-            elif self.partial is not None:
-                self.epoch_seconds.append(self.partial)
-            self.epoch_start, self.partial = None, None
-
-        def state_dict(self):
-            running = (None if self.epoch_start is None
-                       else time.perf_counter() - self.epoch_start)
-            return {"epoch_seconds": list(self.epoch_seconds), "partial": running}
-
-        def load_state_dict(self, state):
-            self.epoch_seconds = list(state["epoch_seconds"])
-            self.partial = state.get("partial")
-
-    class BestOnValidation(L.Callback):
-        """Keeps the weights with the best validation accuracy (model selection)."""
-
-        def __init__(self) -> None:
-            self.best = -math.inf
-            self.best_epoch = -1
-
-        def on_validation_end(self, trainer, pl_module):
-            if trainer.sanity_checking:
-                return
-            score = float(trainer.callback_metrics.get("val_acc", -math.inf))
-            if score > self.best:
-                self.best, self.best_epoch = score, trainer.current_epoch
-                atomic_torch_save(pl_module.model.state_dict(), run.checkpoint_dir / "best.pt")
-
-        def state_dict(self):
-            return {"best": self.best, "best_epoch": self.best_epoch}
-
-        def load_state_dict(self, state):
-            self.best, self.best_epoch = state["best"], state["best_epoch"]
-
-    class AtomicCheckpoint(L.Callback):
-        """Saves last.ckpt (temporary file, then rename) after each N-th epoch's validation, and
-        within an epoch every ``checkpoint_every_n_steps`` steps or ``checkpoint_every_minutes``
-        minutes after the previous save (the data loader's position goes into the file, so a
-        resume goes on with the next batch)."""
-
-        def __init__(self) -> None:
-            self.last_save = time.monotonic()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if batch_idx + 1 >= trainer.num_training_batches:
-                return  # the epoch's own checkpoint follows its validation
-            t = cfg.trainer
-            by_steps = t.checkpoint_every_n_steps > 0 and (
-                trainer.global_step % t.checkpoint_every_n_steps == 0)
-            by_time = t.checkpoint_every_minutes > 0 and (
-                time.monotonic() - self.last_save >= 60.0 * t.checkpoint_every_minutes)
-            if by_steps or by_time:
-                self._save(trainer)
-
-        def on_validation_end(self, trainer, pl_module):
-            if trainer.sanity_checking:
-                return
-            if (trainer.current_epoch + 1) % cfg.trainer.checkpoint_every_n_epochs:
-                return
-            self._save(trainer)
-
-        def _save(self, trainer) -> None:
-            self.last_save = time.monotonic()
-            final = run.checkpoint_dir / "last.ckpt"
-            tmp = final.with_suffix(".ckpt.tmp")
-            trainer.save_checkpoint(tmp, weights_only=False)  # full state: resumable
-            os.replace(tmp, final)
-            if os.environ.get("SELFSUP_FAULT_INJECT") == "kill_after_checkpoint":
-                # Test hook: die like a killed job, right after the first checkpoint.
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    return RunMetrics(), BestOnValidation(), AtomicCheckpoint()
+    ctx = MethodContext(cfg=cfg, n_classes=n_classes, in_channels=in_channels,
+                        image_size=image_size, mean=mean or [0.0] * in_channels,
+                        std=std or [1.0] * in_channels, total_steps=total_steps)
+    return build_method(cfg.method, ctx)
 
 
 # ============================================================================ entry points
@@ -376,7 +145,7 @@ def _prepare(cfg: VisionTrainConfig):
         per_class=d.per_class, imbalance_ratio=d.imbalance_ratio, seed=cfg.seed,
         synthetic_size=d.synthetic_size,
     )
-    if cfg.sla.mode != "baseline":
+    if cfg.method == "sla" and cfg.sla.mode != "baseline":
         from .label_transforms import build_label_transform
 
         t = build_label_transform(cfg.sla.transform)
@@ -384,53 +153,69 @@ def _prepare(cfg: VisionTrainConfig):
     return data
 
 
-def _run_fit(run: Run, cfg: VisionTrainConfig, ckpt_path: Path | None, console=None) -> dict:
-    L = _lightning()
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    from ..device import choose_device
-
+def _check_trainer(cfg: VisionTrainConfig) -> None:
     t = cfg.trainer
     if t.checkpoint_every_minutes < 0 or t.checkpoint_every_n_steps < 0:
         raise ConfigError(
             f"trainer.checkpoint_every_minutes={t.checkpoint_every_minutes}, "
             f"trainer.checkpoint_every_n_steps={t.checkpoint_every_n_steps}: use 0 (off) or a "
             "positive number.")
+    if t.devices < 1:
+        raise ConfigError(f"trainer.devices={t.devices}: use 1 or more.")
+    if t.strategy not in ("auto", "ddp"):
+        raise ConfigError(f"trainer.strategy={t.strategy!r}: use auto or ddp.")
+
+
+def _run_fit(run: Run, cfg: VisionTrainConfig, ckpt_path: Path | None, console=None) -> dict:
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from ..device import choose_device
+    from .host import AtomicCheckpoint, BestOnValidation, RunMetrics, VisionModule
+
+    _check_trainer(cfg)
+    t = cfg.trainer
     data = _prepare(cfg)
     train_dl, val_dl, test_dl = _loaders(data, cfg)
     steps_per_epoch = len(train_dl)
     total_steps = cfg.optim.max_steps or steps_per_epoch * cfg.optim.epochs
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = make_lit_module(cfg, data.n_classes, data.in_channels, data.mean, data.std,
-                             total_steps)
-    dev = choose_device(cfg.trainer.accelerator, cfg.trainer.precision)
-    metrics_cb, best_cb, ckpt_cb = _callbacks(run, cfg)
-    callbacks = [metrics_cb, best_cb, ckpt_cb]
-    if cfg.trainer.progress:
+    method = build_model(cfg, data.n_classes, data.in_channels, data.mean, data.std,
+                         image_size=int(data.train_x.shape[-1]), total_steps=total_steps)
+    module = VisionModule(method, cfg.optim, cfg.seed, total_steps)
+    dev = choose_device(t.accelerator, t.precision)
+    metrics_cb = RunMetrics(run, t.log_every_n_steps)
+    best_cb = BestOnValidation(run, "val_acc")
+    ckpt_cb = AtomicCheckpoint(run, t.checkpoint_every_n_epochs, t.checkpoint_every_n_steps,
+                               t.checkpoint_every_minutes)
+    callbacks: list = [metrics_cb, best_cb, ckpt_cb]
+    if t.progress:
         from lightning.pytorch.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar(leave=True))
     trainer = L.Trainer(
         accelerator=dev.accelerator,
-        devices=1,
+        devices=t.devices,
+        strategy=t.strategy,
         precision=dev.precision,
         max_epochs=-1 if cfg.optim.max_steps else cfg.optim.epochs,
         max_steps=total_steps,
         logger=TensorBoardLogger(run.path, name="tensorboard", version=""),
         callbacks=callbacks,
         enable_checkpointing=False,
-        enable_progress_bar=cfg.trainer.progress,
+        enable_progress_bar=t.progress,
         enable_model_summary=False,
-        log_every_n_steps=cfg.trainer.log_every_n_steps,
+        log_every_n_steps=t.log_every_n_steps,
         num_sanity_val_steps=0,
-        deterministic=True,
+        deterministic=t.deterministic,
         default_root_dir=str(run.path),
     )
     log = run.logger()
-    log.info("device %s precision %s; data %s", dev.description, dev.precision, data.summary())
+    log.info("method %s device %s precision %s; data %s", cfg.method, dev.description,
+             dev.precision, data.summary())
     atomic_write_json(run.path / "data.json", data.summary())
     trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path, weights_only=True)
-    # model selection: test the weights with the best validation accuracy
+    # model selection: test the weights with the best validation score
     if (run.checkpoint_dir / "best.pt").is_file():
         module.model.load_state_dict(safe_torch_load(run.checkpoint_dir / "best.pt"))
     trainer.test(module, test_dl, verbose=False)
@@ -442,28 +227,17 @@ def _run_fit(run: Run, cfg: VisionTrainConfig, ckpt_path: Path | None, console=N
         epochs=trainer.current_epoch,
         epoch_seconds=round(sum(metrics_cb.epoch_seconds) / max(len(metrics_cb.epoch_seconds), 1),
                             4),
-        mode=cfg.sla.mode,
-        transform=cfg.sla.transform,
+        method=cfg.method,
         dataset=cfg.data.name,
         device=dev.description,
         data=data.summary(),
     )
-    run.finish(results)
+    if cfg.method == "sla":
+        results.update(mode=cfg.sla.mode, transform=cfg.sla.transform)
+    if trainer.is_global_zero:
+        run.finish(results)
     log.info("finished: %s", results)
     return results
-
-
-def lr_factor(step: int, total_steps: int, milestones: list[float], gamma: float,
-              warmup: float = 0.0) -> float:
-    """Learning-rate multiplier at ``step``: step decay by ``gamma`` at each milestone (fractions
-    of ``total_steps``), times a linear warm-up from 1/w to 1 over the first w = warmup x
-    total_steps steps."""
-    if not 0.0 <= warmup < 1.0:
-        raise ConfigError(f"optim.warmup={warmup}: use a fraction of the steps in [0, 1).")
-    bounds = [int(f * total_steps) for f in milestones]
-    decay = gamma ** sum(step >= b for b in bounds)
-    w = int(warmup * total_steps)
-    return decay * min(1.0, (step + 1) / w) if w > 0 else decay
 
 
 def train(config_path: str | None, overrides: list[str], console=None) -> tuple[Run, dict]:
@@ -546,16 +320,9 @@ def evaluate(run_path: str | os.PathLike, split: str = "test") -> dict:
     n = 0
     for x, y in eval_batches(data, split, cfg.trainer.eval_batch_size):
         n += len(y)
-        with torch.no_grad():
-            preds = model.predict(x)
-        for rule, logits in preds.items():
-            if rule == "joint":
-                from .methods.sla import joint_labels
-
-                c = (logits.argmax(1) == joint_labels(y, model.m)).float().sum().item() / model.m
-            else:
-                c = (logits.argmax(1) == y).sum().item()
-            correct[rule] = correct.get(rule, 0.0) + c
+        for rule, c in model.eval_counts(x, y).items():
+            if rule != "loss":
+                correct[rule] = correct.get(rule, 0.0) + c
     out = {f"{split}_{rule}_acc": round(c / n, 6) for rule, c in correct.items()}
     out[f"{split}_acc"] = out[f"{split}_{model.primary_rule()}_acc"]
     atomic_write_json(run.path / "eval.json", out)

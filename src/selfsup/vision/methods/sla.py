@@ -18,9 +18,13 @@ SD = the head u alone (1 x cost). ``joint`` accuracy = argmax over N*M on every 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .base import Method, MethodContext, backbone_from_config, register
 
 MODES = ("baseline", "da", "mt", "sla", "sla_sd")
 
@@ -69,8 +73,14 @@ def self_distillation_loss(
     return (tau**2) * F.kl_div(log_s, t, reduction="batchmean")
 
 
-class SLAModel(nn.Module):
-    """Backbone plus the heads a mode needs. The model holds no training logic."""
+@register("sla")
+class SLAModel(Method):
+    """Backbone plus the heads a mode needs; the method ``sla`` of the training host.
+
+    Its training step augments like the paper's CIFAR recipe (random crop after zero padding of
+    the normalised image, horizontal flip), then applies :meth:`loss`."""
+
+    uses_labels = True
 
     def __init__(
         self, backbone: nn.Module, n_classes: int, label_transform: nn.Module, mode: str
@@ -92,6 +102,39 @@ class SLAModel(nn.Module):
             self.head = nn.Linear(d, n_classes * self.m)
         self.aux_head = nn.Linear(d, self.m) if mode == "mt" else None
         self.sd_head = nn.Linear(d, n_classes) if mode == "sla_sd" else None
+        self.tau = 1.0
+        self.crop_padding = 0
+        self.hflip = False
+
+    @classmethod
+    def from_context(cls, ctx: MethodContext) -> SLAModel:
+        from ..label_transforms import build_label_transform
+
+        cfg = ctx.cfg
+        model = cls(backbone_from_config(cfg, ctx.in_channels), ctx.n_classes,
+                    build_label_transform(cfg.sla.transform), cfg.sla.mode)
+        model.tau = cfg.sla.tau
+        model.crop_padding = cfg.data.crop_padding
+        model.hflip = cfg.data.hflip
+        return model
+
+    def training_step(self, images: torch.Tensor, labels: torch.Tensor | None,
+                      generator: torch.Generator) -> tuple[torch.Tensor, dict[str, Any]]:
+        from ..augment import random_crop, random_hflip
+
+        if labels is None:
+            from ...errors import ConfigError
+
+            raise ConfigError("SLA trains on labelled images; the training split has none.")
+        x = self.normalise(images)
+        x, _ = random_crop(x, self.crop_padding, generator=generator)
+        if self.hflip:
+            x, _ = random_hflip(x, generator=generator)
+        return self.loss(x, labels, tau=self.tau)
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """One group, weight decay on every parameter (the paper's recipe)."""
+        return [{"params": list(self.parameters()), "weight_decay": weight_decay}]
 
     # ------------------------------------------------------------------------- training
     def loss(self, x: torch.Tensor, y: torch.Tensor, tau: float = 1.0) -> tuple[torch.Tensor, dict]:
@@ -155,3 +198,18 @@ class SLAModel(nn.Module):
     def primary_rule(self) -> str:
         """The rule the mode is judged by: SD for sla_sd, AG for sla, the N-way head else."""
         return {"sla": "aggregated", "sla_sd": "distilled"}.get(self.mode, "single")
+
+    @torch.no_grad()
+    def eval_counts(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Correct predictions per rule; ``joint`` counts the N*M-way head on every copy (divided
+        by M, so it reads as an accuracy over the batch); the cross-entropy of ``single``."""
+        preds = self.predict(x)
+        out: dict[str, float] = {}
+        for rule, logits in preds.items():
+            if rule == "joint":
+                tgt = joint_labels(y, self.m)
+                out["joint"] = (logits.argmax(1) == tgt).float().sum().item() / self.m
+            else:
+                out[rule] = float((logits.argmax(1) == y).sum().item())
+        out["loss"] = float(F.cross_entropy(preds["single"].float(), y, reduction="sum"))
+        return out

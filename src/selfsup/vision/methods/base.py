@@ -1,0 +1,177 @@
+"""What a vision method is, to the training host: a module with a loss, hooks and a registry.
+
+The host (:mod:`selfsup.vision.host`) knows no method. It hands each training step the raw
+batch as the data loader gives it (uint8 images, labels or ``None`` for an unlabelled split) and
+a generator seeded by (seed, step), and asks the method for its loss. Everything else a method
+needs (views, heads, EMA teachers, queues) lives in the method.
+
+A method is an ``nn.Module`` with:
+
+- ``training_step(images, labels, generator) -> (loss, logs)``: the loss of one batch; ``logs``
+  are scalars the host writes to the run's metrics;
+- ``after_step(step, total_steps)``: called after each optimiser step (EMA / momentum updates);
+- ``param_groups(weight_decay)``: the optimiser's parameter groups (by default no weight decay
+  on normalisation parameters and biases);
+- ``predict(x) -> {rule: logits}`` (optional): class logits of normalised images, for
+  supervised evaluation and model selection; ``primary_rule()`` names the rule a run is judged
+  by;
+- ``features(x)``: the backbone's pooled features of normalised images (probes, kNN monitor).
+
+Each method registers itself under a name with :func:`register` and is built from a
+:class:`MethodContext` by its ``from_context`` class method; its config is its own section of the
+run config (``cfg.<name>``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...errors import ConfigError
+
+
+@dataclass
+class MethodContext:
+    """What a method is built from: the run config and what the data says."""
+
+    cfg: Any  # the run's VisionTrainConfig
+    n_classes: int
+    in_channels: int
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    total_steps: int
+
+
+class Method(nn.Module):
+    """Base of every vision method (see the module docstring)."""
+
+    name: ClassVar[str] = ""
+    uses_labels: ClassVar[bool] = False  # True: the training loss needs labels
+    backbone: nn.Module
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stats_set = False
+
+    # ------------------------------------------------------------------------- construction
+    @classmethod
+    def from_context(cls, ctx: MethodContext) -> Method:
+        raise NotImplementedError
+
+    def set_normalisation(self, mean: list[float], std: list[float]) -> None:
+        """Per-channel mean and std (of images in [0, 1]) used by :meth:`normalise`; kept out of
+        the state dict, so weights stay loadable whatever data they meet."""
+        self.register_buffer("_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self._stats_set = True
+
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Images as float in [0, 1]: uint8 batches are divided by 255."""
+        return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x / 255 - mean) / std`` for uint8 ``x``; ``(x - mean) / std`` for float in [0, 1]."""
+        if not self._stats_set:
+            raise RuntimeError("set_normalisation() was not called")
+        return (self.to_unit(x) - self._mean) / self._std
+
+    # ----------------------------------------------------------------------------- training
+    def training_step(self, images: torch.Tensor, labels: torch.Tensor | None,
+                      generator: torch.Generator) -> tuple[torch.Tensor, dict[str, Any]]:
+        raise NotImplementedError
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """Called after every optimiser step with the number of steps done (EMA updates)."""
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """Two groups: weights with ``weight_decay``, norm parameters and biases without."""
+        from ..backbones import no_weight_decay_names
+
+        skip = no_weight_decay_names(self)
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (no_decay if name in skip else decay).append(p)
+        groups = [{"params": decay, "weight_decay": weight_decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        return groups
+
+    # ---------------------------------------------------------------------------- inference
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features ``(B, D)`` of normalised images."""
+        return self.backbone(x)
+
+    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{rule: (B, n_classes) logits}`` of normalised images; empty when the method has no
+        classifier (then a kNN monitor selects the model)."""
+        return {}
+
+    def primary_rule(self) -> str:
+        return "single"
+
+    @torch.no_grad()
+    def eval_counts(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Sums over one evaluation batch: correct predictions per rule and, for the rule
+        ``single`` when there is one, the cross-entropy. The host divides by the images."""
+        out: dict[str, float] = {}
+        preds = self.predict(x)
+        for rule, logits in preds.items():
+            out[rule] = float((logits.argmax(1) == y).sum().item())
+        if "single" in preds:
+            out["loss"] = float(F.cross_entropy(preds["single"].float(), y, reduction="sum"))
+        return out
+
+
+# ------------------------------------------------------------------------------- registry
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator: make a method buildable by name (``method=<name>`` in a config)."""
+
+    def deco(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return deco
+
+
+def _load_builtin() -> None:
+    from . import sla  # noqa: F401  (registers the built-in methods)
+
+
+def list_methods() -> list[str]:
+    _load_builtin()
+    return sorted(METHODS)
+
+
+def build_method(name: str, ctx: MethodContext) -> Method:
+    """The registered method ``name`` built for ``ctx``; an unknown name lists the valid ones."""
+    _load_builtin()
+    if name not in METHODS:
+        raise ConfigError(f"Unknown method '{name}'. Valid: {', '.join(sorted(METHODS))}")
+    method = METHODS[name].from_context(ctx)
+    method.set_normalisation(ctx.mean, ctx.std)
+    return method
+
+
+def backbone_from_config(cfg: Any, in_channels: int) -> nn.Module:
+    """The backbone named by ``cfg.model`` (CIFAR ResNets take a width, torchvision ResNets a
+    small-image stem)."""
+    from ..backbones import build_backbone
+
+    kwargs: dict[str, Any] = {"in_channels": in_channels}
+    if cfg.model.backbone in ("resnet18", "resnet50"):  # torchvision ResNets
+        kwargs["small_image_stem"] = cfg.model.small_image_stem
+    else:
+        kwargs["width"] = cfg.model.width
+    return build_backbone(cfg.model.backbone, **kwargs)
