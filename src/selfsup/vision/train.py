@@ -69,6 +69,14 @@ class SLAConfig:
     tau: float = 1.0  # self-distillation temperature
 
 
+from .methods.byol import BYOLConfig  # noqa: E402  (each method owns its config section)
+from .methods.moco import MoCoConfig  # noqa: E402
+from .methods.simclr import SimCLRConfig  # noqa: E402
+from .methods.simsiam import SimSiamConfig  # noqa: E402
+from .methods.supervised import SupervisedConfig  # noqa: E402
+from .methods.twoview import AugSelfConfig, ProbeConfig, ViewsConfig  # noqa: E402
+
+
 @dataclass
 class TrainerConfig:
     accelerator: str = "auto"  # auto | cpu | cuda | mps
@@ -97,6 +105,14 @@ class VisionTrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sla: SLAConfig = field(default_factory=SLAConfig)
+    simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
+    moco: MoCoConfig = field(default_factory=MoCoConfig)
+    byol: BYOLConfig = field(default_factory=BYOLConfig)
+    simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
+    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)  # two-view methods' augmentations
+    augself: AugSelfConfig = field(default_factory=AugSelfConfig)  # on any two-view method
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 

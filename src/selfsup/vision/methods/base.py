@@ -146,7 +146,7 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
 
 
 def _load_builtin() -> None:
-    from . import sla  # noqa: F401  (registers the built-in methods)
+    from . import byol, moco, simclr, simsiam, sla, supervised  # noqa: F401  (registers them)
 
 
 def list_methods() -> list[str]:
