@@ -187,3 +187,49 @@ def test_short_cpu_run_of_each_method(tmp_path, name):
     assert any("train_ssl_loss" in r or "train_ce" in r for r in rows)
     assert (run.path / "checkpoints" / "best.pt").is_file()
     assert evaluate(run.path)["test_acc"] == pytest.approx(res["test_acc"], abs=1e-6)
+
+
+# -------------------------------------------------------------- monitors and eval protocols
+
+
+def test_knn_monitor_selects_a_method_without_a_classifier(tmp_path):
+    from selfsup.vision.train import train
+
+    run, res = train(None, [*RUN, "method=simsiam", "probe.online=false",
+                            f"run_root={tmp_path}", "optim.epochs=2"])
+    assert res["selected_by"] == "val_knn_acc" and 0.0 <= res["test_knn_acc"] <= 1.0
+    rows = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines()]
+    knn = [r["val_knn_acc"] for r in rows if "val_knn_acc" in r]
+    assert len(knn) == 2 and res["best_val_acc"] == pytest.approx(max(knn), abs=1e-6)
+    with pytest.raises(ConfigError, match="no classifier"):
+        train(None, [*RUN, "method=simsiam", "probe.online=false", "monitor.select=val_acc",
+                     f"run_root={tmp_path}"])
+
+
+def test_eval_protocols_on_a_trained_run(tmp_path, capsys):
+    from selfsup.cli import main
+    from selfsup.vision.protocols import evaluate_protocol
+    from selfsup.vision.train import train
+
+    run, _ = train(None, [*RUN, "method=simclr", f"run_root={tmp_path}"])
+    lin = evaluate_protocol(run.path, "linear")
+    assert 0 <= lin["top1"] <= 1 and lin["n_train"] == 64 and lin["l2"] > 0
+    assert json.loads((run.path / "eval_linear.json").read_text())["top1"] == lin["top1"]
+    knn = evaluate_protocol(run.path, "knn", k=5)
+    assert 0 <= knn["top1"] <= 1 and knn["k"] == 5
+    few = evaluate_protocol(run.path, "fewshot", n_way=2, k_shot=1, n_query=1, n_tasks=20)
+    assert 0 <= few["mean"] <= 1 and few["ci95"] >= 0
+    with pytest.raises(ConfigError, match="labels are class"):
+        evaluate_protocol(run.path, "linear", target="position")
+    assert main(["vision", "eval", str(run.path), "--protocol", "knn", "--k", "3"]) == 0
+    assert (run.path / "eval_knn.json").is_file()
+
+
+def test_adapt_images_for_transfer():
+    from selfsup.vision.protocols import adapt_images
+
+    grey = torch.full((2, 1, 8, 8), 100, dtype=torch.uint8)
+    rgb = adapt_images(grey, 3, 16)
+    assert rgb.shape == (2, 3, 16, 16) and rgb.dtype == torch.uint8 and int(rgb.max()) == 100
+    back = adapt_images(rgb, 1, 8)
+    assert back.shape == (2, 1, 8, 8) and torch.equal(back, grey)

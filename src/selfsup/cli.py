@@ -68,7 +68,18 @@ def _vision_eval(args: argparse.Namespace) -> int:
     from .vision import train as vt
 
     _quiet_libraries()
-    res = vt.evaluate(args.run, split=args.split)
+    if args.protocol == "rules":
+        if args.dataset or args.target != "class":
+            from .errors import ConfigError
+
+            raise ConfigError("--dataset and --target need --protocol linear, knn or fewshot")
+        res = vt.evaluate(args.run, split=args.split)
+    else:
+        from .vision.protocols import evaluate_protocol
+
+        res = evaluate_protocol(args.run, args.protocol, args.dataset, args.target, k=args.k,
+                                n_way=args.n_way, k_shot=args.k_shot, n_tasks=args.n_tasks,
+                                max_train=args.max_train, seed=args.seed)
     _print_results(_console(), args.run, res)
     return 0
 
@@ -176,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     # vision
     pv = sub.add_parser("vision", help="vision methods: train and evaluate",
                         description="Vision: SLA (joint class x transformation labels) and its "
-                        "baselines (baseline, DA, MT) on image classification.")
+                        "baselines; two-view self-supervision (SimCLR, MoCo v2, BYOL, SimSiam, "
+                        "supervised) with AugSelf; frozen-feature evaluation.")
     sv = pv.add_subparsers(dest="cmd", metavar="{train,eval}")
     t = sv.add_parser("train", help="train a vision model (writes a run directory)",
                       description="Train SLA or a baseline. Writes runs/<name>-<time>/ with "
@@ -186,11 +198,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN", help="continue a killed run from its checkpoint")
     t.add_argument("overrides", nargs="*", help="key=value config overrides")
     t.set_defaults(func=_vision_train)
-    e = sv.add_parser("eval", help="evaluate a trained run (writes eval.json)",
-                      description="Evaluate the best-on-validation weights of a run with every "
-                      "inference rule of its mode (SI, AG, SD, joint).")
+    e = sv.add_parser("eval", help="evaluate a trained run (writes eval*.json)",
+                      description="Evaluate the selected weights of a run. --protocol rules "
+                      "(default): the run's classifier with every inference rule (SLA: SI, AG, "
+                      "SD, joint), writes eval.json. linear: the L-BFGS linear probe on frozen "
+                      "features (L2 weight chosen on the validation split, refit on train+val); "
+                      "knn: weighted cosine kNN; fewshot: N-way K-shot over sampled tasks (mean "
+                      "and 95%% interval); these write eval_<protocol>[_<dataset>][_<target>]"
+                      ".json. --dataset evaluates on another data set (transfer), --target "
+                      "predicts another label (tinted-fashion-mnist: item_colour, "
+                      "background_colour, position, scale).")
     e.add_argument("run", help="run directory")
-    e.add_argument("--split", default="test", choices=["test", "val"])
+    e.add_argument("--split", default="test", choices=["test", "val"],
+                   help="split of --protocol rules")
+    e.add_argument("--protocol", default="rules", choices=["rules", "linear", "knn", "fewshot"])
+    e.add_argument("--dataset", help="another data set (e.g. mnist) for transfer")
+    e.add_argument("--target", default="class", help="the label to predict (default class)")
+    e.add_argument("--k", type=int, default=20, help="kNN neighbours")
+    e.add_argument("--n-way", type=int, default=5)
+    e.add_argument("--k-shot", type=int, default=5)
+    e.add_argument("--n-tasks", type=int, default=2000, help="few-shot tasks")
+    e.add_argument("--max-train", type=int, help="at most this many training images (probes)")
+    e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=_vision_eval)
 
     # chem

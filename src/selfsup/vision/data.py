@@ -6,7 +6,7 @@ training step, on the training device.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -14,7 +14,8 @@ import torch
 from ..errors import ConfigError
 
 IMAGE_DATASETS = (
-    "synthetic", "mnist", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder"
+    "synthetic", "mnist", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder",
+    "tinted-fashion-mnist",
 )
 
 
@@ -29,6 +30,10 @@ class VisionData:
     n_classes: int
     mean: list[float]
     std: list[float]
+    # further labels of the same images for probes (tinted sets: item_colour, position, ...):
+    # name -> {"train": (N,), "val": ..., "test": ...} int64, aligned with the splits above
+    targets: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)  # generator parameters of a made data set
 
     @property
     def in_channels(self) -> int:
@@ -41,7 +46,11 @@ class VisionData:
             "test": int(self.test_x.shape[0]),
             "n_classes": self.n_classes,
             "image_shape": list(self.train_x.shape[1:]),
-            "train_class_counts": torch.bincount(self.train_y, minlength=self.n_classes).tolist(),
+            "train_class_counts": torch.bincount(self.train_y[self.train_y >= 0],
+                                                 minlength=self.n_classes).tolist(),
+            **({"train_unlabeled": int((self.train_y < 0).sum())}
+               if bool((self.train_y < 0).any()) else {}),
+            **({"targets": sorted(self.targets)} if self.targets else {}),
         }
 
 
@@ -52,6 +61,20 @@ def _to_nchw(x: np.ndarray) -> torch.Tensor:
     elif t.ndim == 4:  # (N, H, W, C)
         t = t.permute(0, 3, 1, 2)
     return t.contiguous()
+
+
+def _load_tinted(root: str | None, image_size: int | None, generator_seed: int):
+    from .tinted import tinted_fashion_mnist
+
+    size = image_size or 32
+    tr = tinted_fashion_mnist("train", root=root, size=size, seed=generator_seed)
+    te = tinted_fashion_mnist("test", root=root, size=size, seed=generator_seed)
+    extras = {k: (tr.labels[k], te.labels[k]) for k in tr.labels if k != "class"}
+    meta = {"generator": "selfsup.vision.tinted.tinted_fashion_mnist", "size": size,
+            "seed": generator_seed, "train": tr.meta, "test": te.meta}
+    nhwc = (0, 2, 3, 1)  # the loaders' layout; _to_nchw turns it back
+    return (tr.images.transpose(nhwc), tr.labels["class"], te.images.transpose(nhwc),
+            te.labels["class"], extras, meta)
 
 
 def _load_arrays(name: str, root: str | None, path: str | None, image_size: int | None, seed: int,
@@ -120,18 +143,36 @@ def load_vision_data(
     imbalance_ratio: float = 1.0,
     seed: int = 0,
     synthetic_size: int = 2000,
+    unlabeled: bool = False,
+    generator_seed: int = 0,
 ) -> VisionData:
     """Load ``name``, hold out ``val_size`` training images (seeded), then subsample train.
 
     ``per_class`` keeps K images per class (low-data setting); ``imbalance_ratio`` > 1 keeps a
     long-tailed subset. The held-out validation set is drawn before subsampling, so it is the
-    same images for every setting of the same seed.
+    same images for every setting of the same seed. ``unlabeled`` adds the data set's unlabeled
+    images (STL-10) to the training split with label -1, after the subsampling.
+    ``tinted-fashion-mnist`` is made by :func:`selfsup.vision.tinted.tinted_fashion_mnist` from
+    ``generator_seed`` (the same images for every run seed); its further labels (item colour,
+    background colour, position, scale) are in ``targets``.
     """
     if name not in IMAGE_DATASETS:
         raise ConfigError(
             f"Unknown image dataset '{name}'. Valid names: {', '.join(IMAGE_DATASETS)}"
         )
-    trx, try_, tex, tey = _load_arrays(name, root, path, image_size, seed, synthetic_size)
+    extras: dict = {}
+    meta: dict = {}
+    if name == "tinted-fashion-mnist":
+        trx, try_, tex, tey, extras, meta = _load_tinted(root, image_size, generator_seed)
+    else:
+        trx, try_, tex, tey = _load_arrays(name, root, path, image_size, seed, synthetic_size)
+    unl = None
+    if unlabeled:
+        if name != "stl10":
+            raise ConfigError(f"data.unlabeled=true: {name} has no unlabeled split (stl10 has)")
+        from ..data import images, registry
+
+        unl = images.load_stl10(registry.fetch("stl10", root=root), "unlabeled")[0]
     rng = np.random.default_rng(seed)
     n = len(try_)
     n_val = min(val_size, n // 2)
@@ -142,12 +183,18 @@ def load_vision_data(
         tex, tey = trx[test_idx], try_[test_idx]
     vx, vy = trx[val_idx], try_[val_idx]
     trx, try_ = trx[tr_idx], try_[tr_idx]
+    ext = {k: {"train": a[tr_idx], "val": a[val_idx], "test": b} for k, (a, b) in extras.items()}
     if per_class is not None:
         keep = per_class_subset(try_, per_class, rng)
         trx, try_ = trx[keep], try_[keep]
+        ext = {k: {**v, "train": v["train"][keep]} for k, v in ext.items()}
     if imbalance_ratio > 1.0:
         keep = long_tailed_subset(try_, imbalance_ratio, rng)
         trx, try_ = trx[keep], try_[keep]
+        ext = {k: {**v, "train": v["train"][keep]} for k, v in ext.items()}
+    if unl is not None:  # unlabeled images join the training split with label -1
+        trx = np.concatenate([trx, unl])
+        try_ = np.concatenate([try_, np.full(len(unl), -1, dtype=np.int64)])
     n_classes = int(max(try_.max(), tey.max(), vy.max() if len(vy) else 0)) + 1
     train_x = _to_nchw(trx)
     xf = train_x.float() / 255.0
@@ -163,6 +210,9 @@ def load_vision_data(
         n_classes=n_classes,
         mean=mean,
         std=std,
+        targets={k: {s: torch.from_numpy(np.asarray(a, dtype=np.int64)) for s, a in v.items()}
+                 for k, v in ext.items()},
+        meta=meta,
     )
 
 

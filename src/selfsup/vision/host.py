@@ -261,3 +261,42 @@ class AtomicCheckpoint(L.Callback):
         if os.environ.get("SELFSUP_FAULT_INJECT") == "kill_after_checkpoint":
             # Test hook: die like a killed job, right after the first checkpoint.
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KNNMonitor(L.Callback):
+    """After each validation, the kNN accuracy of the backbone's features: the validation images
+    classified by their ``k`` nearest labelled training images (cosine similarity, votes
+    weighted exp(sim / 0.07)); logged as ``val_knn_acc``. Model selection for methods without a
+    classifier."""
+
+    def __init__(self, bank_x: torch.Tensor, bank_y: torch.Tensor, val_x: torch.Tensor,
+                 val_y: torch.Tensor, k: int = 20, batch_size: int = 512) -> None:
+        self.bank_x, self.bank_y = bank_x, bank_y
+        self.val_x, self.val_y = val_x, val_y
+        self.k = int(k)
+        self.batch_size = int(batch_size)
+
+    @torch.no_grad()
+    def _features(self, module: VisionModule, x: torch.Tensor) -> torch.Tensor:
+        out = []
+        for i in range(0, len(x), self.batch_size):
+            xb = x[i : i + self.batch_size].to(module.device)
+            out.append(module.model.features(module.model.normalise(xb)).float().cpu())
+        return torch.cat(out)
+
+    def accuracy(self, module: VisionModule, x: torch.Tensor, y: torch.Tensor) -> float:
+        """kNN top-1 accuracy of images ``x`` with labels ``y`` against the bank."""
+        from .evaluate import knn_evaluate
+
+        was_training = module.training
+        module.eval()
+        bank = self._features(module, self.bank_x)
+        query = self._features(module, x)
+        module.train(was_training)
+        res = knn_evaluate(bank, self.bank_y, query, y, k=self.k, per_class=False)
+        return float(res["top1"])
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking or len(self.bank_y) == 0:
+            return
+        pl_module.log("val_knn_acc", self.accuracy(pl_module, self.val_x, self.val_y))

@@ -24,7 +24,8 @@ from .schedules import lr_factor  # noqa: F401  (public here since SLA's first r
 
 @dataclass
 class DataConfig:
-    # synthetic | mnist | fashion-mnist | cifar10 | cifar100 | stl10 | imagefolder
+    # synthetic | mnist | fashion-mnist | cifar10 | cifar100 | stl10 | imagefolder |
+    # tinted-fashion-mnist (items tinted and placed on coloured backgrounds; made, not fetched)
     name: str = "fashion-mnist"
     root: str | None = None  # data cache (default $SELFSUP_DATA or ~/.cache/selfsup/data)
     path: str | None = None  # imagefolder: a folder of class subfolders
@@ -35,6 +36,8 @@ class DataConfig:
     crop_padding: int = 2  # random crop after zero padding (0 = off)
     hflip: bool = True  # random horizontal flips
     synthetic_size: int = 2000  # number of training images of the synthetic set
+    unlabeled: bool = False  # add the unlabeled split (STL-10) to training, label -1
+    generator_seed: int = 0  # tinted-fashion-mnist: the seed of the images (not the run's)
 
 
 @dataclass
@@ -78,6 +81,16 @@ from .methods.twoview import AugSelfConfig, ProbeConfig, ViewsConfig  # noqa: E4
 
 
 @dataclass
+class MonitorConfig:
+    knn: bool | None = None  # a kNN monitor each validation (None: on for two-view methods)
+    k: int = 20
+    bank_size: int = 5000  # labelled training images the validation images are compared to
+    # the validation score that selects best.pt: val_acc (the classifier or online probe),
+    # val_knn_acc, or auto (val_acc when the method has a classifier, else val_knn_acc)
+    select: str = "auto"
+
+
+@dataclass
 class TrainerConfig:
     accelerator: str = "auto"  # auto | cpu | cuda | mps
     precision: str = "auto"  # auto | 32-true | bf16-mixed | 16-mixed
@@ -113,6 +126,7 @@ class VisionTrainConfig:
     views: ViewsConfig = field(default_factory=ViewsConfig)  # two-view methods' augmentations
     augself: AugSelfConfig = field(default_factory=AugSelfConfig)  # on any two-view method
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
@@ -159,7 +173,7 @@ def _prepare(cfg: VisionTrainConfig):
     data = load_vision_data(
         d.name, root=d.root, path=d.path, image_size=d.image_size, val_size=d.val_size,
         per_class=d.per_class, imbalance_ratio=d.imbalance_ratio, seed=cfg.seed,
-        synthetic_size=d.synthetic_size,
+        synthetic_size=d.synthetic_size, unlabeled=d.unlabeled, generator_seed=d.generator_seed,
     )
     if cfg.method == "sla" and cfg.sla.mode != "baseline":
         from .label_transforms import build_label_transform
@@ -187,7 +201,7 @@ def _run_fit(run: Run, cfg: VisionTrainConfig, ckpt_path: Path | None, console=N
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from ..device import choose_device
-    from .host import AtomicCheckpoint, BestOnValidation, RunMetrics, VisionModule
+    from .host import AtomicCheckpoint, BestOnValidation, KNNMonitor, RunMetrics, VisionModule
 
     _check_trainer(cfg)
     t = cfg.trainer
@@ -201,10 +215,31 @@ def _run_fit(run: Run, cfg: VisionTrainConfig, ckpt_path: Path | None, console=N
     module = VisionModule(method, cfg.optim, cfg.seed, total_steps)
     dev = choose_device(t.accelerator, t.precision)
     metrics_cb = RunMetrics(run, t.log_every_n_steps)
-    best_cb = BestOnValidation(run, "val_acc")
+    mon = cfg.monitor
+    use_knn = mon.knn if mon.knn is not None else cfg.method != "sla"
+    has_classifier = method.has_classifier()
+    select = mon.select if mon.select != "auto" else (
+        "val_acc" if has_classifier else "val_knn_acc")
+    if select not in ("val_acc", "val_knn_acc"):
+        raise ConfigError(f"monitor.select={mon.select!r}: use auto, val_acc or val_knn_acc.")
+    if select == "val_knn_acc" and not use_knn:
+        raise ConfigError("monitor.select=val_knn_acc needs monitor.knn=true.")
+    if select == "val_acc" and not has_classifier:
+        raise ConfigError(f"method {cfg.method} has no classifier here (probe.online=false?); "
+                          "use monitor.select=val_knn_acc.")
+    best_cb = BestOnValidation(run, select)
     ckpt_cb = AtomicCheckpoint(run, t.checkpoint_every_n_epochs, t.checkpoint_every_n_steps,
                                t.checkpoint_every_minutes)
-    callbacks: list = [metrics_cb, best_cb, ckpt_cb]
+    callbacks: list = [metrics_cb]
+    knn_cb = None
+    if use_knn:
+        labelled = torch.nonzero(data.train_y >= 0).flatten()
+        g = torch.Generator().manual_seed(cfg.seed)
+        pick = labelled[torch.randperm(len(labelled), generator=g)[: mon.bank_size]].sort()[0]
+        knn_cb = KNNMonitor(data.train_x[pick], data.train_y[pick], data.val_x, data.val_y,
+                            k=mon.k, batch_size=t.eval_batch_size)
+        callbacks.append(knn_cb)
+    callbacks += [best_cb, ckpt_cb]
     if t.progress:
         from lightning.pytorch.callbacks import RichProgressBar
 
@@ -236,7 +271,10 @@ def _run_fit(run: Run, cfg: VisionTrainConfig, ckpt_path: Path | None, console=N
         module.model.load_state_dict(safe_torch_load(run.checkpoint_dir / "best.pt"))
     trainer.test(module, test_dl, verbose=False)
     results = {k: round(float(v), 6) for k, v in module.test_results.items()}
+    if knn_cb is not None:
+        results["test_knn_acc"] = round(knn_cb.accuracy(module, data.test_x, data.test_y), 6)
     results.update(
+        selected_by=select,
         best_val_acc=round(best_cb.best, 6),
         best_epoch=best_cb.best_epoch,
         steps=trainer.global_step,
@@ -307,7 +345,8 @@ def load_selected(run_path: str | os.PathLike):
         raise InputError(f"Run '{run.path}' has no checkpoints/best.pt; train or resume it first.")
     state = safe_torch_load(weights, fix="Train the run again (a new run) to get its weights.")
     data = _prepare(cfg)
-    model = build_model(cfg, data.n_classes, data.in_channels)
+    model = build_model(cfg, data.n_classes, data.in_channels, data.mean, data.std,
+                        image_size=int(data.train_x.shape[-1]))
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:

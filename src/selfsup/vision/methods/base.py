@@ -116,6 +116,10 @@ class Method(nn.Module):
     def primary_rule(self) -> str:
         return "single"
 
+    def has_classifier(self) -> bool:
+        """Whether :meth:`predict` gives class logits (else a kNN monitor selects the model)."""
+        return False
+
     @torch.no_grad()
     def eval_counts(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Sums over one evaluation batch: correct predictions per rule and, for the rule

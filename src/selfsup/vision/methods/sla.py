@@ -195,6 +195,9 @@ class SLAModel(Method):
             out["distilled"] = self.sd_head(feats[:b])  # type: ignore[misc]
         return out
 
+    def has_classifier(self) -> bool:
+        return True
+
     def primary_rule(self) -> str:
         """The rule the mode is judged by: SD for sla_sd, AG for sla, the N-way head else."""
         return {"sla": "aggregated", "sla_sd": "distilled"}.get(self.mode, "single")

@@ -43,6 +43,9 @@ class Supervised(TwoViewMethod):
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         return loss, {"ce": loss.detach(), "acc": (logits.argmax(1) == y).float().mean()}
 
+    def has_classifier(self) -> bool:
+        return True
+
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             return {"single": self.classifier(self.backbone(x))}

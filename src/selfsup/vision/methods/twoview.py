@@ -137,6 +137,9 @@ class TwoViewMethod(Method):
                             blur_sigma=spec.blur_sigma)
 
     # ---------------------------------------------------------------------------- inference
+    def has_classifier(self) -> bool:
+        return self.probe is not None
+
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.probe is None:
             return {}

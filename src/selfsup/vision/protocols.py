@@ -1,0 +1,131 @@
+"""``selfsup vision eval RUN --protocol ...``: frozen-feature evaluation of a trained run.
+
+Protocols (features of the run's selected weights, a single centre view of each image):
+
+- ``rules``: the run's own classifier with every inference rule (SLA: SI, AG, SD, joint);
+- ``linear``: the L-BFGS linear probe, L2 weight chosen on the validation split, refit on
+  train + val, top-1 and mean per-class accuracy on the test split;
+- ``knn``: weighted cosine kNN of the test images against the training images;
+- ``fewshot``: N-way K-shot logistic regression over sampled tasks of the test split, mean and
+  95% interval.
+
+``dataset`` evaluates on another data set (transfer): its images are brought to the run's
+channels (grey <-> RGB) and size and normalised as the run's training images were. ``target``
+names the label to predict: ``class``, or a further label of the data set (tinted Fashion-MNIST:
+``item_colour``, ``background_colour``, ``position``, ``scale``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError, InputError
+from ..io import atomic_write_json
+
+PROTOCOLS = ("rules", "linear", "knn", "fewshot")
+
+
+def adapt_images(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
+    """uint8 images (N, C, H, W) with ``channels`` channels (grey repeated to RGB, RGB averaged
+    to grey) at ``size`` x ``size`` (bilinear); uint8 out."""
+    if x.shape[1] != channels:
+        if x.shape[1] == 1:
+            x = x.expand(-1, channels, -1, -1)
+        elif channels == 1:
+            x = x.float().mean(dim=1, keepdim=True).round().to(torch.uint8)
+        else:
+            raise InputError(f"cannot map {x.shape[1]}-channel images to {channels} channels")
+    if x.shape[-1] != size or x.shape[-2] != size:
+        out = []
+        for i in range(0, len(x), 2048):
+            xb = F.interpolate(x[i : i + 2048].float(), size=(size, size), mode="bilinear",
+                               align_corners=False)
+            out.append(xb.round().clamp(0, 255).to(torch.uint8))
+        x = torch.cat(out)
+    return x.contiguous()
+
+
+def _labels(data, target: str) -> dict[str, torch.Tensor]:
+    if target == "class":
+        return {"train": data.train_y, "val": data.val_y, "test": data.test_y}
+    if target not in data.targets:
+        have = ", ".join(["class", *sorted(data.targets)])
+        raise ConfigError(f"--target {target!r}: this data set's labels are {have}")
+    return data.targets[target]
+
+
+def evaluate_protocol(run_path: str | os.PathLike, protocol: str = "linear",
+                      dataset: str | None = None, target: str = "class", *, k: int = 20,
+                      n_way: int = 5, k_shot: int = 5, n_tasks: int = 2000, n_query: int = 15,
+                      max_train: int | None = None, seed: int = 0,
+                      batch_size: int = 512) -> dict[str, Any]:
+    """Evaluate a run's selected weights with ``protocol``; writes
+    ``RUN/eval_<protocol>[_<dataset>][_<target>].json`` and returns its contents."""
+    from .evaluate import extract_features, few_shot_eval, knn_evaluate, linear_probe
+    from .train import _prepare, evaluate, load_selected
+
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+    if protocol == "rules":
+        if dataset or target != "class":
+            raise ConfigError("--protocol rules uses the run's own classifier on its own data; "
+                              "use linear, knn or fewshot with --dataset or --target")
+        return evaluate(run_path)
+    t0 = time.perf_counter()
+    run, cfg, model, data = load_selected(run_path)
+    channels, size = int(data.train_x.shape[1]), int(data.train_x.shape[-1])
+    if dataset:
+        import dataclasses
+
+        other = dataclasses.replace(cfg, data=dataclasses.replace(
+            cfg.data, name=dataset, per_class=None, imbalance_ratio=1.0, unlabeled=False,
+            path=None if dataset != cfg.data.name else cfg.data.path))
+        data = _prepare(other)
+    labels = _labels(data, target)
+    splits = {"train": data.train_x, "val": data.val_x, "test": data.test_x}
+    keep = labels["train"] >= 0
+    if max_train is not None and int(keep.sum()) > max_train:
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.nonzero(keep).flatten()
+        chosen = idx[torch.randperm(len(idx), generator=g)[:max_train]]
+        keep = torch.zeros_like(keep)
+        keep[chosen] = True
+    splits["train"] = splits["train"][keep]
+    labels = {**labels, "train": labels["train"][keep]}
+    mean, std = model._mean.flatten().tolist(), model._std.flatten().tolist()
+    feats = {}
+    for name, x in splits.items():
+        if protocol == "fewshot" and name != "test":
+            continue
+        if protocol == "knn" and name == "val":
+            continue
+        feats[name] = extract_features(model.features, adapt_images(x, channels, size), mean,
+                                       std, batch_size=batch_size)
+    out: dict[str, Any] = {"protocol": protocol, "dataset": dataset or cfg.data.name,
+                           "target": target, "n_train": len(labels["train"]),
+                           "n_test": len(labels["test"])}
+    if protocol == "linear":
+        res = linear_probe(feats["train"], labels["train"], feats["val"], labels["val"],
+                           feats["test"], labels["test"], seed=seed)
+        out.update(top1=res["top1"], mean_per_class=res["mean_per_class"], l2=res["l2"],
+                   refit_converged=bool(res["refit_converged"]))
+    elif protocol == "knn":
+        res = knn_evaluate(feats["train"], labels["train"], feats["test"], labels["test"], k=k)
+        out.update(top1=res["top1"], mean_per_class=res["mean_per_class"], k=k)
+    else:
+        res = few_shot_eval(feats["test"], labels["test"], n_way=n_way, k_shot=k_shot,
+                            n_query=n_query, n_tasks=n_tasks, seed=seed)
+        out.update(mean=res["mean"], ci95=res["ci95"], n_way=n_way, k_shot=k_shot,
+                   n_tasks=n_tasks)
+    out = {k2: (round(v, 6) if isinstance(v, float) else v) for k2, v in out.items()}
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    parts = [protocol] + ([re.sub(r"[^A-Za-z0-9_.-]", "_", dataset)] if dataset else []) + (
+        [target] if target != "class" else [])
+    atomic_write_json(run.path / f"eval_{'_'.join(parts)}.json", out)
+    return out
