@@ -84,6 +84,15 @@ def _vision_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vision_export(args: argparse.Namespace) -> int:
+    from .vision.export import export_backbone
+
+    _quiet_libraries()
+    spec = export_backbone(args.run, args.out)
+    _print_results(_console(), args.run, spec)
+    return 0
+
+
 def _print_results(con, path, res: dict) -> None:
     from rich.table import Table
 
@@ -189,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Vision: SLA (joint class x transformation labels) and its "
                         "baselines; two-view self-supervision (SimCLR, MoCo v2, BYOL, SimSiam, "
                         "supervised) with AugSelf; frozen-feature evaluation.")
-    sv = pv.add_subparsers(dest="cmd", metavar="{train,eval}")
+    sv = pv.add_subparsers(dest="cmd", metavar="{train,eval,export}")
     t = sv.add_parser("train", help="train a vision model (writes a run directory)",
                       description="Train SLA or a baseline. Writes runs/<name>-<time>/ with "
                       "config.yaml, metrics.jsonl/csv, tensorboard/, checkpoints/, results.json.",
@@ -221,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-train", type=int, help="at most this many training images (probes)")
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=_vision_eval)
+    x = sv.add_parser("export", help="export the backbone's weights (torchvision names)",
+                      description="Write the selected weights' backbone as a plain state dict "
+                      "under torchvision's parameter names (RUN/artefacts/backbone.pt) and "
+                      "backbone.json saying how to rebuild it.")
+    x.add_argument("run", help="run directory")
+    x.add_argument("--out", help="output file (default RUN/artefacts/backbone.pt)")
+    x.set_defaults(func=_vision_export)
 
     # chem
     pc = sub.add_parser("chem", help="chemistry: objectives, optimisation, retrosynthesis",

@@ -216,11 +216,21 @@ def load_vision_data(
     )
 
 
+def _rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class EpochSeededSampler(torch.utils.data.Sampler[int]):
     """A random permutation per epoch drawn from (seed, epoch): identical after a resume.
 
-    ``start`` skips the first indices of the next pass only (a resume in the middle of an
-    epoch); ``len`` stays the whole epoch."""
+    Under torch.distributed each of the W processes takes every W-th index of the same
+    permutation (n // W each), so the processes see disjoint images. ``start`` skips the first
+    indices of the next pass only (a resume in the middle of an epoch); ``len`` stays the whole
+    epoch (of this process)."""
 
     def __init__(self, n: int, seed: int) -> None:
         self.n, self.seed, self.epoch, self.start = n, seed, 0, 0
@@ -232,10 +242,14 @@ class EpochSeededSampler(torch.utils.data.Sampler[int]):
         g = torch.Generator()
         g.manual_seed(self.seed * 10_007 + self.epoch)
         start, self.start = self.start, 0
-        return iter(torch.randperm(self.n, generator=g)[start:].tolist())
+        perm = torch.randperm(self.n, generator=g)
+        rank, world = _rank_world()
+        if world > 1:
+            perm = perm[rank::world][: self.n // world]
+        return iter(perm[start:].tolist())
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // _rank_world()[1]
 
 
 class ResumableLoader(torch.utils.data.DataLoader):

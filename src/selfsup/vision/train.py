@@ -259,13 +259,22 @@ def _run_fit(run: Run, cfg: VisionTrainConfig, ckpt_path: Path | None, console=N
         log_every_n_steps=t.log_every_n_steps,
         num_sanity_val_steps=0,
         deterministic=t.deterministic,
+        # the training sampler shards itself across processes (EpochSeededSampler); every
+        # process evaluates the whole validation and test sets, so their metrics need no sync
+        use_distributed_sampler=False,
         default_root_dir=str(run.path),
     )
     log = run.logger()
     log.info("method %s device %s precision %s; data %s", cfg.method, dev.description,
              dev.precision, data.summary())
-    atomic_write_json(run.path / "data.json", data.summary())
-    trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path, weights_only=True)
+    if trainer.is_global_zero:
+        atomic_write_json(run.path / "data.json", data.summary())
+    os.environ[DDP_RUN_ENV] = str(run.path)  # the processes DDP launches join this run
+    try:
+        trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path, weights_only=True)
+    finally:
+        if trainer.is_global_zero:
+            os.environ.pop(DDP_RUN_ENV, None)
     # model selection: test the weights with the best validation score
     if (run.checkpoint_dir / "best.pt").is_file():
         module.model.load_state_dict(safe_torch_load(run.checkpoint_dir / "best.pt"))
@@ -294,9 +303,23 @@ def _run_fit(run: Run, cfg: VisionTrainConfig, ckpt_path: Path | None, console=N
     return results
 
 
+DDP_RUN_ENV = "SELFSUP_DDP_RUN"
+
+
+def _ddp_child_run() -> Run | None:
+    """In a process that Lightning's DDP launcher started for rank > 0: the run folder of rank
+    0 (passed down in the environment), so all processes share one run."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get(DDP_RUN_ENV):
+        return Run.open(os.environ[DDP_RUN_ENV])
+    return None
+
+
 def train(config_path: str | None, overrides: list[str], console=None) -> tuple[Run, dict]:
     """Start a new run from a config file and overrides."""
     cfg = load_config(VisionTrainConfig, config_path, overrides)
+    child = _ddp_child_run()
+    if child is not None:
+        return child, _run_fit(child, cfg, None, console)
     from ..device import check_precision
 
     check_precision(cfg.trainer.precision)  # before a run folder is made
@@ -311,6 +334,11 @@ def resume(run_path: str | os.PathLike, console=None) -> tuple[Run, dict]:
 
     A finished run, a run of another command, a damaged config or checkpoint: nothing in the run
     changes (all is checked before the run is marked as running again)."""
+    child = _ddp_child_run()
+    if child is not None:
+        ckpt = child.path / "checkpoints" / "last.ckpt"
+        return child, _run_fit(child, child.load_config(VisionTrainConfig),
+                               ckpt if ckpt.is_file() else None, console)
     run = Run.reopen(run_path, "vision.train")
     if run.finished:
         return run, run.unchanged()
