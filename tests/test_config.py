@@ -94,3 +94,17 @@ def test_shipped_configs_load():
     for f in files:
         cfg = load_config(VisionTrainConfig, f)
         assert cfg.sla.mode in ("baseline", "da", "mt", "sla", "sla_sd")
+
+
+def test_shipped_augself_configs_load():
+    from pathlib import Path
+
+    from selfsup.vision.methods.base import list_methods
+    from selfsup.vision.train import VisionTrainConfig
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "augself"
+    files = sorted(root.glob("*.yaml"))
+    assert len(files) >= 3
+    for f in files:
+        cfg = load_config(VisionTrainConfig, f)
+        assert cfg.method in list_methods() and cfg.augself.kinds == ["crop", "colour"]
