@@ -79,3 +79,36 @@ def test_two_process_ddp_on_cpu(tmp_path):
     r2 = json.loads((d2 / "results.json").read_text())
     # each of the two processes takes half of every epoch's batches
     assert r2["steps"] * 2 == r1["steps"] and r2["method"] == "simsiam"
+
+
+def test_lazy_image_folder_trains_and_counts_bad_files(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from selfsup.vision.folder import FolderImages
+    from selfsup.vision.train import VisionTrainConfig as Cfg
+    from selfsup.vision.train import _prepare, load_config, train
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(30):
+            arr = rng.integers(0, 255, (20 + i % 3, 24, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(tmp_path / "imgs" / c / f"{i}.png")
+    (tmp_path / "imgs" / "cat" / "broken.png").write_bytes(b"not a png")
+    good = tmp_path / "imgs" / "dog" / "0.png"
+    data_args = ["data.name=imagefolder", f"data.path={tmp_path / 'imgs'}", "data.lazy=true",
+                 "data.image_size=16", "data.val_size=10"]
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        data = _prepare(load_config(Cfg, overrides=data_args))
+    assert isinstance(data.train_x, FolderImages) and data.meta["skipped"] == 1
+    assert data.train_x.shape[1:] == (3, 16, 16) and len(data.val_y) == 10
+    assert data.train_x[0:4].shape == (4, 3, 16, 16) and data.train_x[0:4].dtype == torch.uint8
+    # a file that breaks after listing becomes a black image and is counted
+    sub = FolderImages([good], 16)
+    good.write_bytes(good.read_bytes()[:40])
+    with pytest.warns(UserWarning, match="could not be decoded"):
+        assert int(sub[0].max()) == 0 and sub.decode_errors == 1
+    run, res = train(None, [*RUN, *data_args, "model.backbone=resnet8", "model.width=0.25",
+                            f"run_root={tmp_path / 'runs'}"])
+    assert res["data"]["train"] == 40 and 0 <= res["test_acc"] <= 1

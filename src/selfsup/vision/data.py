@@ -145,6 +145,7 @@ def load_vision_data(
     synthetic_size: int = 2000,
     unlabeled: bool = False,
     generator_seed: int = 0,
+    lazy: bool = False,
 ) -> VisionData:
     """Load ``name``, hold out ``val_size`` training images (seeded), then subsample train.
 
@@ -160,6 +161,11 @@ def load_vision_data(
         raise ConfigError(
             f"Unknown image dataset '{name}'. Valid names: {', '.join(IMAGE_DATASETS)}"
         )
+    if lazy:
+        if name != "imagefolder":
+            raise ConfigError(f"data.lazy=true reads image folders; data.name={name} is loaded "
+                              "into memory (use data.name=imagefolder data.path=FOLDER)")
+        return _load_folder_lazy(path, image_size, val_size, per_class, seed)
     extras: dict = {}
     meta: dict = {}
     if name == "tinted-fashion-mnist":
@@ -222,6 +228,39 @@ def _rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def _load_folder_lazy(path: str | None, image_size: int | None, val_size: int,
+                      per_class: int | None, seed: int) -> VisionData:
+    """An image folder split like the in-memory sets (validation drawn first, then a fifth of
+    the rest held out for test), with the images left on disk (:mod:`selfsup.vision.folder`)."""
+    from .folder import FolderImages, channel_stats, list_image_folder
+
+    if not path or not image_size:
+        raise ConfigError("data.lazy=true needs data.path=FOLDER and data.image_size=SIZE "
+                          "(every image is resized to SIZE x SIZE)")
+    files, y, classes, skipped = list_image_folder(path)
+    if skipped:
+        import warnings
+
+        warnings.warn(f"skipped {len(skipped)} unreadable image(s) in {path}, e.g. {skipped[0]}",
+                      stacklevel=2)
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    n_val = min(val_size, n // 2)
+    perm = rng.permutation(n)
+    val_idx, rest = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    test_idx, tr_idx = rest[: len(rest) // 5], rest[len(rest) // 5 :]
+    if per_class is not None:
+        tr_idx = tr_idx[per_class_subset(y[tr_idx], per_class, rng)]
+    allx = FolderImages(files, image_size)
+    train_x = allx.subset(tr_idx)
+    mean, std = channel_stats(train_x, seed=seed)
+    t = lambda idx: torch.from_numpy(y[idx].astype(np.int64))  # noqa: E731
+    return VisionData(train_x=train_x, train_y=t(tr_idx), val_x=allx.subset(val_idx),
+                      val_y=t(val_idx), test_x=allx.subset(test_idx), test_y=t(test_idx),
+                      n_classes=len(classes), mean=mean, std=std,
+                      meta={"classes": classes, "skipped": len(skipped), "lazy": True})
 
 
 class EpochSeededSampler(torch.utils.data.Sampler[int]):

@@ -96,8 +96,11 @@ def evaluate_protocol(run_path: str | os.PathLike, protocol: str = "linear",
         chosen = idx[torch.randperm(len(idx), generator=g)[:max_train]]
         keep = torch.zeros_like(keep)
         keep[chosen] = True
-    splits["train"] = splits["train"][keep]
-    labels = {**labels, "train": labels["train"][keep]}
+    train_idx = torch.nonzero(keep).flatten()
+    x_train = splits["train"]
+    splits["train"] = (x_train.subset(train_idx.numpy()) if hasattr(x_train, "subset")
+                       else x_train[train_idx])
+    labels = {**labels, "train": labels["train"][train_idx]}
     mean, std = model._mean.flatten().tolist(), model._std.flatten().tolist()
     feats = {}
     for name, x in splits.items():
@@ -105,8 +108,11 @@ def evaluate_protocol(run_path: str | os.PathLike, protocol: str = "linear",
             continue
         if protocol == "knn" and name == "val":
             continue
-        feats[name] = extract_features(model.features, adapt_images(x, channels, size), mean,
-                                       std, batch_size=batch_size)
+        parts = []  # batch by batch: an image folder is decoded as it goes
+        for i in range(0, len(x), 4 * batch_size):
+            xb = adapt_images(x[i : i + 4 * batch_size], channels, size)
+            parts.append(extract_features(model.features, xb, mean, std, batch_size=batch_size))
+        feats[name] = torch.cat(parts)
     out: dict[str, Any] = {"protocol": protocol, "dataset": dataset or cfg.data.name,
                            "target": target, "n_train": len(labels["train"]),
                            "n_test": len(labels["test"])}

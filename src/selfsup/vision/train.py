@@ -38,6 +38,8 @@ class DataConfig:
     synthetic_size: int = 2000  # number of training images of the synthetic set
     unlabeled: bool = False  # add the unlabeled split (STL-10) to training, label -1
     generator_seed: int = 0  # tinted-fashion-mnist: the seed of the images (not the run's)
+    lazy: bool = False  # imagefolder: decode images from disk batch by batch (needs image_size)
+    workers: int = 0  # data-loader processes (useful with lazy=true)
 
 
 @dataclass
@@ -149,18 +151,20 @@ def build_model(cfg: VisionTrainConfig, n_classes: int, in_channels: int,
 
 
 def _loaders(data, cfg: VisionTrainConfig):
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import DataLoader
 
     from .data import EpochSeededSampler, ResumableLoader
+    from .folder import ImagesAndLabels
 
     bs = min(cfg.optim.batch_size, len(data.train_y))
+    w = cfg.data.workers
     train = ResumableLoader(
-        TensorDataset(data.train_x, data.train_y), batch_size=bs,
-        sampler=EpochSeededSampler(len(data.train_y), cfg.seed), drop_last=True,
+        ImagesAndLabels(data.train_x, data.train_y), batch_size=bs,
+        sampler=EpochSeededSampler(len(data.train_y), cfg.seed), drop_last=True, num_workers=w,
     )
     ebs = cfg.trainer.eval_batch_size
-    val = DataLoader(TensorDataset(data.val_x, data.val_y), batch_size=ebs)
-    test = DataLoader(TensorDataset(data.test_x, data.test_y), batch_size=ebs)
+    val = DataLoader(ImagesAndLabels(data.val_x, data.val_y), batch_size=ebs, num_workers=w)
+    test = DataLoader(ImagesAndLabels(data.test_x, data.test_y), batch_size=ebs, num_workers=w)
     return train, val, test
 
 
@@ -174,6 +178,7 @@ def _prepare(cfg: VisionTrainConfig):
         d.name, root=d.root, path=d.path, image_size=d.image_size, val_size=d.val_size,
         per_class=d.per_class, imbalance_ratio=d.imbalance_ratio, seed=cfg.seed,
         synthetic_size=d.synthetic_size, unlabeled=d.unlabeled, generator_seed=d.generator_seed,
+        lazy=d.lazy,
     )
     if cfg.method == "sla" and cfg.sla.mode != "baseline":
         from .label_transforms import build_label_transform
