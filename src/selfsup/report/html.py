@@ -132,7 +132,8 @@ def write_report(run_path: str | os.PathLike, out: str | os.PathLike | None = No
                 parts.append(f"<h3>{_esc(k)}</h3>" + _table(v))
             else:
                 parts.append(f"<h3>{_esc(k)}</h3><pre>{_esc(json.dumps(v, indent=1))}</pre>")
-    for extra in ("eval.json", "data.json"):
+    evals = sorted(p.name for p in run.path.glob("eval_*.json"))
+    for extra in ("eval.json", *evals, "data.json"):
         p = run.path / extra
         if p.is_file():
             obj = read_json_file(p, f"the run's {extra}", "Run the command that writes it again "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -61,19 +62,25 @@ def _labels(data, target: str) -> dict[str, torch.Tensor]:
 
 
 def evaluate_protocol(run_path: str | os.PathLike, protocol: str = "linear",
-                      dataset: str | None = None, target: str = "class", *, k: int = 20,
-                      n_way: int = 5, k_shot: int = 5, n_tasks: int = 2000, n_query: int = 15,
-                      max_train: int | None = None, seed: int = 0,
+                      dataset: str | None = None, target: str | Sequence[str] = "class", *,
+                      k: int = 20, n_way: int = 5, k_shot: int = 5, n_tasks: int = 2000,
+                      n_query: int = 15, max_train: int | None = None,
+                      max_test: int | None = None, seed: int = 0,
                       batch_size: int = 512) -> dict[str, Any]:
     """Evaluate a run's selected weights with ``protocol``; writes
-    ``RUN/eval_<protocol>[_<dataset>][_<target>].json`` and returns its contents."""
+    ``RUN/eval_<protocol>[_<dataset>][_<target>].json`` and returns its contents.
+
+    ``target`` may be a list of labels: the features are then extracted once and the result is
+    ``{target: result}``. ``max_train`` / ``max_test`` use at most that many images (drawn with
+    ``seed``; the test images are the first ``max_test``)."""
     from .evaluate import extract_features, few_shot_eval, knn_evaluate, linear_probe
     from .train import _prepare, evaluate, load_selected
 
+    targets = [target] if isinstance(target, str) else list(target)
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
     if protocol == "rules":
-        if dataset or target != "class":
+        if dataset or targets != ["class"]:
             raise ConfigError("--protocol rules uses the run's own classifier on its own data; "
                               "use linear, knn or fewshot with --dataset or --target")
         return evaluate(run_path)
@@ -87,9 +94,11 @@ def evaluate_protocol(run_path: str | os.PathLike, protocol: str = "linear",
             cfg.data, name=dataset, per_class=None, imbalance_ratio=1.0, unlabeled=False,
             path=None if dataset != cfg.data.name else cfg.data.path))
         data = _prepare(other)
-    labels = _labels(data, target)
+    labels = {t: _labels(data, t) for t in targets}
     splits = {"train": data.train_x, "val": data.val_x, "test": data.test_x}
-    keep = labels["train"] >= 0
+    keep = torch.ones(len(data.train_y), dtype=torch.bool)
+    for lab in labels.values():
+        keep &= lab["train"] >= 0
     if max_train is not None and int(keep.sum()) > max_train:
         g = torch.Generator().manual_seed(seed)
         idx = torch.nonzero(keep).flatten()
@@ -97,10 +106,15 @@ def evaluate_protocol(run_path: str | os.PathLike, protocol: str = "linear",
         keep = torch.zeros_like(keep)
         keep[chosen] = True
     train_idx = torch.nonzero(keep).flatten()
-    x_train = splits["train"]
-    splits["train"] = (x_train.subset(train_idx.numpy()) if hasattr(x_train, "subset")
-                       else x_train[train_idx])
-    labels = {**labels, "train": labels["train"][train_idx]}
+    test_idx = torch.arange(min(len(data.test_y), max_test or len(data.test_y)))
+
+    def take(x, idx):
+        return x.subset(idx.numpy()) if hasattr(x, "subset") else x[idx]
+
+    splits["train"] = take(splits["train"], train_idx)
+    splits["test"] = take(splits["test"], test_idx)
+    labels = {t: {**lab, "train": lab["train"][train_idx], "test": lab["test"][test_idx]}
+              for t, lab in labels.items()}
     mean, std = model._mean.flatten().tolist(), model._std.flatten().tolist()
     feats = {}
     for name, x in splits.items():
@@ -113,25 +127,31 @@ def evaluate_protocol(run_path: str | os.PathLike, protocol: str = "linear",
             xb = adapt_images(x[i : i + 4 * batch_size], channels, size)
             parts.append(extract_features(model.features, xb, mean, std, batch_size=batch_size))
         feats[name] = torch.cat(parts)
-    out: dict[str, Any] = {"protocol": protocol, "dataset": dataset or cfg.data.name,
-                           "target": target, "n_train": len(labels["train"]),
-                           "n_test": len(labels["test"])}
-    if protocol == "linear":
-        res = linear_probe(feats["train"], labels["train"], feats["val"], labels["val"],
-                           feats["test"], labels["test"], seed=seed)
-        out.update(top1=res["top1"], mean_per_class=res["mean_per_class"], l2=res["l2"],
-                   refit_converged=bool(res["refit_converged"]))
-    elif protocol == "knn":
-        res = knn_evaluate(feats["train"], labels["train"], feats["test"], labels["test"], k=k)
-        out.update(top1=res["top1"], mean_per_class=res["mean_per_class"], k=k)
-    else:
-        res = few_shot_eval(feats["test"], labels["test"], n_way=n_way, k_shot=k_shot,
-                            n_query=n_query, n_tasks=n_tasks, seed=seed)
-        out.update(mean=res["mean"], ci95=res["ci95"], n_way=n_way, k_shot=k_shot,
-                   n_tasks=n_tasks)
-    out = {k2: (round(v, 6) if isinstance(v, float) else v) for k2, v in out.items()}
-    out["seconds"] = round(time.perf_counter() - t0, 2)
-    parts = [protocol] + ([re.sub(r"[^A-Za-z0-9_.-]", "_", dataset)] if dataset else []) + (
-        [target] if target != "class" else [])
-    atomic_write_json(run.path / f"eval_{'_'.join(parts)}.json", out)
-    return out
+    t_feat = time.perf_counter() - t0
+    results: dict[str, Any] = {}
+    for t in targets:
+        t1 = time.perf_counter()
+        lab = labels[t]
+        out: dict[str, Any] = {"protocol": protocol, "dataset": dataset or cfg.data.name,
+                               "target": t, "n_train": len(lab["train"]),
+                               "n_test": len(lab["test"])}
+        if protocol == "linear":
+            res = linear_probe(feats["train"], lab["train"], feats["val"], lab["val"],
+                               feats["test"], lab["test"], seed=seed)
+            out.update(top1=res["top1"], mean_per_class=res["mean_per_class"], l2=res["l2"],
+                       refit_converged=bool(res["refit_converged"]))
+        elif protocol == "knn":
+            res = knn_evaluate(feats["train"], lab["train"], feats["test"], lab["test"], k=k)
+            out.update(top1=res["top1"], mean_per_class=res["mean_per_class"], k=k)
+        else:
+            res = few_shot_eval(feats["test"], lab["test"], n_way=n_way, k_shot=k_shot,
+                                n_query=n_query, n_tasks=n_tasks, seed=seed)
+            out.update(mean=res["mean"], ci95=res["ci95"], n_way=n_way, k_shot=k_shot,
+                       n_tasks=n_tasks)
+        out = {k2: (round(v, 6) if isinstance(v, float) else v) for k2, v in out.items()}
+        out["seconds"] = round(t_feat + time.perf_counter() - t1, 2)
+        parts_ = [protocol] + ([re.sub(r"[^A-Za-z0-9_.-]", "_", dataset)] if dataset else []) + (
+            [t] if t != "class" else [])
+        atomic_write_json(run.path / f"eval_{'_'.join(parts_)}.json", out)
+        results[t] = out
+    return results[targets[0]] if isinstance(target, str) else results

@@ -43,14 +43,8 @@ class BYOL(TwoViewMethod):
     def ssl_loss(self, f1, f2, views, labels) -> tuple[torch.Tensor, dict[str, Any]]:
         p1, p2 = self.predictor(self.projector(f1)), self.predictor(self.projector(f2))
         with torch.no_grad():
-            b = f1.shape[0]
-            x = [v.images for v in views[:2]]
-            if x[0].shape == x[1].shape:
-                t = self.target_projector(self.target_backbone(torch.cat(x)))
-                t1, t2 = t[:b], t[b:]
-            else:
-                t1 = self.target_projector(self.target_backbone(x[0]))
-                t2 = self.target_projector(self.target_backbone(x[1]))
+            t1 = self.target_projector(self.target_backbone(views[0].images))
+            t2 = self.target_projector(self.target_backbone(views[1].images))
         loss = byol_loss(p1, t2) + byol_loss(p2, t1)
         return loss, {"ssl_loss": loss.detach()}
 

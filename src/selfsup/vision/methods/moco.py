@@ -51,12 +51,9 @@ class MoCo(TwoViewMethod):
 
     @torch.no_grad()
     def _keys(self, views) -> tuple[torch.Tensor, torch.Tensor]:
-        x = [v.images for v in views[:2]]
-        b = x[0].shape[0]
-        if x[0].shape == x[1].shape:
-            k = F.normalize(self.key_projector(self.key_backbone(torch.cat(x))), dim=1)
-            return k[:b], k[b:]
-        return tuple(F.normalize(self.key_projector(self.key_backbone(v)), dim=1) for v in x)
+        k1, k2 = (F.normalize(self.key_projector(self.key_backbone(v.images)), dim=1)
+                  for v in views[:2])
+        return k1, k2
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:

@@ -106,12 +106,9 @@ class TwoViewMethod(Method):
                       generator: torch.Generator) -> tuple[torch.Tensor, dict[str, Any]]:
         views = self.recipe(images, generator)
         v1, v2 = views[0], views[1]
-        b = v1.images.shape[0]
-        if v1.images.shape == v2.images.shape:  # one backbone pass over both views
-            f = self.backbone(torch.cat([v1.images, v2.images]))
-            f1, f2 = f[:b], f[b:]
-        else:
-            f1, f2 = self.backbone(v1.images), self.backbone(v2.images)
+        # one backbone pass per view, as the papers do: BatchNorm normalises each view's batch
+        # on its own (and two passes of B are faster on a CPU than one of 2B)
+        f1, f2 = self.backbone(v1.images), self.backbone(v2.images)
         loss, logs = self.ssl_loss(f1, f2, views, labels)
         logs = {f"train_{k}": v for k, v in logs.items()}
         if self.augself is not None:
