@@ -256,6 +256,21 @@ class Run:
                 f"the config of run '{self.path}' does not fit this command ({exc}); nothing "
                 "was changed. Was the run made by another command?") from None
 
+    def read_checkpoint(self, name: str, key: str, unit: str = "step") -> dict[str, Any] | None:
+        """``checkpoints/<name>`` for a resume, or None when there is none yet. A damaged file,
+        or one without ``key`` (the position it holds, e.g. ``global_step``), raises
+        :class:`InputError` that says to delete it to train again from the first ``unit``."""
+        from .io import safe_torch_load
+
+        path = self.path / "checkpoints" / name
+        if not path.is_file():
+            return None
+        fix = f"Delete '{path}' to train this run again from its first {unit}, or start a new run."
+        state = safe_torch_load(path, fix=fix)
+        if not isinstance(state, dict) or key not in state:
+            raise InputError(f"'{path}' is not a checkpoint of this command (no {key}). {fix}")
+        return state
+
     def mark_resumed(self) -> None:
         """Record that the run goes on now (status running, the time in ``resumed``)."""
         self.meta.setdefault("resumed", []).append(_now())

@@ -37,7 +37,6 @@ from selfsup.io import (
     atomic_write_json,
     atomic_write_text,
     read_text_maybe_gzip,
-    safe_torch_load,
 )
 from selfsup.progress import Progress
 from selfsup.runs import Run
@@ -589,14 +588,7 @@ def resume(
     _check(cfg)
     if run.finished and not overrides:
         return run, run.unchanged()
-    ckpt = run.path / "checkpoints" / "last.ckpt"
-    state = None
-    if ckpt.is_file():
-        state = safe_torch_load(ckpt, fix=f"Delete '{ckpt}' to train this run again from its "
-                                "first step, or start a new run.")
-        if not isinstance(state, dict) or "step" not in state:
-            raise InputError(f"'{ckpt}' is not a pretraining checkpoint (no step); delete it to "
-                             "train this run again from its first step.")
+    state = run.read_checkpoint("last.ckpt", "step")
     run.mark_resumed()
     if overrides:
         atomic_write_text(run.path / "config.yaml", to_yaml(cfg))

@@ -333,6 +333,40 @@ def load_stl10(root: PathLike | None = None, split: str = "train") -> tuple[np.n
 # image folders
 
 
+def list_image_folder(path: str | os.PathLike) -> tuple[list[Path], np.ndarray, list[str],
+                                                         list[str]]:
+    """``(files, labels, class names, skipped)`` of ``path/<class>/<image>`` in sorted order;
+    files whose header PIL cannot read are left out and listed in ``skipped``."""
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(path)
+    if not root.is_dir():
+        raise DataNotFoundError(f"image folder {root} does not exist; pass data.path=FOLDER "
+                                "with one subfolder of images per class")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise InputError(f"{root} has no class subfolders (expected {root}/<class>/<image>)")
+    files: list[Path] = []
+    labels: list[int] = []
+    skipped: list[str] = []
+    for ci, cname in enumerate(classes):
+        for f in sorted((root / cname).rglob("*")):
+            if not f.is_file() or f.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            try:
+                with Image.open(f) as im:  # reads the header only
+                    im.size  # noqa: B018
+            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+                skipped.append(f"{f} ({type(exc).__name__})")
+                continue
+            files.append(f)
+            labels.append(ci)
+    if not files:
+        raise InputError(f"{root}: no readable images found")
+    return files, np.asarray(labels, dtype=np.int64), classes, skipped
+
+
+
 def load_imagefolder(
     path: PathLike, image_size: int | tuple[int, int] | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -343,40 +377,32 @@ def load_imagefolder(
     must share one size. Unreadable or corrupt images are skipped, counted and reported in one
     warning.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     root = Path(path)
-    if not root.is_dir():
-        raise DataNotFoundError(f"image folder {root} does not exist")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise InputError(f"{root} has no class subfolders (expected {root}/<class>/<image>)")
+    files, file_labels, classes, skipped = list_image_folder(root)
     size = None
     if image_size is not None:
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     images: list[np.ndarray] = []
     labels: list[int] = []
-    skipped: list[str] = []
-    for ci, cname in enumerate(classes):
-        for f in sorted((root / cname).rglob("*")):
-            if not f.is_file() or f.suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            try:
-                with Image.open(f) as im:
-                    im = im.convert("RGB")
-                    if size is not None:
-                        im = im.resize((size[1], size[0]), Image.BILINEAR)
-                    arr = np.asarray(im, dtype=np.uint8)
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-                skipped.append(f"{f} ({type(exc).__name__})")
-                continue
-            if images and arr.shape != images[0].shape:
-                raise InputError(
-                    f"{f} is {arr.shape[1]}x{arr.shape[0]} but earlier images are "
-                    f"{images[0].shape[1]}x{images[0].shape[0]}; pass image_size=..."
-                )
-            images.append(arr)
-            labels.append(ci)
+    for f, ci in zip(files, file_labels.tolist(), strict=True):
+        try:
+            with Image.open(f) as im:
+                im = im.convert("RGB")
+                if size is not None:
+                    im = im.resize((size[1], size[0]), Image.BILINEAR)
+                arr = np.asarray(im, dtype=np.uint8)
+        except (OSError, ValueError, SyntaxError) as exc:
+            skipped.append(f"{f} ({type(exc).__name__})")
+            continue
+        if images and arr.shape != images[0].shape:
+            raise InputError(
+                f"{f} is {arr.shape[1]}x{arr.shape[0]} but earlier images are "
+                f"{images[0].shape[1]}x{images[0].shape[0]}; pass image_size=..."
+            )
+        images.append(arr)
+        labels.append(ci)
     if skipped:
         warnings.warn(
             f"skipped {len(skipped)} unreadable image(s) in {root}, e.g. {skipped[0]}",

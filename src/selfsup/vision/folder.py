@@ -13,49 +13,14 @@ counted in ``decode_errors`` and named in a warning, so one damaged image cannot
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import DataNotFoundError, InputError
-
-
-def list_image_folder(path: str | os.PathLike) -> tuple[list[Path], np.ndarray, list[str],
-                                                         list[str]]:
-    """``(files, labels, class names, skipped)`` of ``path/<class>/<image>`` in sorted order;
-    files whose header PIL cannot read are left out and listed in ``skipped``."""
-    from PIL import Image, UnidentifiedImageError
-
-    from ..data.images import IMAGE_EXTENSIONS
-
-    root = Path(path)
-    if not root.is_dir():
-        raise DataNotFoundError(f"image folder {root} does not exist; pass data.path=FOLDER "
-                                "with one subfolder of images per class")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise InputError(f"{root} has no class subfolders (expected {root}/<class>/<image>)")
-    files: list[Path] = []
-    labels: list[int] = []
-    skipped: list[str] = []
-    for ci, cname in enumerate(classes):
-        for f in sorted((root / cname).rglob("*")):
-            if not f.is_file() or f.suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            try:
-                with Image.open(f) as im:  # reads the header only
-                    im.size  # noqa: B018
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-                skipped.append(f"{f} ({type(exc).__name__})")
-                continue
-            files.append(f)
-            labels.append(ci)
-    if not files:
-        raise InputError(f"{root}: no readable images found")
-    return files, np.asarray(labels, dtype=np.int64), classes, skipped
+from ..data.images import list_image_folder  # noqa: F401  (re-exported)
+from ..errors import InputError
 
 
 class FolderImages:

@@ -349,14 +349,7 @@ def resume(run_path: str | os.PathLike, console=None) -> tuple[Run, dict]:
         return run, run.unchanged()
     cfg = run.load_config(VisionTrainConfig)
     ckpt = run.path / "checkpoints" / "last.ckpt"
-    state = None
-    if ckpt.is_file():
-        state = safe_torch_load(ckpt, fix=f"Delete '{ckpt}' to train this run again from its "
-                                "first step, or start a new run.")
-        if not isinstance(state, dict) or "global_step" not in state:
-            raise InputError(f"'{ckpt}' is not a Lightning training checkpoint (no "
-                             "global_step); delete it to train this run again from its first "
-                             "step.")
+    state = run.read_checkpoint("last.ckpt", "global_step")
     run.mark_resumed()
     if state is not None:
         run.trim_metrics(int(state["global_step"]))

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from selfsup.config import load_config, to_dict
 from selfsup.errors import ConfigError, InputError
-from selfsup.io import atomic_torch_save, safe_torch_load
+from selfsup.io import atomic_torch_save
 from selfsup.progress import Progress
 from selfsup.runs import Run
 
@@ -359,14 +359,7 @@ def resume(run_path: str | os.PathLike, *, max_epochs: int | None = None
     if run.finished:
         return run, run.unchanged()
     cfg = run.load_config(SingleStepConfig, loader=load_single_step_config)
-    ckpt_path = run.path / "checkpoints" / "last.pt"
-    ckpt = None
-    if ckpt_path.is_file():
-        ckpt = safe_torch_load(ckpt_path, fix=f"Delete '{ckpt_path}' to train this run again "
-                               "from its first epoch, or start a new run.")
-        if not isinstance(ckpt, dict) or "epoch" not in ckpt:
-            raise InputError(f"'{ckpt_path}' is not a single-step training checkpoint (no "
-                             "epoch); delete it to train this run again from its first epoch.")
+    ckpt = run.read_checkpoint("last.pt", "epoch", unit="epoch")
     run.mark_resumed()
     run.trim_metrics(int(ckpt["epoch"]) if ckpt is not None else 0)
     with run.marks_failure():
