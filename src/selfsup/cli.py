@@ -200,8 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "supervised) with AugSelf; frozen-feature evaluation.")
     sv = pv.add_subparsers(dest="cmd", metavar="{train,eval,export}")
     t = sv.add_parser("train", help="train a vision model (writes a run directory)",
-                      description="Train SLA or a baseline. Writes runs/<name>-<time>/ with "
-                      "config.yaml, metrics.jsonl/csv, tensorboard/, checkpoints/, results.json.",
+                      description="Train a vision method: method=sla (default; sla.mode=baseline|"
+                      "da|mt|sla|sla_sd), simclr, moco, byol, simsiam or supervised; "
+                      "augself.kinds=[crop,colour] adds AugSelf to a two-view method. Writes "
+                      "runs/<name>-<time>/ with config.yaml, metrics.jsonl/csv, tensorboard/, "
+                      "checkpoints/, results.json.",
                       epilog=EPILOG_OVERRIDES)
     t.add_argument("--config", help="YAML recipe, e.g. configs/sla/fashion_mnist_cpu.yaml")
     t.add_argument("--resume", metavar="RUN", help="continue a killed run from its checkpoint")
