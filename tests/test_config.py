@@ -99,7 +99,7 @@ def test_shipped_configs_load():
 def test_shipped_augself_configs_load():
     from pathlib import Path
 
-    from selfsup.vision.methods.base import list_methods
+    from selfsup.vision.methods import list_methods
     from selfsup.vision.train import VisionTrainConfig
 
     root = Path(__file__).resolve().parents[1] / "configs" / "augself"

@@ -12,7 +12,7 @@ from selfsup.config import load_config
 from selfsup.errors import ConfigError
 from selfsup.vision.heads import ema_update, mlp
 from selfsup.vision.losses import byol_loss, info_nce_queue, negative_cosine, nt_xent
-from selfsup.vision.methods.base import MethodContext, build_method, list_methods
+from selfsup.vision.methods import MethodContext, build_method, list_methods
 from selfsup.vision.schedules import cosine_factor, cosine_ramp, linear_warmup_value
 from selfsup.vision.train import VisionTrainConfig
 

@@ -177,7 +177,7 @@ def main() -> int:
 
     from selfsup.config import load_config
     from selfsup.vision.augment import step_generator
-    from selfsup.vision.methods.base import MethodContext, build_method
+    from selfsup.vision.methods import MethodContext, build_method
     from selfsup.vision.train import VisionTrainConfig
 
     torch.set_num_threads(args.threads)

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Callable
 
 from . import __version__
+from .console import print_results as _print_results
 from .errors import SelfsupError
 
 EPILOG_OVERRIDES = (
@@ -91,20 +92,6 @@ def _vision_export(args: argparse.Namespace) -> int:
     spec = export_backbone(args.run, args.out)
     _print_results(_console(), args.run, spec)
     return 0
-
-
-def _print_results(con, path, res: dict) -> None:
-    from rich.table import Table
-
-    t = Table(title=f"results of {path}")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    for k, v in res.items():
-        if isinstance(v, (dict, list)):
-            continue
-        t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
-    con.print(t)
-    con.print(f"run directory: {path}  (HTML report: selfsup report {path})")
 
 
 # ==================================================================================== data

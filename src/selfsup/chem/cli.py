@@ -86,7 +86,7 @@ def _score(args: argparse.Namespace) -> int:
 
 def _start_or_resume(args: argparse.Namespace, start, resume, first: tuple[str, ...] = ()) -> int:
     """Run ``start(config, overrides)`` or, with --resume, ``resume(run)``; print the results."""
-    from ..cli import _print_results
+    from ..console import print_results as _print_results
 
     if getattr(args, "resume", None):
         run, res = resume(args.resume)

@@ -93,7 +93,7 @@ def mnist_pickle_to_idx(
     """
 
     def step(staging: Path) -> None:
-        from selfsup.data.images import write_idx
+        from selfsup.data.idx import write_idx
 
         src = staging / pickle_name
         with gzip.open(src, "rb") as fh:

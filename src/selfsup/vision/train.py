@@ -139,7 +139,7 @@ def build_model(cfg: VisionTrainConfig, n_classes: int, in_channels: int,
                 mean: list[float] | None = None, std: list[float] | None = None,
                 image_size: int = 32, total_steps: int = 1):
     """The method ``cfg.method`` built for data of ``n_classes`` and ``in_channels``."""
-    from .methods.base import MethodContext, build_method
+    from .methods import MethodContext, build_method
 
     ctx = MethodContext(cfg=cfg, n_classes=n_classes, in_channels=in_channels,
                         image_size=image_size, mean=mean or [0.0] * in_channels,

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from ...config import load_config, to_dict
 from ...errors import ConfigError, InputError
 from ...io import atomic_write_text, read_text_maybe_gzip
 from ...progress import Progress
@@ -269,70 +268,6 @@ def _molecule_grid(records, path: Path) -> None:
     tmp = path.with_suffix(".tmp.png")
     img.save(tmp)
     os.replace(tmp, path)
-
-
-def _run(run: Run, cfg: OptimizeConfig, resumed: bool) -> dict[str, Any]:
-    from . import gegl, graph_ga, lstm_hc, reinvent  # noqa: F401  (registers the optimisers)
-
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ConfigError(
-            f"Unknown optimizer '{cfg.optimizer}'. Valid: {', '.join(sorted(OPTIMIZERS))}"
-        )
-    record = run.path / "oracle_calls.csv"
-    if resumed and record.is_file():
-        oracle = Oracle.from_record(cfg.objective, record, budget=cfg.budget,
-                                    keep_stereo=cfg.keep_stereo,
-                                    max_length=cfg.max_smiles_length)
-    else:
-        oracle = Oracle(cfg.objective, budget=cfg.budget, keep_stereo=cfg.keep_stereo,
-                        max_length=cfg.max_smiles_length)
-    pool = load_start_pool(cfg)
-    # The rows logged up to the saved call record are the run's history and stay; those logged
-    # after it are dropped, and the replay logs them again as it passes the same call counts.
-    run.trim_metrics(oracle.n_calls if resumed else -1)
-    ctx = OptimizationContext(oracle, pool, run, cfg.checkpoint_every)
-    ctx._last_logged = oracle.n_calls
-    rng = np.random.default_rng(cfg.seed)
-    log = run.logger()
-    log.info("optimizer %s objective %s budget %d pool %d (resumed from %d calls)",
-             cfg.optimizer, cfg.objective, cfg.budget, len(pool), oracle.n_calls)
-    ctx.progress = Progress(cfg.budget, f"optimize {cfg.objective}", "calls")
-    with ctx.progress:
-        OPTIMIZERS[cfg.optimizer](ctx, cfg, rng)
-    results = _write_outputs(run, ctx, cfg)
-    results["stopped"] = "budget" if oracle.exhausted else (ctx.stop_reason or "optimizer finished")
-    run.finish(results)
-    return results
-
-
-def optimize(config_path: str | None, overrides: Sequence[str]) -> tuple[Run, dict[str, Any]]:
-    cfg = load_config(OptimizeConfig, config_path, list(overrides))
-    if cfg.budget <= 0:
-        raise ConfigError(f"budget must be positive, got {cfg.budget}")
-    from ..objectives import get_objective
-
-    get_objective(cfg.objective)  # fail early on an unknown objective, listing valid names
-    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root,
-                     kind="chem.optimize")
-    with run.marks_failure():
-        return run, _run(run, cfg, resumed=False)
-
-
-def resume(run_path: str | os.PathLike) -> tuple[Run, dict[str, Any]]:
-    """Go on with a killed run by replaying it from its call record. A finished run, a run of
-    another command or a damaged config: nothing in the run changes."""
-    run = Run.reopen(run_path, "chem.optimize")
-    if run.finished:
-        return run, run.unchanged()
-    cfg = run.load_config(OptimizeConfig)
-    record = run.path / "oracle_calls.csv"
-    if record.is_file():
-        from ..oracles import load_record
-
-        load_record(record)  # a damaged record fails here, before the run is touched
-    run.mark_resumed()
-    with run.marks_failure():
-        return run, _run(run, cfg, resumed=True)
 
 
 def sample_pool(pool: Sequence[str], n: int, rng: np.random.Generator) -> list[str]:

@@ -32,8 +32,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import ConfigError
-
 
 @dataclass
 class MethodContext:
@@ -147,25 +145,6 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
         return cls
 
     return deco
-
-
-def _load_builtin() -> None:
-    from . import byol, moco, simclr, simsiam, sla, supervised  # noqa: F401  (registers them)
-
-
-def list_methods() -> list[str]:
-    _load_builtin()
-    return sorted(METHODS)
-
-
-def build_method(name: str, ctx: MethodContext) -> Method:
-    """The registered method ``name`` built for ``ctx``; an unknown name lists the valid ones."""
-    _load_builtin()
-    if name not in METHODS:
-        raise ConfigError(f"Unknown method '{name}'. Valid: {', '.join(sorted(METHODS))}")
-    method = METHODS[name].from_context(ctx)
-    method.set_normalisation(ctx.mean, ctx.std)
-    return method
 
 
 def backbone_from_config(cfg: Any, in_channels: int) -> nn.Module:
