@@ -6,13 +6,14 @@ import warnings
 import pandas as pd
 import pytest
 
+from selfsup.chem.retro.ord_reactions import ord_reactions
 from selfsup.chem.retro.reactions import Reaction, canonical_smiles
 from selfsup.chem.retro.route_benchmark import build_route_benchmark, reactions_from_smiles
 from selfsup.chem.retro.route_benchmark_ord import (
     build_route_benchmark_with_ord,
     ord_dataset_reactions,
 )
-from selfsup.data.ord import load_ord_uspto, ord_reactions, records_from_frame
+from selfsup.data.ord import load_ord_uspto, records_from_frame
 from selfsup.errors import DataNotFoundError, InputError
 
 MISSING = "<missing>"

@@ -110,3 +110,37 @@ def test_the_graph_sees_function_level_and_relative_imports():
 
 def test_no_import_cycle():
     assert cycles(import_graph()) == []
+
+
+# The layers, lowest first: a module may import its own layer and the layers below it, never
+# one above; chemistry and vision do not import each other.
+LAYERS = [
+    ("core", {"errors", "io", "config", "runs", "progress", "provenance", "device", "console"}),
+    ("data", {"data"}),
+    ("domains", {"chem", "vision"}),
+    ("report", {"report", "bench"}),
+    ("commands", {"cli", "demo", "__main__"}),
+]
+
+
+def layer_of(module: str) -> tuple[int, str]:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return 0, "core"
+    for rank, (_, names) in enumerate(LAYERS):
+        if parts[1] in names:
+            return rank, parts[1]
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+
+
+def test_no_import_goes_up_a_layer_or_across_domains():
+    bad = []
+    for mod, targets in import_graph().items():
+        rank, room = layer_of(mod)
+        for t in targets:
+            t_rank, t_room = layer_of(t)
+            if t_rank > rank:
+                bad.append(f"{mod} -> {t} (up from {LAYERS[rank][0]} to {LAYERS[t_rank][0]})")
+            elif rank == t_rank == 2 and room != t_room:
+                bad.append(f"{mod} -> {t} (across domains)")
+    assert bad == []

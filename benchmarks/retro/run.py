@@ -163,8 +163,9 @@ def main() -> None:
     reactions = reactions_from_template_data(data)
     all_reactions = list(reactions)
     if args.with_ord:
+        from selfsup.chem.retro.ord_reactions import ord_reactions
         from selfsup.chem.retro.route_benchmark_ord import build_route_benchmark_with_ord
-        from selfsup.data.ord import load_ord_uspto, ord_reactions
+        from selfsup.data.ord import load_ord_uspto
 
         ord_rxns, ord_ids = ord_reactions(load_ord_uspto(args.ord_root))
         bench = build_route_benchmark_with_ord(reactions, ord_rxns, ids=ord_ids)

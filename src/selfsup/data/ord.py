@@ -10,9 +10,9 @@ a record's id is ``"<table stem>:<row>"``.
 
 * :func:`load_ord_uspto` reads the tables into plain records (pandas + pyarrow, no RDKit);
   malformed rows are skipped and counted.
-* :func:`ord_reactions` turns records into canonical, de-duplicated
-  :class:`~selfsup.chem.retro.reactions.Reaction` objects (RDKit), optionally dropping those
-  that USPTO-50k already holds.
+* :func:`selfsup.chem.retro.ord_reactions.ord_reactions` (in the chemistry layer) turns records
+  into canonical, de-duplicated :class:`~selfsup.chem.retro.reactions.Reaction` objects
+  (RDKit), optionally dropping those that USPTO-50k already holds.
 
 Reactants follow the USPTO-50k convention: a mapped record's reactants are the molecules of the
 reactant (and agent) side of ``rxn_str`` that share at least one atom-map number with the main
@@ -28,7 +28,7 @@ import os
 import re
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,6 @@ _MAP_RE = re.compile(r":\d+\]")
 __all__ = [
     "DATASET",
     "load_ord_uspto",
-    "ord_reactions",
     "ord_table_files",
     "records_from_frame",
 ]
@@ -165,129 +164,3 @@ def load_ord_uspto(
             stacklevel=2,
         )
     return records
-
-
-# ----------------------------------------------------------------------------------------------
-# Records -> Reaction objects (RDKit)
-# ----------------------------------------------------------------------------------------------
-
-
-def _fragments(side: str) -> list[Any]:
-    from rdkit import Chem, rdBase
-
-    if not side.strip():
-        return []
-    with rdBase.BlockLogs():
-        mol = Chem.MolFromSmiles(side)
-    if mol is None:
-        raise InputError(f"RDKit cannot parse {side!r}")
-    return list(Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False))
-
-
-def _maps(mol: Any) -> set[int]:
-    return {a.GetAtomMapNum() for a in mol.GetAtoms() if a.GetAtomMapNum() > 0}
-
-
-def _unmapped_smiles(mol: Any) -> str:
-    from rdkit import Chem
-
-    mol = Chem.Mol(mol)
-    for atom in mol.GetAtoms():
-        atom.SetAtomMapNum(0)
-    return Chem.MolToSmiles(mol)
-
-
-def _main_product_index(heavy: Sequence[int]) -> int | None:
-    top = max(heavy)
-    hits = [i for i, h in enumerate(heavy) if h == top]
-    return hits[0] if len(hits) == 1 and top > 0 else None
-
-
-def _one_reaction(rec: dict) -> tuple[Any, str | None]:
-    """``(Reaction, None)`` or ``(None, skip reason)`` for one record."""
-    from selfsup.chem.retro.reactions import Reaction
-
-    text = rec["reaction"].split(" ")[0]
-    left, mid, right = text.split(">")
-    if rec.get("mapped"):
-        try:
-            prods = _fragments(right)
-            donors = _fragments(left) + _fragments(mid)
-        except InputError:
-            return None, "unparsable_reaction"
-        if not prods:
-            return None, "no_product"
-        pick = _main_product_index([p.GetNumHeavyAtoms() for p in prods])
-        if pick is None:
-            return None, "ambiguous_main_product"
-        product = prods[pick]
-        pmaps = _maps(product)
-        if not pmaps:
-            return None, "unmapped_product"
-        reactants = [_unmapped_smiles(m) for m in donors if _maps(m) & pmaps]
-        if not reactants:
-            return None, "no_mapped_reactant"
-        product_smiles = _unmapped_smiles(product)
-    else:
-        from rdkit import Chem, rdBase
-
-        heavy = []
-        for smi in rec["products"]:
-            with rdBase.BlockLogs():
-                mol = Chem.MolFromSmiles(smi)
-            heavy.append(-1 if mol is None else mol.GetNumHeavyAtoms())
-        pick = _main_product_index(heavy)
-        if pick is None:
-            return None, "ambiguous_main_product"
-        product_smiles = rec["products"][pick]
-        reactants = list(rec["reactants"])
-    try:
-        rxn = Reaction.create(product_smiles, reactants, mapped=rec["reaction"])
-    except InputError:
-        return None, "invalid_molecule"
-    if rxn.product in rxn.reactants:
-        return None, "product_in_reactants"
-    return rxn, None
-
-
-def ord_reactions(
-    records: Iterable[dict],
-    *,
-    exclude: Iterable[Any] = (),
-    report: dict | None = None,
-) -> tuple[list[Any], list[str]]:
-    """Canonical, de-duplicated retro reactions of ORD records, and the id of each.
-
-    ``exclude`` holds reactions (objects with ``.key``, e.g. USPTO-50k's) or keys
-    ``(product, frozenset(reactants))``; a record whose reaction key is among them is dropped
-    (``skipped['in_exclude']``), as is a later duplicate of an ORD reaction already kept
-    (``skipped['duplicate']``: first occurrence in record order wins). Records that cannot be
-    made into a one-product reaction are skipped with their reason. ``report``, if given, is
-    filled with ``n_records``, ``n_mapped``, ``n_reactions`` and ``skipped`` (reason -> count).
-    """
-    excluded = {x if isinstance(x, tuple) else x.key for x in exclude}
-    seen: set = set()
-    out: list[Any] = []
-    ids: list[str] = []
-    skipped: Counter = Counter()
-    n = n_mapped = 0
-    for rec in records:
-        n += 1
-        n_mapped += bool(rec.get("mapped"))
-        rxn, reason = _one_reaction(rec)
-        if rxn is None:
-            skipped[reason] += 1
-            continue
-        if rxn.key in excluded:
-            skipped["in_exclude"] += 1
-            continue
-        if rxn.key in seen:
-            skipped["duplicate"] += 1
-            continue
-        seen.add(rxn.key)
-        out.append(rxn)
-        ids.append(str(rec.get("id", "")))
-    if report is not None:
-        report.update({"n_records": n, "n_mapped": n_mapped, "n_reactions": len(out),
-                       "skipped": dict(sorted(skipped.items()))})
-    return out, ids

@@ -7,7 +7,7 @@ train split, so they are added to the **held-out** reaction group of
 ``"ord"`` (no API change is needed: it takes any splits). Rules, on top of the base module's:
 
 - **De-duplication.** ORD reactions are canonicalised and de-duplicated
-  (:func:`selfsup.data.ord.ord_reactions`); an ORD reaction whose key
+  (:func:`selfsup.chem.retro.ord_reactions.ord_reactions`); an ORD reaction whose key
   ``(product, set of reactants)`` occurs anywhere in USPTO-50k is dropped (the USPTO-50k copy
   stays in its own split).
 - **Leak rule** (``leak_rule``): ``"product"`` (default) also drops every ORD reaction whose
@@ -134,9 +134,10 @@ def build_route_benchmark_with_ord(
 ) -> RouteBenchmark:
     """The route benchmark of ``uspto`` with ``ord_rxns`` added to the held-out group.
 
-    ``ord_rxns`` should come from :func:`selfsup.data.ord.ord_reactions`. ``stock`` overrides
-    ``stock_mode``. The report gains an ``"ord"`` entry (counts of the leak rule, the stock
-    mode) and ``"groups"["test"]`` counts targets of all held-out splits, ORD included.
+    ``ord_rxns`` should come from :func:`selfsup.chem.retro.ord_reactions.ord_reactions`.
+    ``stock`` overrides ``stock_mode``. The report gains an ``"ord"`` entry (counts of the leak
+    rule, the stock mode) and ``"groups"["test"]`` counts targets of all held-out splits, ORD
+    included.
     """
     if ORD_SPLIT in train_splits or ORD_SPLIT in test_splits:
         raise InputError(f"split name {ORD_SPLIT!r} is reserved for the ORD reactions")
@@ -160,7 +161,9 @@ def _summary(bench: RouteBenchmark) -> dict[str, Any]:
 
 def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
     """Build the base and the ORD-extended benchmarks and print their held-out counts."""
-    from selfsup.data.ord import load_ord_uspto, ord_reactions
+    from selfsup.data.ord import load_ord_uspto
+
+    from .ord_reactions import ord_reactions
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--uspto-root", default=None, help="folder of reaction_templates_50k_*.csv")
