@@ -80,7 +80,7 @@ def _vision_eval(args: argparse.Namespace) -> int:
 
         res = evaluate_protocol(args.run, args.protocol, args.dataset, args.target, k=args.k,
                                 n_way=args.n_way, k_shot=args.k_shot, n_tasks=args.n_tasks,
-                                max_train=args.max_train, seed=args.seed)
+                                max_train=args.max_train, seed=args.seed, n_grid=args.n_grid)
     _print_results(_console(), args.run, res)
     return 0
 
@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--k-shot", type=int, default=5)
     e.add_argument("--n-tasks", type=int, default=2000, help="few-shot tasks")
     e.add_argument("--max-train", type=int, help="at most this many training images (probes)")
+    e.add_argument("--n-grid", type=int, default=45,
+                   help="L2 values the linear probe tries, log-spaced in [1e-6, 1e5]")
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=_vision_eval)
     x = sv.add_parser("export", help="export the backbone's weights (torchvision names)",

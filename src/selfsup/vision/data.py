@@ -6,6 +6,8 @@ training step, on the training device.
 
 from __future__ import annotations
 
+import copy
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,7 +65,10 @@ def _to_nchw(x: np.ndarray) -> torch.Tensor:
     return t.contiguous()
 
 
+@functools.lru_cache(maxsize=2)
 def _load_tinted(root: str | None, image_size: int | None, generator_seed: int):
+    """Both splits of tinted Fashion-MNIST (made once per process and arguments: a run and its
+    evaluations use the same images; callers copy what they index)."""
     from .tinted import tinted_fashion_mnist
 
     size = image_size or 32
@@ -170,6 +175,7 @@ def load_vision_data(
     meta: dict = {}
     if name == "tinted-fashion-mnist":
         trx, try_, tex, tey, extras, meta = _load_tinted(root, image_size, generator_seed)
+        meta = copy.deepcopy(meta)
     else:
         trx, try_, tex, tey = _load_arrays(name, root, path, image_size, seed, synthetic_size)
     unl = None

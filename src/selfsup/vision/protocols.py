@@ -65,14 +65,15 @@ def evaluate_protocol(run_path: str | os.PathLike, protocol: str = "linear",
                       dataset: str | None = None, target: str | Sequence[str] = "class", *,
                       k: int = 20, n_way: int = 5, k_shot: int = 5, n_tasks: int = 2000,
                       n_query: int = 15, max_train: int | None = None,
-                      max_test: int | None = None, seed: int = 0,
+                      max_test: int | None = None, seed: int = 0, n_grid: int = 45,
                       batch_size: int = 512) -> dict[str, Any]:
     """Evaluate a run's selected weights with ``protocol``; writes
     ``RUN/eval_<protocol>[_<dataset>][_<target>].json`` and returns its contents.
 
     ``target`` may be a list of labels: the features are then extracted once and the result is
     ``{target: result}``. ``max_train`` / ``max_test`` use at most that many images (drawn with
-    ``seed``; the test images are the first ``max_test``)."""
+    ``seed``; the test images are the first ``max_test``). ``n_grid``: how many L2 values the
+    linear probe tries (log-spaced in [1e-6, 1e5]; 45 in the AugSelf paper)."""
     from .evaluate import extract_features, few_shot_eval, knn_evaluate, linear_probe
     from .train import _prepare, evaluate, load_selected
 
@@ -137,9 +138,9 @@ def evaluate_protocol(run_path: str | os.PathLike, protocol: str = "linear",
                                "n_test": len(lab["test"])}
         if protocol == "linear":
             res = linear_probe(feats["train"], lab["train"], feats["val"], lab["val"],
-                               feats["test"], lab["test"], seed=seed)
+                               feats["test"], lab["test"], seed=seed, n_grid=n_grid)
             out.update(top1=res["top1"], mean_per_class=res["mean_per_class"], l2=res["l2"],
-                       refit_converged=bool(res["refit_converged"]))
+                       n_grid=n_grid, refit_converged=bool(res["refit_converged"]))
         elif protocol == "knn":
             res = knn_evaluate(feats["train"], lab["train"], feats["test"], lab["test"], k=k)
             out.update(top1=res["top1"], mean_per_class=res["mean_per_class"], k=k)
