@@ -243,3 +243,30 @@ def provenance_census(units) -> str:
         return ""
     return "Units by provenance: " + "; ".join(
         f"{n} {label}" for label, n in sorted(counts.items(), key=lambda kv: -kv[1])) + "."
+
+
+def claim_unit(run_root: Path, key: str) -> Path | None:
+    """A lock file for one unit, created atomically (O_EXCL) and holding this process's pid, so
+    two runners sharing a cache never work on (or resume) the same unit at once. A lock whose
+    process is gone is stale and taken over. None: a live runner holds the unit."""
+    run_root.mkdir(parents=True, exist_ok=True)
+    lock = run_root / (key.replace("|", "-").replace("/", "-") + ".lock")
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                text = lock.read_text().strip()
+                if not text:
+                    return None  # just created by another runner, pid not written yet
+                os.kill(int(text), 0)  # raises if no such process
+                return None
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock.unlink(missing_ok=True)  # stale: its runner was killed
+                continue
+            except PermissionError:  # a live process of another user
+                return None
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return lock
+    return None

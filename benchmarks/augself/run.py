@@ -54,7 +54,6 @@ import copy
 import functools
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -62,7 +61,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import load_json, now, provenance_census, row, write_results  # noqa: E402
+from common import (  # noqa: E402
+    claim_unit as _claim,
+)
+from common import (
+    load_json,
+    now,
+    provenance_census,
+    row,
+    write_results,
+)
 from selfsup.io import atomic_write_json  # noqa: E402
 from selfsup.provenance import provenance  # noqa: E402
 
@@ -294,19 +302,10 @@ def collapsed(diag: dict) -> bool:
 
 # ------------------------------------------------------------------------------ evaluation
 def _keep(labels_train, max_train: int | None, seed: int):
-    """The training rows a probe uses: labelled, at most ``max_train`` drawn with ``seed`` --
-    exactly as ``evaluate_protocol`` picks them."""
-    import torch
+    """The training rows a probe uses: those of ``evaluate_protocol`` (the library's rule)."""
+    from selfsup.vision.protocols import probe_rows
 
-    keep = labels_train >= 0
-    if max_train is not None and int(keep.sum()) > max_train:
-        g = torch.Generator().manual_seed(seed)
-        idx = torch.nonzero(keep).flatten()
-        chosen = idx[torch.randperm(len(idx), generator=g)[:max_train]]
-        keep = torch.zeros_like(keep)
-        keep[chosen] = True
-    return keep
-
+    return probe_rows(labels_train >= 0, max_train, seed)
 
 def eval_params(metric: str, ev: dict) -> dict:
     """The protocol arguments of one metric (stored beside its figure; a stored figure is
@@ -460,33 +459,6 @@ def run_unit(setting: str, spec: dict, arm: str, seed: int, threads: int | None,
 
 
 # ------------------------------------------------------------------------------ cache
-def _claim(run_root: Path, key: str) -> Path | None:
-    """A lock file for one unit (created with O_EXCL, holding this process's pid), so two
-    runners sharing a cache never work on the same unit; a lock whose process is gone is taken
-    over. None: a live runner holds the unit."""
-    run_root.mkdir(parents=True, exist_ok=True)
-    lock = run_root / (key.replace("|", "-").replace("/", "-") + ".lock")
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                text = lock.read_text().strip()
-                if not text:
-                    return None  # just created by another runner, pid not written yet
-                os.kill(int(text), 0)
-                return None
-            except (ValueError, ProcessLookupError, FileNotFoundError):
-                lock.unlink(missing_ok=True)  # stale: its runner was killed
-                continue
-            except PermissionError:
-                return None
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return lock
-    return None
-
-
 def merged(path: Path, cache: dict) -> dict:
     """The cache on disk with this runner's entries added (units finish many minutes apart, so
     merging right before each write is enough for runners that share the file); invocations

@@ -49,6 +49,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import (  # noqa: E402
+    claim_unit as _claim,
+)
+from common import (
     compare_units,
     load_json,
     now,
@@ -211,35 +214,6 @@ def run_unit(task: str, arm: str, seed: int, budget: int, prior: str, run_root: 
                                f"prior={prior}", "n_jobs=1",
                                f"max_smiles_length={'null' if limit is None else limit}"])
     return _summary(res, run.path, resumed=False)
-
-
-def _claim(run_root: Path, key: str) -> Path | None:
-    """A lock file for one unit, created atomically (O_EXCL) and holding this process's pid, so
-    two runners sharing a cache never work on (or resume) the same unit at once. A lock whose
-    process is gone is stale and taken over. None: a live runner holds the unit."""
-    import os
-
-    run_root.mkdir(parents=True, exist_ok=True)
-    lock = run_root / (key.replace("|", "-") + ".lock")
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                text = lock.read_text().strip()
-                if not text:
-                    return None  # just created by another runner, pid not written yet
-                os.kill(int(text), 0)  # raises if no such process
-                return None
-            except (ValueError, ProcessLookupError, FileNotFoundError):
-                lock.unlink(missing_ok=True)  # stale: its runner was killed
-                continue
-            except PermissionError:  # a live process of another user
-                return None
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return lock
-    return None
 
 
 def _merged(path: Path, cache: dict) -> dict:

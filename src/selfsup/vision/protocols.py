@@ -52,6 +52,19 @@ def adapt_images(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
     return x.contiguous()
 
 
+def probe_rows(labelled: torch.Tensor, max_train: int | None, seed: int) -> torch.Tensor:
+    """The training rows a probe uses (bool mask): the ``labelled`` ones, at most ``max_train``
+    of them drawn with ``seed``."""
+    keep = labelled.clone()
+    if max_train is not None and int(keep.sum()) > max_train:
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.nonzero(keep).flatten()
+        chosen = idx[torch.randperm(len(idx), generator=g)[:max_train]]
+        keep = torch.zeros_like(keep)
+        keep[chosen] = True
+    return keep
+
+
 def _labels(data, target: str) -> dict[str, torch.Tensor]:
     if target == "class":
         return {"train": data.train_y, "val": data.val_y, "test": data.test_y}
@@ -97,16 +110,10 @@ def evaluate_protocol(run_path: str | os.PathLike, protocol: str = "linear",
         data = _prepare(other)
     labels = {t: _labels(data, t) for t in targets}
     splits = {"train": data.train_x, "val": data.val_x, "test": data.test_x}
-    keep = torch.ones(len(data.train_y), dtype=torch.bool)
+    labelled = torch.ones(len(data.train_y), dtype=torch.bool)
     for lab in labels.values():
-        keep &= lab["train"] >= 0
-    if max_train is not None and int(keep.sum()) > max_train:
-        g = torch.Generator().manual_seed(seed)
-        idx = torch.nonzero(keep).flatten()
-        chosen = idx[torch.randperm(len(idx), generator=g)[:max_train]]
-        keep = torch.zeros_like(keep)
-        keep[chosen] = True
-    train_idx = torch.nonzero(keep).flatten()
+        labelled &= lab["train"] >= 0
+    train_idx = torch.nonzero(probe_rows(labelled, max_train, seed)).flatten()
     test_idx = torch.arange(min(len(data.test_y), max_test or len(data.test_y)))
 
     def take(x, idx):
