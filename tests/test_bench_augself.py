@@ -15,7 +15,7 @@ def bench():
     return load_bench_script("augself")
 
 
-FULL = "tinted-fashion-mnist/resnet20-6ep"
+FULL = "tinted-fashion-mnist/resnet20-3ep"
 QUICK = "tinted-fashion-mnist/resnet8-1ep"
 
 
@@ -35,8 +35,8 @@ def test_settings_and_arms_of_both_modes(bench):
     assert list(full) == [FULL] and list(quick) == [QUICK]
     ov = dict(o.split("=", 1) for o in full[FULL]["overrides"])
     assert ov["data.name"] == "tinted-fashion-mnist" and ov["data.generator_seed"] == "0"
-    assert ov["model.backbone"] == "resnet20" and ov["optim.epochs"] == "6"
-    assert ov["data.val_size"] == "5000" and "data.per_class" not in ov
+    assert ov["model.backbone"] == "resnet20" and ov["optim.epochs"] == "3"
+    assert ov["data.val_size"] == "5000" and ov["data.per_class"] == "2500"
     assert full[FULL]["arms"] == ("simsiam", "simsiam_augself", "moco", "moco_augself",
                                   "supervised", "random_init")
     for a in ("simclr", "simclr_augself", "byol", "byol_augself"):  # quick mode has them all
@@ -51,11 +51,11 @@ def test_settings_and_arms_of_both_modes(bench):
 def test_unit_keys_names_and_plan(bench, tmp_path):
     assert bench.unit_key(FULL, 2, "moco_augself") == f"{FULL}|2|moco_augself"
     name = bench.run_name(FULL, "moco_augself", 2)
-    assert "/" not in name and name == "tinted-fashion-mnist-resnet20-6ep-moco_augself-s2"
+    assert "/" not in name and name == "tinted-fashion-mnist-resnet20-3ep-moco_augself-s2"
     spec = bench.settings(False)[FULL]
     ov = bench.unit_overrides(FULL, spec, "simsiam_augself", 1, 1, tmp_path)
     assert ov[-4:] == ["trainer.threads=1", "seed=1",
-                       "name=tinted-fashion-mnist-resnet20-6ep-simsiam_augself-s1",
+                       "name=tinted-fashion-mnist-resnet20-3ep-simsiam_augself-s1",
                        f"run_root={tmp_path}"]
     assert "method=simsiam" in ov and "augself.kinds=[crop,colour]" in ov
     units = bench.plan(bench.settings(False), None, None, None, False)
@@ -91,7 +91,7 @@ def _run_dir(root, stamp, name, cfg, status="running", ckpt=False, best=False):
 
 
 def test_previous_run_finds_the_unit_again(bench, tmp_path):
-    name = "tinted-fashion-mnist-resnet20-6ep-simsiam-s0"
+    name = "tinted-fashion-mnist-resnet20-3ep-simsiam-s0"
     cfg = {"name": name, "seed": 0, "method": "simsiam", "trainer": {"threads": 1}}
     assert bench.previous_run(tmp_path, name, cfg) is None
     a = _run_dir(tmp_path, "20261130-090000", name, {**cfg, "trainer": {"threads": 2}},
@@ -294,8 +294,10 @@ def test_evaluation_reuses_stored_metrics_of_the_same_arguments(bench, tmp_path,
     assert bench.evaluate_unit(tmp_path, ev) == stored
     p = bench.eval_params("fewshot_mnist_5way5shot", ev)
     assert p == {"protocol": "fewshot", "dataset": "mnist", "target": "class", "seed": 0,
-                 "n_way": 5, "k_shot": 5, "n_query": 15, "n_tasks": 2000}
-    assert bench.eval_params("linear_position", ev)["target"] == "position"
+                 "n_way": 5, "k_shot": 5, "n_query": 15, "n_tasks": 1000}
+    lin = bench.eval_params("linear_position", ev)
+    assert lin["target"] == "position" and lin["n_grid"] == 23 and lin["max_train"] is None
+    assert bench.eval_params("transfer_mnist_linear", ev)["max_train"] == 10000
     # other arguments (more few-shot tasks): that metric is evaluated again
     with pytest.raises(AssertionError, match="evaluated again"):
         bench.evaluate_unit(tmp_path, {**ev, "n_tasks": 10})

@@ -7,7 +7,8 @@ augmentation-invariant accuracy (the class) within about a point and raises the
 augmentation-sensitive ones (item colour, background colour, position).
 
 Setting ``tinted-fashion-mnist/<backbone>-<epochs>ep``. Full mode: CIFAR ResNet-20 (width 1, 64
-features), 6 epochs over the 55,000 training images (5,000 held out for validation), batch 128,
+features), 3 epochs over 25,000 training images (2,500 per class, drawn by the run's seed from the
+55,000 left after 5,000 are held out for validation), batch 128,
 SGD momentum 0.9, lr 0.06 with a cosine schedule and 5% linear warm-up, weight decay 5e-4;
 projectors reduced for the 64-dim backbone (SimSiam 2 x 512 with a 128 predictor bottleneck;
 MoCo v2 512 -> 128, queue 4096, key momentum 0.99). Arms, seeds 0 1 2: ``simsiam``,
@@ -23,11 +24,12 @@ the class (every arm). Each method trains with its own view recipe (SimSiam and 
 Metrics (frozen features of the run's selected weights, one centre view; the library's protocols
 of ``selfsup vision eval``): ``linear_class`` (invariant), ``linear_item_colour``,
 ``linear_background_colour``, ``linear_position`` (sensitive) -- the L-BFGS linear probe, L2 weight
-chosen on the validation split, refit on train + val, top-1 on the test split; ``knn_class``
-(weighted cosine kNN, k 20, against the training images); ``transfer_mnist_linear`` (the linear
-probe on MNIST, images brought to 3 channels and 32 px); ``fewshot_mnist_5way5shot`` (5-way 5-shot
-logistic regression over tasks of MNIST's test split, 15 queries per class; 2,000 tasks full, 200
-quick). Every probe uses evaluation seed 0, so all arms and seeds see the same tasks and subsets.
+chosen on the validation split among 23 values (full; quick 12) log-spaced in [1e-6, 1e5], refit
+on train + val, top-1 on the test split; ``knn_class`` (weighted cosine kNN, k 20, against the
+training images); ``transfer_mnist_linear`` (the linear probe on MNIST, images brought to 3
+channels and 32 px, 10,000 of its training images; quick 2,000); ``fewshot_mnist_5way5shot``
+(5-way 5-shot logistic regression over tasks of MNIST's test split, 15 queries per class; 1,000
+tasks full, 200 quick). Every probe uses evaluation seed 0, so all arms and seeds see the same tasks and subsets.
 The features of each data set are extracted once per unit and shared by its metrics (the figures
 are those of ``selfsup.vision.protocols.evaluate_protocol``, which would extract them per metric).
 
@@ -144,13 +146,13 @@ def settings(quick: bool) -> dict[str, dict]:
                                    "trainer.log_every_n_steps=5"],
             "arms": QUICK_ARMS,
             "eval": {"max_train": {"tinted-fashion-mnist": None, "mnist": 2000}, "k": 20,
-                     "n_tasks": 200, "seed": 0}}}
-    return {"tinted-fashion-mnist/resnet20-6ep": {
+                     "n_tasks": 200, "n_grid": 12, "seed": 0}}}
+    return {"tinted-fashion-mnist/resnet20-3ep": {
         "overrides": RECIPE + ["model.backbone=resnet20", "model.width=1.0",
-                               "data.val_size=5000", "optim.epochs=6"],
+                               "data.val_size=5000", "data.per_class=2500", "optim.epochs=3"],
         "arms": FULL_ARMS,
-        "eval": {"max_train": {"tinted-fashion-mnist": None, "mnist": None}, "k": 20,
-                 "n_tasks": 2000, "seed": 0}}}
+        "eval": {"max_train": {"tinted-fashion-mnist": None, "mnist": 10000}, "k": 20,
+                 "n_tasks": 1000, "n_grid": 23, "seed": 0}}}
 
 
 def unit_key(setting: str, seed: int, arm: str) -> str:
@@ -318,6 +320,8 @@ def eval_params(metric: str, ev: dict) -> dict:
         p.update(n_way=5, k_shot=5, n_query=15, n_tasks=ev["n_tasks"])
     else:
         p["max_train"] = ev["max_train"].get(dataset or "tinted-fashion-mnist")
+    if protocol == "linear":
+        p["n_grid"] = ev.get("n_grid", 45)
     return p
 
 
@@ -401,7 +405,8 @@ def evaluate_unit(run_dir: Path, ev: dict, metrics: tuple[str, ...] = tuple(METR
                     out.update(value=round(res["top1"], 6))
                 else:
                     res = linear_probe(tr_f, tr_y, feats("val"), labels["val"], feats("test"),
-                                       labels["test"], seed=params["seed"])
+                                       labels["test"], seed=params["seed"],
+                                       n_grid=params["n_grid"])
                     out.update(value=round(res["top1"], 6), l2=res["l2"],
                                refit_converged=bool(res["refit_converged"]))
                 out.update(n_train=int(keep.sum()), n_test=len(labels["test"]))
