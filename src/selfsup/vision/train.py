@@ -22,7 +22,7 @@ from .schedules import lr_factor  # noqa: F401  (public here since SLA's first r
 # ============================================================================ config
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     # synthetic | mnist | fashion-mnist | cifar10 | cifar100 | stl10 | imagefolder |
     # tinted-fashion-mnist (items tinted and placed on coloured backgrounds; made, not fetched)
@@ -42,14 +42,14 @@ class DataConfig:
     workers: int = 0  # data-loader processes (useful with lazy=true)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "resnet32"  # resnet20/32/44/56/110 (CIFAR), resnet18/50 (torchvision)
     width: float = 1.0  # CIFAR ResNets: channel multiplier of 16/32/64
     small_image_stem: bool = True  # torchvision ResNets: 3x3 stride-1 stem, no max-pool
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimConfig:
     optimizer: str = "sgd"  # sgd | adamw
     schedule: str = "step"  # step (milestones x gamma) | cosine
@@ -67,7 +67,7 @@ class OptimConfig:
     warmup: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class SLAConfig:
     mode: str = "sla_sd"  # baseline | da | mt | sla | sla_sd
     transform: str = "rotation"  # rotation | rotation2 | color_perm | color_perm_cyclic | a+b
@@ -82,7 +82,7 @@ from .methods.supervised import SupervisedConfig  # noqa: E402
 from .methods.twoview import AugSelfConfig, ProbeConfig, ViewsConfig  # noqa: E402
 
 
-@dataclass
+@dataclass(frozen=True)
 class MonitorConfig:
     knn: bool | None = None  # a kNN monitor each validation (None: on for two-view methods)
     k: int = 20
@@ -92,7 +92,7 @@ class MonitorConfig:
     select: str = "auto"
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainerConfig:
     accelerator: str = "auto"  # auto | cpu | cuda | mps
     precision: str = "auto"  # auto | 32-true | bf16-mixed | 16-mixed
@@ -110,7 +110,7 @@ class TrainerConfig:
     deterministic: bool = True  # deterministic kernels (bit-exact resume on one device)
 
 
-@dataclass
+@dataclass(frozen=True)
 class VisionTrainConfig:
     name: str = "sla"
     seed: int = 0

@@ -16,7 +16,7 @@ from .base import MethodContext, register
 from .twoview import TwoViewMethod
 
 
-@dataclass
+@dataclass(frozen=True)
 class BYOLConfig:
     momentum: float = 0.996  # base target momentum tau (paper: 0.996, ramped to 1)
     proj_hidden: int = 4096

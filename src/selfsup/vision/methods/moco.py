@@ -20,7 +20,7 @@ from .base import MethodContext, register
 from .twoview import TwoViewMethod, gather
 
 
-@dataclass
+@dataclass(frozen=True)
 class MoCoConfig:
     temperature: float = 0.2
     queue_size: int = 65536  # K (paper: 65536; small data sets need fewer, e.g. 4096)

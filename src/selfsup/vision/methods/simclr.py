@@ -13,7 +13,7 @@ from .base import MethodContext, register
 from .twoview import TwoViewMethod
 
 
-@dataclass
+@dataclass(frozen=True)
 class SimCLRConfig:
     temperature: float = 0.5  # 0.5 in the CIFAR recipe (0.1 with LARS on ImageNet)
     proj_hidden: int = 2048

@@ -16,7 +16,7 @@ from .base import MethodContext, register
 from .twoview import TwoViewMethod
 
 
-@dataclass
+@dataclass(frozen=True)
 class SimSiamConfig:
     proj_dim: int = 2048  # projector width and output (paper: 2048)
     proj_layers: int = 3  # 3 on ImageNet, 2 in the CIFAR recipe

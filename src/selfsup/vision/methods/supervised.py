@@ -15,7 +15,7 @@ from .base import MethodContext, register
 from .twoview import TwoViewMethod
 
 
-@dataclass
+@dataclass(frozen=True)
 class SupervisedConfig:
     label_smoothing: float = 0.0
 

@@ -25,14 +25,14 @@ from ...errors import ConfigError
 from .base import Method, MethodContext, backbone_from_config
 
 
-@dataclass
+@dataclass(frozen=True)
 class ViewsConfig:
     recipe: str | None = None  # simclr | moco_v2 | simsiam | byol (None: the method's own)
     image_size: int | None = None  # size of the views (None: the images' size)
     blur: bool | None = None  # Gaussian blur (None: on from 64 px, as the CIFAR recipes drop it)
 
 
-@dataclass
+@dataclass(frozen=True)
 class AugSelfConfig:
     # augmentation kinds whose parameter difference is predicted (empty: AugSelf off); the
     # paper's default is crop + colour. Others: flip, blur, rotation, solarize.
@@ -41,7 +41,7 @@ class AugSelfConfig:
     hidden: int = 512  # hidden width of each kind's 3-layer MLP
 
 
-@dataclass
+@dataclass(frozen=True)
 class ProbeConfig:
     online: bool = True  # a linear probe on detached features, trained alongside
 
