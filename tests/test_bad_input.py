@@ -106,7 +106,7 @@ def test_run_json_writers_turn_nan_and_infinity_into_null(tmp_path):
 
 
 def _plan_targets(tmp_path) -> Path:
-    from selfsup.chem.retro.toy import dead_end_world
+    from selfsup.chem.retro.core.toy import dead_end_world
 
     p = tmp_path / "targets.smi"
     p.write_text(dead_end_world().target + "\nCCOCC\n")  # solved; no reaction at all (cost inf)
@@ -114,7 +114,7 @@ def _plan_targets(tmp_path) -> Path:
 
 
 def test_plan_writes_strict_json_and_resumes_from_it(tmp_path):
-    from selfsup.chem.retro.plan import plan, read_records, resume_plan
+    from selfsup.chem.retro.workflows.plan import plan, read_records, resume_plan
 
     overrides = [f"targets={_plan_targets(tmp_path)}", "model=toy:all", "stock=toy:all",
                  "search.max_iterations=20", f"run_root={tmp_path / 'runs'}", "n_draw=0"]
@@ -135,7 +135,7 @@ def test_plan_writes_strict_json_and_resumes_from_it(tmp_path):
 
 
 def test_plan_with_nothing_solved_writes_null_mean_route_length(tmp_path):
-    from selfsup.chem.retro.plan import plan
+    from selfsup.chem.retro.workflows.plan import plan
 
     targets = tmp_path / "t.smi"
     targets.write_text("CCOCC\n")
@@ -146,7 +146,7 @@ def test_plan_with_nothing_solved_writes_null_mean_route_length(tmp_path):
 
 
 def test_read_records_rewrites_an_old_infinity_file_as_strict_json(tmp_path):
-    from selfsup.chem.retro.plan import read_records
+    from selfsup.chem.retro.workflows.plan import read_records
 
     p = tmp_path / "results.jsonl"
     p.write_text('{"index": 0, "stats": {"root_rn": Infinity}}\n{"index": 0}\n{"ind')
@@ -250,7 +250,7 @@ def test_ga_operators_give_up_past_their_time_limit_and_count_it():
 
 
 def test_add_ring_pairs_by_bfs_match_the_distance_matrix():
-    from selfsup.chem.genetic import _parse, _ring_pairs
+    from selfsup.chem.genetic.operators import _parse, _ring_pairs
 
     for s in ["CC(C)Cc1ccc(cc1)C(C)C(=O)O", "CCCCCCCCCC", "CC.CCC", "C" * 30,
               "CC1CCC(CC(C)CN)CC1" * 3]:
@@ -262,7 +262,7 @@ def test_add_ring_pairs_by_bfs_match_the_distance_matrix():
 # ----------------------------------------------------------------------- 4. stock files
 @pytest.mark.parametrize("kind", ["not-gzip", "cut-gzip", "not-utf8", "not-utf8-gz"])
 def test_damaged_stock_files_are_one_clear_error(tmp_path, kind):
-    from selfsup.chem.retro.stock import Stock
+    from selfsup.chem.retro.core.stock import Stock
 
     good = gzip.compress(b"CCO\nCCN\n")
     path, data = {

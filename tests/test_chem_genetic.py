@@ -9,12 +9,11 @@ from rdkit.Chem import QED
 
 from selfsup.chem.genetic import (
     MUTATION_KINDS,
-    GAResult,
     crossover,
-    graph_ga,
     mutate,
     reproduce,
 )
+from selfsup.chem.optimize.graph_ga import GAResult, graph_ga
 from selfsup.errors import InputError
 
 DRUGS = [

@@ -104,3 +104,59 @@ def test_graph_ga_with_a_length_limit_spends_the_budget_on_short_molecules(pool_
     rows = list(csv.DictReader(open(run.path / "oracle_calls.csv")))
     assert res["n_calls"] == 40 and res["stopped"] == "budget"
     assert max(len(r["smiles"]) for r in rows) <= 14 and res["n_too_long"] > 0
+
+
+def _graph_ga_context(pool, budget, population_size, offspring_size, mutation_rate, seed=0):
+    """An oracle context (no run folder) and config for the registered graph GA."""
+    from selfsup.chem.optimize.base import GraphGAConfig, OptimizationContext, OptimizeConfig
+    from selfsup.chem.oracles import Oracle
+
+    cfg = OptimizeConfig(budget=budget, seed=seed, max_smiles_length=None,
+                         graph_ga=GraphGAConfig(population_size=population_size,
+                                                offspring_size=offspring_size,
+                                                mutation_rate=mutation_rate))
+    return OptimizationContext(Oracle("qed", budget=budget), pool, None), cfg
+
+
+def test_graph_ga_spends_its_whole_budget_where_a_generation_cap_stopped_it():
+    """The optimiser used to cap a run at budget // max(1, offspring_size // 4) + 10
+    generations (here 60 // 10 + 10 = 16). Two tiny parents, one kept per generation and few
+    mutations make few new children per generation, so that cap ended this run at 54 calls; it
+    now runs until the oracle's budget is spent."""
+    import numpy as np
+
+    from selfsup.chem.optimize.base import OPTIMIZERS, sample_pool
+    from selfsup.chem.optimize.graph_ga import graph_ga
+
+    args = (["CCO", "CCN"], 60, 1, 40, 0.01)
+    ctx, cfg = _graph_ga_context(*args)
+    OPTIMIZERS["graph_ga"](ctx, cfg, np.random.default_rng(0))
+    assert ctx.oracle.n_calls == 60 and ctx.exhausted and ctx.stop_reason is None
+    # the same run with the old cap stops below its budget
+    capped, cfg = _graph_ga_context(*args)
+    rng = np.random.default_rng(0)
+    start = sample_pool(capped.start_pool, 1, rng)
+    out = graph_ga(capped.score, start, rng=rng, generations=60 // (40 // 4) + 10,
+                   population_size=1, offspring_size=40, mutation_rate=0.01,
+                   stop=lambda: capped.exhausted)
+    assert out.stopped == "generations" and capped.oracle.n_calls < 60
+
+
+def test_graph_ga_stops_a_run_that_makes_no_new_molecule():
+    """Single atoms have no bond to cut: no child, ever. The loop stops after
+    MAX_IDLE_GENERATIONS generations in a row without a new molecule, says so, and counts them."""
+    import numpy as np
+
+    from selfsup.chem.optimize.base import OPTIMIZERS
+    from selfsup.chem.optimize.graph_ga import MAX_IDLE_GENERATIONS, graph_ga
+
+    ctx, cfg = _graph_ga_context(["C", "O", "N"], 50, 3, 2, 0.5)
+    OPTIMIZERS["graph_ga"](ctx, cfg, np.random.default_rng(0))
+    assert ctx.oracle.n_calls == 3 and not ctx.exhausted
+    assert ctx.stop_reason == f"no new molecule in {MAX_IDLE_GENERATIONS} generations"
+    out = graph_ga(lambda s: [1.0] * len(s), ["C", "O"], rng=np.random.default_rng(0),
+                   max_evaluations=50, max_idle_generations=7)
+    assert (out.stopped, out.idle_generations, out.generations) == ("idle", 7, 7)
+    assert len(out.evaluations) == 2
+    with pytest.raises(InputError, match="needs an end"):
+        graph_ga(lambda s: [1.0] * len(s), ["CCO"], rng=np.random.default_rng(0))

@@ -6,10 +6,13 @@ import warnings
 import pandas as pd
 import pytest
 
-from selfsup.chem.retro.ord_reactions import ord_reactions
-from selfsup.chem.retro.reactions import Reaction, canonical_smiles
-from selfsup.chem.retro.route_benchmark import build_route_benchmark, reactions_from_smiles
-from selfsup.chem.retro.route_benchmark_ord import (
+from selfsup.chem.retro.core.reactions import Reaction, canonical_smiles
+from selfsup.chem.retro.workflows.ord_reactions import ord_reactions
+from selfsup.chem.retro.workflows.route_benchmark import (
+    build_route_benchmark,
+    reactions_from_smiles,
+)
+from selfsup.chem.retro.workflows.route_benchmark_ord import (
     build_route_benchmark_with_ord,
     ord_dataset_reactions,
 )

@@ -144,3 +144,64 @@ def test_no_import_goes_up_a_layer_or_across_domains():
             elif rank == t_rank == 2 and room != t_room:
                 bad.append(f"{mod} -> {t} (across domains)")
     assert bad == []
+
+
+# Inside chem/retro the sub-packages are layers too, lowest first: a retro module imports its own
+# sub-package and the ones below it, never one above.
+RETRO_LAYERS = ["core", "models", "training", "workflows"]
+
+
+def retro_layer(module: str) -> int | None:
+    """The rank of a module's retro sub-package; None outside it (the package itself too)."""
+    parts = module.split(".")
+    if parts[:3] != ["selfsup", "chem", "retro"] or len(parts) < 4:
+        return None
+    if parts[3] not in RETRO_LAYERS:
+        raise AssertionError(f"{module} is in no retro sub-package: add it to RETRO_LAYERS")
+    return RETRO_LAYERS.index(parts[3])
+
+
+def test_retro_sub_packages_import_only_their_own_and_lower_ones():
+    up = set()
+    for mod, targets in import_graph().items():
+        rank = retro_layer(mod)
+        if rank is None:
+            continue
+        for t in targets:
+            t_rank = retro_layer(t)
+            if t_rank is not None and t_rank > rank:
+                up.add((mod, t))
+    assert sorted(up) == []
+
+
+def _module_level_imports(tree: ast.Module) -> list[str]:
+    """Names imported when the module is imported: everything outside function bodies."""
+    out: list[str] = []
+    stack: list[ast.AST] = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if not node.level and node.module:
+                out.append(node.module)
+        else:
+            stack.extend(ast.iter_child_nodes(node))
+    return out
+
+
+def test_the_module_level_import_finder_skips_functions():
+    tree = ast.parse("import os\nif True:\n    from torch import nn\ndef f():\n    import torch\n")
+    assert sorted(_module_level_imports(tree)) == ["os", "torch"]
+
+
+def test_retro_core_imports_no_torch_at_module_level():
+    bad = []
+    for mod, (path, _) in _modules().items():
+        if mod == "selfsup.chem.retro.core" or mod.startswith("selfsup.chem.retro.core."):
+            for name in _module_level_imports(ast.parse(path.read_text())):
+                if name == "torch" or name.startswith("torch."):
+                    bad.append(f"{mod} imports {name}")
+    assert bad == []

@@ -164,7 +164,7 @@ def test_interrupted_message_without_resume_or_run():
 
 def test_plan_reports_targets_done_and_solved(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv(progress.ENV_SECONDS, "0")
-    from selfsup.chem.retro.toy import cycle_world, dead_end_world
+    from selfsup.chem.retro.core.toy import cycle_world, dead_end_world
 
     targets = tmp_path / "targets.smi"
     targets.write_text("\n".join([dead_end_world().target, cycle_world().target, "CCOCC"]) + "\n")
@@ -195,7 +195,7 @@ RXN = {
 
 
 def test_train_single_step_and_self_improve_report_progress(tmp_path, capsys, monkeypatch):
-    from selfsup.chem.retro.reactions import extract_retro_template
+    from selfsup.chem.retro.core.reactions import extract_retro_template
 
     monkeypatch.setenv(progress.ENV_SECONDS, "0")
     root = tmp_path / "uspto"

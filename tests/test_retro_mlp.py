@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup.chem.retro.mlp import (
+from selfsup.chem.retro.core.reactions import Reaction, extract_retro_template
+from selfsup.chem.retro.core.single_step import Proposal
+from selfsup.chem.retro.models.mlp import (
     ForwardTemplateMLP,
     ForwardTemplateModel,
     MLPSingleStepModel,
@@ -19,14 +21,12 @@ from selfsup.chem.retro.mlp import (
     load_template_model,
     reverse_template,
 )
-from selfsup.chem.retro.reactions import Reaction, extract_retro_template
-from selfsup.chem.retro.single_step import Proposal
-from selfsup.chem.retro.templates_data import (
+from selfsup.chem.retro.training.templates_data import (
     build_vocabulary,
     morgan_fingerprints,
     prepare_uspto50k,
 )
-from selfsup.chem.retro.train_single_step import (
+from selfsup.chem.retro.training.train_single_step import (
     exact_match_topk,
     fine_tune,
     load_trained_model,

@@ -1,7 +1,7 @@
 """Multi-target planning (process pool, resume, metrics), the route benchmark, the value network.
 
-Planning runs over the toy worlds of ``selfsup.chem.retro.toy`` (``toy:all``: both worlds in one
-table), whose optimal routes and Retro*-0 iteration counts are worked out by hand.
+Planning runs over the toy worlds of ``selfsup.chem.retro.core.toy`` (``toy:all``: both worlds in
+one table), whose optimal routes and Retro*-0 iteration counts are worked out by hand.
 """
 
 from __future__ import annotations
@@ -12,7 +12,16 @@ import math
 import pytest
 import torch
 
-from selfsup.chem.retro.plan import (
+from selfsup.chem.retro.core.routes import Route
+from selfsup.chem.retro.core.search import RetroStar
+from selfsup.chem.retro.core.toy import cycle_world, dead_end_world
+from selfsup.chem.retro.models.value import (
+    ValueExample,
+    ValueModel,
+    train_value_network,
+    value_examples_from_routes,
+)
+from selfsup.chem.retro.workflows.plan import (
     SearchSpec,
     make_model_factory,
     make_stock,
@@ -22,21 +31,12 @@ from selfsup.chem.retro.plan import (
     resume_plan,
     summarize,
 )
-from selfsup.chem.retro.route_benchmark import (
+from selfsup.chem.retro.workflows.route_benchmark import (
     build_route_benchmark,
     load_route_benchmark,
     load_targets,
     reactions_from_smiles,
     write_route_benchmark,
-)
-from selfsup.chem.retro.routes import Route
-from selfsup.chem.retro.search import RetroStar
-from selfsup.chem.retro.toy import cycle_world, dead_end_world
-from selfsup.chem.retro.value import (
-    ValueExample,
-    ValueModel,
-    train_value_network,
-    value_examples_from_routes,
 )
 from selfsup.errors import ConfigError
 
@@ -226,8 +226,8 @@ def test_value_examples_from_routes_use_model_costs():
 
 
 def test_value_loss_matches_a_loop_written_from_the_paper():
-    from selfsup.chem.retro.templates_data import morgan_fingerprints
-    from selfsup.chem.retro.value import ValueMLP
+    from selfsup.chem.retro.models.value import ValueMLP
+    from selfsup.chem.retro.training.templates_data import morgan_fingerprints
 
     ex = [ValueExample("CCCCCCO", 1.0, ((0.2, ("CCCCO", "CCN")), (3.0, ("CCCCO",)))),
           ValueExample("CCCCN", 0.5, ((0.1, ()),)), ValueExample("CCCCO", 2.0)]

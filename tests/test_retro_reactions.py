@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from selfsup.chem.retro.reactions import (
+from selfsup.chem.retro.core.reactions import (
     Reaction,
     apply_retro_template,
     apply_templates,
@@ -15,7 +15,7 @@ from selfsup.chem.retro.reactions import (
     parse_reaction_smiles,
     parse_reactions,
 )
-from selfsup.chem.retro.single_step import TemplateModel
+from selfsup.chem.retro.core.single_step import TemplateModel
 from selfsup.errors import InputError
 
 # Atom-mapped reactions written by hand (leaving groups unmapped, as in USPTO).
@@ -87,7 +87,7 @@ def test_template_outcomes_do_not_depend_on_the_string_hash_seed():
     import subprocess
     import sys
 
-    code = ("from selfsup.chem.retro.reactions import apply_retro_template, "
+    code = ("from selfsup.chem.retro.core.reactions import apply_retro_template, "
             "extract_retro_template; import sys; t = extract_retro_template(sys.argv[1]); "
             "print(apply_retro_template(t, 'Cc1ccc(-c2ccccc2)c(C)c1'))")
     outs = {subprocess.run([sys.executable, "-c", code, SUZUKI], capture_output=True, text=True,

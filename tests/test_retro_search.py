@@ -8,11 +8,11 @@ import random
 
 import pytest
 
-from selfsup.chem.retro.routes import Route, RouteStep, draw_route, reaction_cost
-from selfsup.chem.retro.search import MoleculeNode, RetroStar, iter_nodes
-from selfsup.chem.retro.single_step import FixedReactionModel, Proposal, SingleStepModel
-from selfsup.chem.retro.stock import Stock
-from selfsup.chem.retro.toy import cycle_world, dead_end_world, toy_worlds
+from selfsup.chem.retro.core.routes import Route, RouteStep, draw_route, reaction_cost
+from selfsup.chem.retro.core.search import MoleculeNode, RetroStar, iter_nodes
+from selfsup.chem.retro.core.single_step import FixedReactionModel, Proposal, SingleStepModel
+from selfsup.chem.retro.core.stock import Stock
+from selfsup.chem.retro.core.toy import cycle_world, dead_end_world, toy_worlds
 from selfsup.errors import InputError
 
 # ----------------------------------------------------------------------------------------------

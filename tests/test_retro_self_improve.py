@@ -14,16 +14,16 @@ import json
 import pytest
 import torch
 
-from selfsup.chem.retro.mlp import MLPSingleStepModel
-from selfsup.chem.retro.reactions import extract_retro_template
-from selfsup.chem.retro.self_improve import (
+from selfsup.chem.retro.core.reactions import extract_retro_template
+from selfsup.chem.retro.core.single_step import FixedReactionModel
+from selfsup.chem.retro.models.mlp import MLPSingleStepModel
+from selfsup.chem.retro.training.train_single_step import train_single_step
+from selfsup.chem.retro.workflows.self_improve import (
     RouteReaction,
     collect_route_reactions,
     confidence_filter,
     self_improve,
 )
-from selfsup.chem.retro.single_step import FixedReactionModel
-from selfsup.chem.retro.train_single_step import train_single_step
 from selfsup.errors import ConfigError
 
 RXN = {
@@ -161,7 +161,7 @@ def test_select_on_valid_keeps_the_best_validation_epoch(tiny, tmp_path):
 def test_fine_tune_selection_restores_the_starting_weights_when_nothing_is_better(tiny):
     import numpy as np
 
-    from selfsup.chem.retro.train_single_step import fine_tune, template_topk_accuracy
+    from selfsup.chem.retro.training.train_single_step import fine_tune, template_topk_accuracy
 
     _, model_path = tiny
     model = MLPSingleStepModel.load(model_path)
@@ -179,8 +179,8 @@ def test_fine_tune_selection_restores_the_starting_weights_when_nothing_is_bette
 
 
 def test_forward_augment_keeps_confident_back_consistent_products():
-    from selfsup.chem.retro.mlp import ForwardPrediction
-    from selfsup.chem.retro.self_improve import forward_augment
+    from selfsup.chem.retro.models.mlp import ForwardPrediction
+    from selfsup.chem.retro.workflows.self_improve import forward_augment
 
     class Forward:  # reactants CC + CCO -> three candidate products
         def predict(self, sets, n_templates=10, top_k=10):

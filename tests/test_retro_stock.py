@@ -6,8 +6,8 @@ import gzip
 
 import pytest
 
-from selfsup.chem.retro.reactions import Reaction
-from selfsup.chem.retro.stock import Stock, inchikey, stock_from_reactions
+from selfsup.chem.retro.core.reactions import Reaction
+from selfsup.chem.retro.core.stock import Stock, inchikey, stock_from_reactions
 from selfsup.errors import DataNotFoundError, InputError
 
 

@@ -30,8 +30,9 @@ training images); ``transfer_mnist_linear`` (the linear probe on MNIST, images b
 channels and 32 px, 10,000 of its training images; quick 2,000); ``fewshot_mnist_5way5shot``
 (5-way 5-shot logistic regression over tasks of MNIST's test split, 15 queries per class; 1,000
 tasks full, 200 quick). Every probe uses evaluation seed 0, so all arms and seeds see the same
-tasks and subsets. The features of each data set are extracted once per unit and shared by its metrics (the figures
-are those of ``selfsup.vision.protocols.evaluate_protocol``, which would extract them per metric).
+tasks and subsets. The features of each data set are extracted once per unit and shared by its
+metrics (the figures are those of ``selfsup.vision.protocols.evaluate_protocol``, which would
+extract them per metric).
 
     .venv/bin/python benchmarks/augself/run.py --quick      # minutes: runs/bench-augself-quick-*/
     .venv/bin/python benchmarks/augself/run.py --threads 1   # full -> benchmarks/results/augself.*

@@ -4,13 +4,14 @@
     python benchmarks/retro/run.py --model runs/<single-step run>/model.pt --with-ord   # full
 
 Stand-ins for the paper's data (``shared/DATA.md``): targets are held-out products with a known
-multi-step route built by chaining held-out reactions (``selfsup.chem.retro.route_benchmark``).
-USPTO-50k alone gives only 58 held-out targets that need >= 2 steps, fewer than the paper's 190;
-``--with-ord`` adds the ORD USPTO-grants reactions to the held-out group with the extended stock
-(``selfsup.chem.retro.route_benchmark_ord``: 3,083 such targets), and the script draws its test
-targets from those. The stock is every reactant never produced (USPTO-50k, or USPTO-50k + ORD),
-not eMolecules; it is written to ``<out>/stock.smi`` and every planning step uses it. Arms (all
-on the same test targets and stock):
+multi-step route built by chaining held-out reactions
+(``selfsup.chem.retro.workflows.route_benchmark``). USPTO-50k alone gives only 58 held-out
+targets that need >= 2 steps, fewer than the paper's 190; ``--with-ord`` adds the ORD
+USPTO-grants reactions to the held-out group with the extended stock
+(``selfsup.chem.retro.workflows.route_benchmark_ord``: 3,083 such targets), and the script draws
+its test targets from those. The stock is every reactant never produced (USPTO-50k, or
+USPTO-50k + ORD), not eMolecules; it is written to ``<out>/stock.smi`` and every planning step
+uses it. Arms (all on the same test targets and stock):
 
 - ``retro_star_0``: the trained single-step model, no value (Retro*-0); no training, so one run
   serves every seed;
@@ -74,7 +75,7 @@ def stock_smiles(reactions, stock) -> list[str]:
 
 
 def _inchikey(smiles: str):
-    from selfsup.chem.retro.stock import inchikey
+    from selfsup.chem.retro.core.stock import inchikey
 
     return inchikey(smiles)
 
@@ -107,24 +108,24 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from selfsup.chem.retro.mlp import MLPSingleStepModel
-    from selfsup.chem.retro.plan import (
+    from selfsup.chem.retro.core.stock import Stock
+    from selfsup.chem.retro.models.mlp import MLPSingleStepModel
+    from selfsup.chem.retro.models.value import train_value_network, value_examples_from_routes
+    from selfsup.chem.retro.training.templates_data import prepare_uspto50k
+    from selfsup.chem.retro.workflows.plan import (
         SearchSpec,
         make_model_factory,
         make_value_factory,
         plan_targets,
         summarize,
     )
-    from selfsup.chem.retro.route_benchmark import (
+    from selfsup.chem.retro.workflows.route_benchmark import (
         build_route_benchmark,
         default_stock,
         reactions_from_template_data,
         write_route_benchmark,
     )
-    from selfsup.chem.retro.self_improve import SIFinetuneConfig, self_improve
-    from selfsup.chem.retro.stock import Stock
-    from selfsup.chem.retro.templates_data import prepare_uspto50k
-    from selfsup.chem.retro.value import train_value_network, value_examples_from_routes
+    from selfsup.chem.retro.workflows.self_improve import SIFinetuneConfig, self_improve
 
     torch.set_num_threads(args.threads)
     started, t0 = now(), time.perf_counter()
@@ -163,8 +164,8 @@ def main() -> None:
     reactions = reactions_from_template_data(data)
     all_reactions = list(reactions)
     if args.with_ord:
-        from selfsup.chem.retro.ord_reactions import ord_reactions
-        from selfsup.chem.retro.route_benchmark_ord import build_route_benchmark_with_ord
+        from selfsup.chem.retro.workflows.ord_reactions import ord_reactions
+        from selfsup.chem.retro.workflows.route_benchmark_ord import build_route_benchmark_with_ord
         from selfsup.data.ord import load_ord_uspto
 
         ord_rxns, ord_ids = ord_reactions(load_ord_uspto(args.ord_root))

@@ -4,7 +4,7 @@ Both searches answer from the same fixed single-step table and the same stock, s
 search machinery is timed (no torch on either side):
 
 1. **Targets**: held-out USPTO-50k products of the chained-route benchmark
-   (``selfsup.chem.retro.route_benchmark``) that need >= 2 steps, in SMILES order.
+   (``selfsup.chem.retro.workflows.route_benchmark``) that need >= 2 steps, in SMILES order.
 2. **Table**: our Retro*-0 runs on the targets with the trained template MLP (``--model``,
    top-50 templates, rdchiral); every product the search asks for is recorded with its final
    proposals (merged, renormalised probabilities). The table is then completed: any product the
@@ -160,15 +160,15 @@ def main() -> None:
     def log(msg: str) -> None:
         print(f"[retro_speed {time.perf_counter() - t0:7.1f}s] {msg}", flush=True)
 
-    from selfsup.chem.retro.reactions import canonical_smiles
-    from selfsup.chem.retro.route_benchmark import (
+    from selfsup.chem.retro.core.reactions import canonical_smiles
+    from selfsup.chem.retro.core.search import RetroStar
+    from selfsup.chem.retro.core.single_step import FixedReactionModel, SingleStepModel
+    from selfsup.chem.retro.core.stock import Stock
+    from selfsup.chem.retro.workflows.route_benchmark import (
         build_route_benchmark,
         default_stock,
         load_uspto_reactions,
     )
-    from selfsup.chem.retro.search import RetroStar
-    from selfsup.chem.retro.single_step import FixedReactionModel, SingleStepModel
-    from selfsup.chem.retro.stock import Stock
 
     # -- targets and the stock ---------------------------------------------------------------
     reactions = load_uspto_reactions(args.data_root, args.cache_dir)
@@ -182,7 +182,7 @@ def main() -> None:
     # -- the table: our search with the MLP, recording every answer --------------------------
     import torch
 
-    from selfsup.chem.retro.mlp import MLPSingleStepModel
+    from selfsup.chem.retro.models.mlp import MLPSingleStepModel
 
     torch.set_num_threads(args.threads)
     mlp = MLPSingleStepModel.load(args.model)
@@ -313,7 +313,7 @@ def main() -> None:
 
 
 def _expanded(root):
-    from selfsup.chem.retro.search import MoleculeNode, iter_nodes
+    from selfsup.chem.retro.core.search import MoleculeNode, iter_nodes
 
     return [n for n in iter_nodes(root) if isinstance(n, MoleculeNode) and n.expanded]
 

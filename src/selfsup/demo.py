@@ -149,8 +149,8 @@ def _augself_part(console: Console, quick: bool, run_root: str | None) -> tuple[
                       "benchmarks/results/augself.md")
     console.print(table)
     console.print("A run of a few minutes shows the pipeline, not AugSelf's effect; the "
-                  f"benchmark setting {AUGSELF_SETTING} (3 seeds, ResNet-20, 3 epochs on 25,000 images) is "
-                  "where the effect is measured (rows marked benchmark).")
+                  f"benchmark setting {AUGSELF_SETTING} (3 seeds, ResNet-20, 3 epochs on 25,000 "
+                  "images) is where the effect is measured (rows marked benchmark).")
     (a, pa, _), (b, pb, _) = rows
     summary = ("linear probe class / item colour / position: "
                f"{a} {pa['class']:.3f} / {pa['item_colour']:.3f} / {pa['position']:.3f}, "
@@ -224,10 +224,10 @@ def _gegl_part(console: Console, quick: bool, run_root: str | None) -> tuple[str
 def _retro_part(console: Console, quick: bool, run_root: str | None) -> tuple[str, str]:
     import numpy as np
 
-    from .chem.retro.plan import plan
-    from .chem.retro.route_benchmark import build_route_benchmark, load_uspto_reactions
-    from .chem.retro.self_improve import self_improve
-    from .chem.retro.train_single_step import train_single_step
+    from .chem.retro.training.train_single_step import train_single_step
+    from .chem.retro.workflows.plan import plan
+    from .chem.retro.workflows.route_benchmark import build_route_benchmark, load_uspto_reactions
+    from .chem.retro.workflows.self_improve import self_improve
     from .io import atomic_write_text
     from .report import write_report
 
@@ -280,9 +280,9 @@ def _retro_part(console: Console, quick: bool, run_root: str | None) -> tuple[st
 
 
 def _retro_toy_part(console: Console, quick: bool, run_root: str | None) -> tuple[str, str]:
-    from .chem.retro.routes import draw_route
-    from .chem.retro.search import RetroStar
-    from .chem.retro.toy import toy_worlds
+    from .chem.retro.core.routes import draw_route
+    from .chem.retro.core.search import RetroStar
+    from .chem.retro.core.toy import toy_worlds
     from .report import write_report
     from .runs import Run
 

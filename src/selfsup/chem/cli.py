@@ -111,20 +111,20 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _train_single_step(args: argparse.Namespace) -> int:
-    from .retro.train_single_step import resume, train_single_step
+    from .retro.training.train_single_step import resume, train_single_step
 
     return _start_or_resume(args, train_single_step, resume)
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from .retro.plan import plan, resume_plan
+    from .retro.workflows.plan import plan, resume_plan
 
     first = (f"targets={args.targets}",) if args.targets else ()
     return _start_or_resume(args, plan, resume_plan, first)
 
 
 def _self_improve(args: argparse.Namespace) -> int:
-    from .retro.self_improve import self_improve
+    from .retro.workflows.self_improve import self_improve
 
     return _start_or_resume(args, self_improve, None)
 

@@ -10,9 +10,10 @@ a record's id is ``"<table stem>:<row>"``.
 
 * :func:`load_ord_uspto` reads the tables into plain records (pandas + pyarrow, no RDKit);
   malformed rows are skipped and counted.
-* :func:`selfsup.chem.retro.ord_reactions.ord_reactions` (in the chemistry layer) turns records
-  into canonical, de-duplicated :class:`~selfsup.chem.retro.reactions.Reaction` objects
-  (RDKit), optionally dropping those that USPTO-50k already holds.
+* :func:`selfsup.chem.retro.workflows.ord_reactions.ord_reactions` (in the chemistry layer)
+  turns records into canonical, de-duplicated
+  :class:`~selfsup.chem.retro.core.reactions.Reaction` objects (RDKit), optionally dropping those
+  that USPTO-50k already holds.
 
 Reactants follow the USPTO-50k convention: a mapped record's reactants are the molecules of the
 reactant (and agent) side of ``rxn_str`` that share at least one atom-map number with the main

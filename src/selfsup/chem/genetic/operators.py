@@ -1,8 +1,10 @@
-"""Graph-based genetic algorithm: crossover, mutation and the GA loop (GB-GA, Jensen 2019).
+"""Graph GA operators: crossover and mutation on molecular graphs (GB-GA, Jensen 2019).
 
 Jensen, "A graph-based genetic algorithm and its application to the multiobjective evolution of
 median molecules", Chem. Sci. 10, 3567 (2019). GEGL (Ahn et al., NeurIPS 2020) uses these
-operators as its "genetic expert"; GuacaMol's and PMO's "Graph GA" baseline runs the same loop.
+operators as its "genetic expert"; GuacaMol's and PMO's "Graph GA" baseline runs the same loop
+(:mod:`selfsup.chem.optimize.graph_ga`). Reproduction of a population with them over a process
+pool is in :mod:`.reproduce`.
 
 Operators work on Kekulé graphs (aromatic flags cleared) with direct ``RWMol`` edits, then the child
 is sanitised, re-parsed from its SMILES and checked:
@@ -28,19 +30,14 @@ to parse and write; keep molecules small with ``max_heavy_atoms`` or the oracle'
 
 Differences from the reference code, on purpose: a mutation that fails never loses the child (other
 kinds are tried, then the child is kept unmutated and the failure is counted); every random choice
-goes through an explicit ``numpy.random.Generator``; reproduction runs over processes with seeds
-drawn from that generator, so results depend only on the seed and ``n_jobs``.
+goes through an explicit ``numpy.random.Generator``.
 """
-
-from __future__ import annotations
 
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -53,14 +50,9 @@ __all__ = [
     "GIVE_UPS",
     "MUTATION_KINDS",
     "OPERATOR_TIME_LIMIT_S",
-    "Evaluation",
-    "GAResult",
     "Mutation",
-    "ReproductionResult",
     "crossover",
-    "graph_ga",
     "mutate",
-    "reproduce",
 ]
 
 _BOND = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
@@ -92,7 +84,6 @@ _APPEND_ORDER_P = np.array([0.60, 0.35, 0.05])
 _APPEND_ELEMENTS = {1: ("C", "N", "O", "F", "S", "Cl", "Br"), 2: ("C", "N", "O"), 3: ("C", "N")}
 _INSERT_ELEMENTS = {1: ("C", "N", "O"), 2: ("C", "N"), 3: ("C",)}
 _SITE_TRIES = 3  # random sites tried per mutation kind before moving to the next kind
-_PAIR_TRIES = 5  # parent pairs tried per child slot in ``reproduce``
 _DENSE_DISTANCE_MAX_ATOMS = 200  # add-ring: full distance matrix up to here, bounded BFS above
 
 #: Seconds one operator call (a child slot's crossover tries, or one mutation) may take before it
@@ -101,7 +92,7 @@ _DENSE_DISTANCE_MAX_ATOMS = 200  # add-ring: full distance matrix up to here, bo
 OPERATOR_TIME_LIMIT_S = 1.0
 
 #: Give-ups of the public :func:`crossover` and :func:`mutate` in this process, by operator
-#: (``reproduce`` and ``graph_ga`` report theirs in ``n_timeouts``).
+#: (:func:`~.reproduce.reproduce` and the GA loop report theirs in ``n_timeouts``).
 GIVE_UPS: Counter = Counter()
 
 
@@ -577,266 +568,3 @@ def _parse_or_raise(smiles: str) -> _Graph:
     if g is None:
         raise InputError(f"cannot parse SMILES {smiles!r}; pass a valid, kekulizable molecule")
     return g
-
-
-# --------------------------------------------------------------------------- reproduction
-@dataclass
-class ReproductionResult:
-    """Children (canonical SMILES, at most ``n_children``) of one ``reproduce`` call.
-
-    ``n_failed_crossovers``: parent pairs that gave no child after all crossover tries (a slot
-    draws up to 5 pairs, so ``len(children) < n_children`` only when all 5 fail);
-    ``n_mutations``: children chosen for mutation; ``n_failed_mutations``: of those, the ones
-    kept unmutated because every mutation kind failed or the mutation gave up;
-    ``n_timeouts``: operator calls that ran past ``time_limit_s`` (a child slot whose crossover
-    gave up makes no child; a mutation that gave up keeps its child unmutated).
-    """
-
-    children: list[str]
-    n_failed_crossovers: int = 0
-    n_mutations: int = 0
-    n_failed_mutations: int = 0
-    seconds: float = 0.0
-    n_timeouts: int = 0
-
-
-def _breed(
-    parents: Sequence[str],
-    weights: np.ndarray | None,
-    n: int,
-    seed: int,
-    mutation_rate: float,
-    max_heavy: int | None,
-    time_limit_s: float | None = OPERATOR_TIME_LIMIT_S,
-    graphs: dict[int, _Graph] | None = None,
-) -> ReproductionResult:
-    """One worker's share: ``n`` child slots with its own generator (module level: picklable)."""
-    rng = np.random.default_rng(seed)
-    graphs = {} if graphs is None else graphs
-    out = ReproductionResult([])
-    with BlockLogs():
-        for _ in range(n):
-            child = None
-            try:
-                with _time_guard(time_limit_s):
-                    for _ in range(_PAIR_TRIES):
-                        a, b = (int(x) for x in rng.choice(len(parents), size=2, p=weights))
-                        for idx in (a, b):
-                            if idx not in graphs:
-                                graphs[idx] = _parse_or_raise(parents[idx])
-                        child = _crossover(graphs[a], graphs[b], rng, max_heavy, 10, None)
-                        if child is not None:
-                            break
-                        out.n_failed_crossovers += 1
-            except _GaveUp:
-                out.n_timeouts += 1
-                continue
-            if child is None:
-                continue
-            smiles = child[0]
-            if rng.random() < mutation_rate:
-                out.n_mutations += 1
-                try:
-                    with _time_guard(time_limit_s):
-                        mutated = _mutate(_prepare(child[1]), rng, max_heavy,
-                                          list(MUTATION_KINDS))
-                except _GaveUp:
-                    out.n_timeouts += 1
-                    mutated = None
-                if mutated is None:
-                    out.n_failed_mutations += 1
-                else:
-                    smiles = mutated[0]
-            out.children.append(smiles)
-    return out
-
-
-def reproduce(
-    parents: list[str],
-    n_children: int,
-    rng: np.random.Generator,
-    mutation_rate: float = 0.01,
-    max_heavy_atoms: int | None = None,
-    n_jobs: int = 1,
-    executor: Executor | None = None,
-    *,
-    parent_weights: Sequence[float] | None = None,
-    time_limit_s: float | None = OPERATOR_TIME_LIMIT_S,
-) -> ReproductionResult:
-    """Make children by crossover of parent pairs, then mutation with ``mutation_rate``.
-
-    Pairs are drawn with replacement, uniformly or proportionally to ``parent_weights`` (>= 0).
-    The work is split into ``n_jobs`` shares, each with a seed drawn from ``rng``; shares run on
-    ``executor`` if given, else on a new ProcessPoolExecutor when ``n_jobs > 1``, else inline. The
-    children depend only on the state of ``rng`` and on ``n_jobs``. ``max_heavy_atoms``: optional
-    size cap on children (default none). ``time_limit_s``: seconds a child slot's crossover, or
-    its mutation, may take before it gives up (counted in ``n_timeouts``; None: no limit). Every
-    parent must parse (InputError otherwise).
-    """
-    start = time.perf_counter()
-    if not parents:
-        raise InputError("reproduce needs at least one parent SMILES; got an empty list")
-    if n_jobs < 1:
-        raise InputError(f"n_jobs must be >= 1, got {n_jobs}")
-    weights = None
-    if parent_weights is not None:
-        weights = np.asarray(parent_weights, dtype=float)
-        if weights.shape != (len(parents),) or not np.all(np.isfinite(weights)):
-            raise InputError("parent_weights must be finite, one per parent")
-        if np.any(weights < 0) or weights.sum() <= 0:
-            raise InputError("parent_weights must be >= 0 with a positive sum")
-        weights = weights / weights.sum()
-    graphs = {}
-    for i, s in enumerate(parents):  # fail fast on a bad parent, and reuse the parse inline
-        graphs[i] = _parse_or_raise(s)
-    seeds = [int(s) for s in rng.integers(0, 2**63 - 1, size=n_jobs)]
-    shares = [n_children // n_jobs + (j < n_children % n_jobs) for j in range(n_jobs)]
-    if time_limit_s is not None and not time_limit_s > 0:
-        raise InputError(f"time_limit_s must be positive or None, got {time_limit_s!r}")
-    args = [(parents, weights, n, s, mutation_rate, max_heavy_atoms, time_limit_s)
-            for n, s in zip(shares, seeds)]
-    if executor is None and n_jobs == 1:
-        parts = [_breed(*args[0], graphs=graphs)]
-    elif executor is not None:
-        parts = [f.result() for f in [executor.submit(_breed, *a) for a in args]]
-    else:
-        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-            parts = [f.result() for f in [pool.submit(_breed, *a) for a in args]]
-    out = ReproductionResult([])
-    for part in parts:
-        out.children += part.children
-        out.n_failed_crossovers += part.n_failed_crossovers
-        out.n_mutations += part.n_mutations
-        out.n_failed_mutations += part.n_failed_mutations
-        out.n_timeouts += part.n_timeouts
-    out.seconds = time.perf_counter() - start
-    return out
-
-
-# --------------------------------------------------------------------------- the GA loop
-@dataclass(frozen=True)
-class Evaluation:
-    """One oracle call: canonical SMILES, its score and the generation (0 = initial pool)."""
-
-    smiles: str
-    score: float
-    generation: int
-
-
-@dataclass
-class GAResult:
-    """Every evaluation in call order, the final population (best first) and operator counts."""
-
-    evaluations: list[Evaluation]
-    population: list[tuple[str, float]]
-    generations: int
-    n_failed_crossovers: int = 0
-    n_failed_mutations: int = 0
-    n_timeouts: int = 0
-
-    def top(self, k: int = 1) -> list[Evaluation]:
-        """The k best evaluations (ties in call order)."""
-        return sorted(self.evaluations, key=lambda e: -_rank(e.score))[:k]
-
-
-def _rank(score: float) -> float:
-    return score if np.isfinite(score) else -np.inf
-
-
-def _selection_weights(scores: Sequence[float]) -> np.ndarray:
-    """Parent weights proportional to score (GuacaMol's graph GA); shifted when scores < 0."""
-    s = np.array([x if np.isfinite(x) else np.nan for x in scores], dtype=float)
-    finite = np.isfinite(s)
-    if not finite.any():
-        return np.ones(len(s))
-    low = np.nanmin(s)
-    w = np.where(finite, s - min(low, 0.0), 0.0)
-    return w if w.sum() > 0 else finite.astype(float)
-
-
-def graph_ga(
-    score_fn: Callable[[list[str]], Sequence[float]],
-    initial_population: Sequence[str],
-    *,
-    generations: int,
-    rng: np.random.Generator,
-    population_size: int = 120,
-    offspring_size: int = 70,
-    mutation_rate: float = 0.067,
-    max_heavy_atoms: int | None = None,
-    max_evaluations: int | None = None,
-    n_jobs: int = 1,
-    executor: Executor | None = None,
-    stop: Callable[[], bool] | None = None,
-    time_limit_s: float | None = OPERATOR_TIME_LIMIT_S,
-) -> GAResult:
-    """Graph GA (Jensen 2019; GuacaMol/PMO baseline defaults 120 / 70 / 0.067), stateless.
-
-    The initial pool is canonicalised (invalid SMILES dropped) and scored; the population is the
-    ``population_size`` best unique molecules. Each generation draws ``offspring_size`` children
-    from parents weighted by score, scores the ones never seen (``score_fn`` is called only on new
-    canonical SMILES, so ``max_evaluations`` counts unique oracle calls) and keeps the best unique
-    ``population_size`` of population + children. Non-finite scores rank last. ``stop``: called
-    before each generation; True ends the run (e.g. an oracle whose own budget is spent, when
-    ``score_fn`` rejects some molecules without paying for them, so ``max_evaluations`` cannot
-    count its calls). ``time_limit_s``: per operator call, see :func:`reproduce`.
-    """
-    if population_size < 1 or offspring_size < 1 or generations < 0:
-        raise InputError("population_size and offspring_size must be >= 1, generations >= 0")
-    known: dict[str, float] = {}
-    evaluations: list[Evaluation] = []
-
-    def evaluate(smiles: Sequence[str], generation: int) -> None:
-        new = [s for s in dict.fromkeys(smiles) if s not in known]
-        if max_evaluations is not None:
-            new = new[: max(0, max_evaluations - len(evaluations))]
-        if not new:
-            return
-        scores = list(score_fn(new))
-        if len(scores) != len(new):
-            raise InputError(f"score_fn returned {len(scores)} scores for {len(new)} SMILES")
-        for s, v in zip(new, scores):
-            known[s] = float(v)
-            evaluations.append(Evaluation(s, float(v), generation))
-
-    def best(smiles: Sequence[str]) -> list[tuple[str, float]]:
-        unique = [s for s in dict.fromkeys(smiles) if s in known]
-        ranked = sorted(unique, key=lambda s: -_rank(known[s]))
-        return [(s, known[s]) for s in ranked[:population_size]]
-
-    start = []
-    with BlockLogs():
-        for s in initial_population:
-            mol = Chem.MolFromSmiles(s)
-            if mol is not None and mol.GetNumAtoms() > 0:
-                start.append(Chem.MolToSmiles(mol))
-    if not start:
-        raise InputError("graph_ga needs at least one valid SMILES in initial_population")
-    evaluate(start, 0)
-    population = best(start)
-    n_fx = n_fm = n_to = 0
-    generation = 0
-    for generation in range(1, generations + 1):
-        if (not population or (max_evaluations is not None
-                               and len(evaluations) >= max_evaluations)
-                or (stop is not None and stop())):
-            generation -= 1
-            break
-        parents = [s for s, _ in population]
-        out = reproduce(
-            parents,
-            offspring_size,
-            rng,
-            mutation_rate,
-            max_heavy_atoms,
-            n_jobs,
-            executor,
-            parent_weights=_selection_weights([v for _, v in population]),
-            time_limit_s=time_limit_s,
-        )
-        n_fx += out.n_failed_crossovers
-        n_fm += out.n_failed_mutations
-        n_to += out.n_timeouts
-        evaluate(out.children, generation)
-        population = best(parents + out.children)
-    return GAResult(evaluations, population, generation, n_fx, n_fm, n_to)

@@ -8,7 +8,7 @@ self-improved Retro* (Kim et al., ICML 2021)::
     p(template | product) = softmax(W2 h + b2)                    (B, n_templates)
 
 :class:`MLPSingleStepModel` wraps a trained :class:`TemplateMLP` and its template list as a
-:class:`~selfsup.chem.retro.single_step.TemplateModel`: the base class applies the top-k
+:class:`~selfsup.chem.retro.core.single_step.TemplateModel`: the base class applies the top-k
 templates with rdchiral, merges identical reactant sets (probabilities summed) and renormalises.
 
 Forward model for the forward augmentation of self-improvement: :class:`ForwardTemplateMLP`
@@ -39,9 +39,9 @@ from torch import nn
 from selfsup.errors import InputError
 from selfsup.io import atomic_torch_save, safe_torch_load
 
-from .reactions import canonical_reactants
-from .single_step import TemplateModel
-from .templates_data import morgan_fingerprints
+from ..core.fingerprints import morgan_fingerprints
+from ..core.reactions import canonical_reactants
+from ..core.single_step import TemplateModel
 
 __all__ = [
     "CHECKPOINT_FORMAT",

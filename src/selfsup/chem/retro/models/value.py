@@ -36,10 +36,10 @@ from torch import nn
 from selfsup.errors import InputError
 from selfsup.io import atomic_torch_save, safe_torch_load
 
-from .routes import MIN_PROBABILITY, Route, reaction_cost
-from .single_step import SingleStepModel
-from .stock import Stock
-from .templates_data import morgan_fingerprints
+from ..core.fingerprints import morgan_fingerprints
+from ..core.routes import MIN_PROBABILITY, Route, reaction_cost
+from ..core.single_step import SingleStepModel
+from ..core.stock import Stock
 
 __all__ = [
     "VALUE_FORMAT",

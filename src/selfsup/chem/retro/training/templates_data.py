@@ -19,7 +19,7 @@ reactant set (forward model). :func:`prepare_uspto50k` computes everything once 
 keyed by a hash of the source files and the parameters).
 
 Malformed rows never stop preparation: they are skipped and counted per reason in a
-:class:`~selfsup.chem.retro.reactions.BulkReport` per split.
+:class:`~selfsup.chem.retro.core.reactions.BulkReport` per split.
 """
 
 from __future__ import annotations
@@ -39,13 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rdkit import Chem, rdBase
-from rdkit.Chem import rdFingerprintGenerator
 
 from selfsup.errors import InputError
 from selfsup.io import atomic_write_bytes, atomic_write_json
 
-from .reactions import BulkReport, Reaction, extract_retro_template
+from ..core.fingerprints import morgan_fingerprints
+from ..core.reactions import BulkReport, Reaction, extract_retro_template
 
 __all__ = [
     "CACHE_FORMAT",
@@ -54,7 +53,6 @@ __all__ = [
     "TemplateData",
     "build_split",
     "build_vocabulary",
-    "morgan_fingerprints",
     "parse_template_records",
     "prepare_from_records",
     "prepare_uspto50k",
@@ -64,49 +62,6 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 CACHE_FORMAT = "selfsup.uspto50k_templates/1"
-
-
-# ----------------------------------------------------------------------------------------------
-# Fingerprints
-# ----------------------------------------------------------------------------------------------
-
-_GENERATORS: dict[tuple[int, int, bool], Any] = {}
-
-
-def _generator(radius: int, n_bits: int, use_chirality: bool):
-    key = (radius, n_bits, use_chirality)
-    gen = _GENERATORS.get(key)
-    if gen is None:
-        gen = rdFingerprintGenerator.GetMorganGenerator(
-            radius=radius, fpSize=n_bits, includeChirality=use_chirality
-        )
-        _GENERATORS[key] = gen
-    return gen
-
-
-def morgan_fingerprints(
-    smiles: Sequence[str],
-    radius: int = 2,
-    n_bits: int = 2048,
-    *,
-    use_chirality: bool = False,
-) -> np.ndarray:
-    """Morgan bit fingerprints of ``smiles`` as a ``uint8`` array of shape ``(n, n_bits)``.
-
-    A dotted SMILES (a reactant set) gives the fingerprint of all its fragments together.
-    An unparsable SMILES gives an all-zero row (callers pass canonical SMILES, so this only
-    guards against odd input).
-    """
-    if isinstance(smiles, str):
-        raise InputError("morgan_fingerprints() takes a list of SMILES, not one string")
-    gen = _generator(int(radius), int(n_bits), bool(use_chirality))
-    out = np.zeros((len(smiles), int(n_bits)), dtype=np.uint8)
-    with rdBase.BlockLogs():
-        for i, s in enumerate(smiles):
-            mol = Chem.MolFromSmiles(s) if isinstance(s, str) and s else None
-            if mol is not None:
-                out[i] = gen.GetFingerprintAsNumPy(mol)
-    return out
 
 
 # ----------------------------------------------------------------------------------------------

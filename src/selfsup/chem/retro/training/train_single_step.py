@@ -1,7 +1,7 @@
 """Train and evaluate the template-classifier single-step model of Retro* on USPTO-50k.
 
 Recipe (Chen et al., ICML 2020; Kim et al., ICML 2021): Morgan fingerprint (radius 2, 2048
-bits) -> :class:`~selfsup.chem.retro.mlp.TemplateMLP` -> softmax over the train templates,
+bits) -> :class:`~selfsup.chem.retro.models.mlp.TemplateMLP` -> softmax over the train templates,
 cross-entropy, Adam (lr 1e-3, batch 1024, dropout 0.3-0.4). Model selection on the valid split
 by template top-1 accuracy; every epoch writes ``checkpoints/last.pt`` so :func:`resume` can
 continue a killed run; the selected model is written to ``<run>/model.pt``.
@@ -9,7 +9,7 @@ continue a killed run; the selected model is written to ``<run>/model.pt``.
 Reported on the test split (``results.json``):
 
 - ``test_exact_topK``: a reaction is a hit at k when one of the top-k reactant sets proposed by
-  :class:`~selfsup.chem.retro.mlp.MLPSingleStepModel` (top-``max(k)`` templates applied with
+  :class:`~selfsup.chem.retro.models.mlp.MLPSingleStepModel` (top-``max(k)`` templates applied with
   rdchiral, identical sets merged) equals the recorded canonical reactant set;
 - ``test_template_topK``: the recorded template is among the k most probable templates (cheap;
   a reaction whose template is not in the train vocabulary is a miss in both).
@@ -42,13 +42,13 @@ from selfsup.io import atomic_torch_save
 from selfsup.progress import Progress
 from selfsup.runs import Run
 
-from .mlp import (
+from ..core.reactions import Reaction, canonical_reactants, canonical_smiles, extract_retro_template
+from ..models.mlp import (
     ForwardTemplateMLP,
     ForwardTemplateModel,
     MLPSingleStepModel,
     TemplateMLP,
 )
-from .reactions import Reaction, canonical_reactants, canonical_smiles, extract_retro_template
 from .templates_data import SplitData, TemplateData, prepare_uspto50k
 
 __all__ = [
@@ -196,7 +196,7 @@ def exact_match_topk(
     """Top-k exact-match accuracy of ranked predictions against one truth per item.
 
     ``predictions[i]`` is ranked best first; each entry is compared with ``truths[i]`` after
-    taking ``.reactants`` (a :class:`~selfsup.chem.retro.single_step.Proposal`) or ``.product``
+    taking ``.reactants`` (a :class:`~selfsup.chem.retro.core.single_step.Proposal`) or ``.product``
     (a forward prediction) when present. Returns ``{"top{k}": fraction}``.
     """
     if len(predictions) != len(truths):
@@ -609,7 +609,7 @@ def fine_tune(
 def load_trained_model(run_path: str | os.PathLike, device: str = "cpu"
                        ) -> MLPSingleStepModel | ForwardTemplateModel:
     """The selected model of a finished training run (``<run>/model.pt``)."""
-    from .mlp import load_template_model
+    from ..models.mlp import load_template_model
 
     path = Path(run_path) / "model.pt"
     if not path.is_file():

@@ -1,7 +1,8 @@
 """ORD records (:mod:`selfsup.data.ord`) made into retro reactions.
 
-The data layer reads the records; turning them into :class:`~.reactions.Reaction` objects
-needs the chemistry layer, so it lives here (the data layer imports nothing from chemistry).
+The data layer reads the records; turning them into
+:class:`~selfsup.chem.retro.core.reactions.Reaction` objects needs the chemistry layer, so it
+lives here (the data layer imports nothing from chemistry).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def _main_product_index(heavy: Sequence[int]) -> int | None:
 
 def _one_reaction(rec: dict) -> tuple[Any, str | None]:
     """``(Reaction, None)`` or ``(None, skip reason)`` for one record."""
-    from .reactions import Reaction
+    from ..core.reactions import Reaction
 
     text = rec["reaction"].split(" ")[0]
     left, mid, right = text.split(">")

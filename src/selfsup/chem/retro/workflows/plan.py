@@ -1,8 +1,8 @@
 """``selfsup chem plan``: Retro* on many targets, over processes, resumable.
 
 One run plans every target of a SMILES file (one per line; unparsable lines are skipped and
-counted) with :class:`~selfsup.chem.retro.search.RetroStar` (Chen et al., ICML 2020): Retro*-0
-without a value model, Retro* with one (:mod:`selfsup.chem.retro.value`). Searches run in a
+counted) with :class:`~selfsup.chem.retro.core.search.RetroStar` (Chen et al., ICML 2020): Retro*-0
+without a value model, Retro* with one (:mod:`selfsup.chem.retro.models.value`). Searches run in a
 process pool (``n_workers``; each worker loads the model once) or on Ray (``executor: ray``,
 imported only then). Each finished target is appended to ``results.jsonl`` at once (flushed), so
 :func:`resume_plan` skips the targets already done after a kill; records are ordered by target
@@ -14,9 +14,9 @@ shown by ``selfsup report``) and ``results.json``: success rate within 10/25/50/
 iterations (from the iteration at which the first route was found), mean route length of the
 solved targets, mean iterations (failures counted at ``max_iterations``), and the stock used.
 
-Model and stock specs: a path to a ``model.pt`` of :class:`~selfsup.chem.retro.mlp.
+Model and stock specs: a path to a ``model.pt`` of :class:`~selfsup.chem.retro.models.mlp.
 MLPSingleStepModel`, or ``toy:NAME`` / ``toy:all`` for the toy worlds of
-:mod:`selfsup.chem.retro.toy` (tests and docs). ``stock: null`` is the USPTO-derived default:
+:mod:`selfsup.chem.retro.core.toy` (tests and docs). ``stock: null`` is the USPTO-derived default:
 reactants of all USPTO-50k reactions that never occur as a product.
 """
 
@@ -40,10 +40,10 @@ from selfsup.io import append_jsonl, atomic_write_json, atomic_write_text, dumps
 from selfsup.progress import Progress
 from selfsup.runs import Run
 
-from .routes import Route, draw_route
-from .search import RetroStar
-from .single_step import FixedReactionModel, SingleStepModel
-from .stock import Stock
+from ..core.routes import Route, draw_route
+from ..core.search import RetroStar
+from ..core.single_step import FixedReactionModel, SingleStepModel
+from ..core.stock import Stock
 
 __all__ = [
     "PlanConfig",
@@ -127,7 +127,7 @@ def _check_common(executor: str, n_workers: int, max_iterations: int) -> None:
 
 
 def _toy_model(name: str) -> SingleStepModel:
-    from .toy import toy_worlds
+    from ..core.toy import toy_worlds
 
     worlds = toy_worlds()
     if name == "all":
@@ -144,7 +144,7 @@ def _toy_model(name: str) -> SingleStepModel:
 def _load_mlp(path: str, threads: int | None) -> SingleStepModel:
     import torch
 
-    from .mlp import MLPSingleStepModel
+    from ..models.mlp import MLPSingleStepModel
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -165,7 +165,7 @@ def make_model_factory(spec: str, torch_threads: int | None = 1) -> Callable[[],
 def _load_value(path: str, threads: int | None) -> Callable[[str], float]:
     import torch
 
-    from .value import ValueModel
+    from ..models.value import ValueModel
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -190,7 +190,7 @@ def make_stock(spec: str | None, root: str | None = None, cache_dir: str | None 
 
         return default_stock(load_uspto_reactions(root, cache_dir))
     if spec.startswith("toy:"):
-        from .toy import toy_worlds
+        from ..core.toy import toy_worlds
 
         worlds = toy_worlds()
         name = spec[4:]

@@ -42,9 +42,9 @@ from typing import Any
 from selfsup.errors import InputError
 from selfsup.io import atomic_write_json, atomic_write_text
 
-from .reactions import Reaction
-from .routes import Route, RouteStep
-from .stock import Stock, stock_from_reactions
+from ..core.reactions import Reaction
+from ..core.routes import Route, RouteStep
+from ..core.stock import Stock, stock_from_reactions
 
 __all__ = [
     "BenchmarkTarget",
@@ -136,18 +136,19 @@ def load_uspto_reactions(
 ) -> list[DatasetReaction]:
     """Every USPTO-50k reaction (train, valid, test, in file order) from the prepared cache.
 
-    Uses :func:`~selfsup.chem.retro.templates_data.prepare_uspto50k` (canonical SMILES and the
-    recorded templates); ``root=None`` fetches the dataset.
+    Uses :func:`~selfsup.chem.retro.training.templates_data.prepare_uspto50k` (canonical SMILES
+    and the recorded templates); ``root=None`` fetches the dataset.
     """
-    from .templates_data import prepare_uspto50k
+    from ..training.templates_data import prepare_uspto50k
 
     data, _ = prepare_uspto50k(root, cache_dir)
     return reactions_from_template_data(data)
 
 
 def reactions_from_template_data(data: Any) -> list[DatasetReaction]:
-    """Dataset reactions of a prepared :class:`~selfsup.chem.retro.templates_data.TemplateData`
-    (splits train, valid, test in that order)."""
+    """Dataset reactions of a prepared
+    :class:`~selfsup.chem.retro.training.templates_data.TemplateData` (splits train, valid, test in
+    that order)."""
     out: list[DatasetReaction] = []
     for split in ("train", "valid", "test"):
         if split not in data.splits:
@@ -353,7 +354,7 @@ def load_route_benchmark(path: str | os.PathLike, group: str) -> list[BenchmarkT
 def load_targets(path: str | os.PathLike) -> tuple[list[str], int]:
     """Target SMILES from a file (one per line, first token; ``#`` comments and blank lines
     ignored). Returns ``(canonical SMILES, number of unparsable lines skipped)``."""
-    from .reactions import try_canonical_smiles
+    from ..core.reactions import try_canonical_smiles
 
     p = Path(path)
     if not p.is_file():

@@ -3,11 +3,12 @@
 USPTO-50k alone yields few held-out targets that need >= 2 steps (58). The ORD USPTO-grants
 reactions (``selfsup.data.ord``, 13,501 reactions of 1976-2001 grants) are not in USPTO-50k's
 train split, so they are added to the **held-out** reaction group of
-:func:`~selfsup.chem.retro.route_benchmark.build_route_benchmark` as a third held-out split
-``"ord"`` (no API change is needed: it takes any splits). Rules, on top of the base module's:
+:func:`~selfsup.chem.retro.workflows.route_benchmark.build_route_benchmark` as a third held-out
+split ``"ord"`` (no API change is needed: it takes any splits). Rules, on top of the base
+module's:
 
 - **De-duplication.** ORD reactions are canonicalised and de-duplicated
-  (:func:`selfsup.chem.retro.ord_reactions.ord_reactions`); an ORD reaction whose key
+  (:func:`selfsup.chem.retro.workflows.ord_reactions.ord_reactions`); an ORD reaction whose key
   ``(product, set of reactants)`` occurs anywhere in USPTO-50k is dropped (the USPTO-50k copy
   stays in its own split).
 - **Leak rule** (``leak_rule``): ``"product"`` (default) also drops every ORD reaction whose
@@ -23,7 +24,7 @@ train split, so they are added to the **held-out** reaction group of
   the base benchmark is kept; ``"combined"`` is the leaves of USPTO-50k + ORD together (it also
   removes USPTO-50k leaves that ORD produces, changing the base targets).
 
-Run ``python -m selfsup.chem.retro.route_benchmark_ord --out DIR`` to build and write it.
+Run ``python -m selfsup.chem.retro.workflows.route_benchmark_ord --out DIR`` to build and write it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from typing import Any
 
 from selfsup.errors import InputError
 
-from .reactions import Reaction
+from ..core.reactions import Reaction
+from ..core.stock import Stock, inchikey
 from .route_benchmark import (
     DatasetReaction,
     RouteBenchmark,
@@ -46,7 +48,6 @@ from .route_benchmark import (
     load_uspto_reactions,
     write_route_benchmark,
 )
-from .stock import Stock, inchikey
 
 __all__ = [
     "LEAK_RULES",
@@ -134,7 +135,7 @@ def build_route_benchmark_with_ord(
 ) -> RouteBenchmark:
     """The route benchmark of ``uspto`` with ``ord_rxns`` added to the held-out group.
 
-    ``ord_rxns`` should come from :func:`selfsup.chem.retro.ord_reactions.ord_reactions`.
+    ``ord_rxns`` should come from :func:`selfsup.chem.retro.workflows.ord_reactions.ord_reactions`.
     ``stock`` overrides ``stock_mode``. The report gains an ``"ord"`` entry (counts of the leak
     rule, the stock mode) and ``"groups"["test"]`` counts targets of all held-out splits, ORD
     included.

@@ -3,7 +3,7 @@
 Each iteration ``i = 1..n_iterations``:
 
 1. plan on (a seeded subset of) the training targets with the current single-step model
-   (Retro*-0, :func:`~selfsup.chem.retro.plan.plan_targets`);
+   (Retro*-0, :func:`~selfsup.chem.retro.workflows.plan.plan_targets`);
 2. collect the reactions of the successful routes (product, reactants, the template the model
    applied);
 3. keep those that the *reference* model (the iteration-0 model) ranks within the top ``rank``
@@ -12,9 +12,10 @@ Each iteration ``i = 1..n_iterations``:
    reactant sets with ``p >= 0.8`` that the backward model maps back to the same reactants at
    top-1 (:func:`forward_augment`);
 5. fine-tune the current model on them (20 epochs, lr 1e-4, batch 1024, dropout 0.4:
-   :func:`~selfsup.chem.retro.train_single_step.fine_tune`), with ``finetune.replay`` > 0 mixed
-   with that many times as many random reactions of the training split (rehearsal, so that the
-   model does not drift towards the few templates of the routes; see the benchmark notes);
+   :func:`~selfsup.chem.retro.training.train_single_step.fine_tune`), with
+   ``finetune.replay`` > 0 mixed with that many times as many random reactions of the training
+   split (rehearsal, so that the model does not drift towards the few templates of the routes;
+   see the benchmark notes);
 6. save ``iterations/iter_i/{model.pt, reactions.csv, plan.jsonl}`` and evaluate one-step
    exact-match top-k on held-out test reactions (reported before and after: it must not drop).
 
@@ -41,8 +42,8 @@ from selfsup.io import atomic_write_json, atomic_write_text, dumps_json
 from selfsup.progress import Progress
 from selfsup.runs import Run
 
+from ..core.single_step import SingleStepModel
 from .plan import PlanSearchConfig, SearchSpec, _check_common, make_model_factory, plan_targets
-from .single_step import SingleStepModel
 
 __all__ = [
     "RouteReaction",
@@ -288,7 +289,9 @@ def self_improve(config_path: str | os.PathLike | None = None, overrides: Sequen
 def _self_improve(run: Run, cfg: SelfImproveConfig) -> tuple[Run, dict[str, Any]]:
     import torch
 
-    from .mlp import MLPSingleStepModel
+    from ..models.mlp import MLPSingleStepModel
+    from ..training.templates_data import prepare_uspto50k
+    from ..training.train_single_step import evaluate_exact_match, fine_tune
     from .plan import make_stock
     from .route_benchmark import (
         build_route_benchmark,
@@ -296,8 +299,6 @@ def _self_improve(run: Run, cfg: SelfImproveConfig) -> tuple[Run, dict[str, Any]
         load_targets,
         reactions_from_template_data,
     )
-    from .templates_data import prepare_uspto50k
-    from .train_single_step import evaluate_exact_match, fine_tune
 
     log = run.logger()
     if cfg.torch_threads:
@@ -377,7 +378,7 @@ def _self_improve(run: Run, cfg: SelfImproveConfig) -> tuple[Run, dict[str, Any]
                 min_probability=cfg.filter.min_probability, top_k=cfg.search.top_k)
             new = list(kept)
             if cfg.forward.model:
-                from .mlp import ForwardTemplateModel
+                from ..models.mlp import ForwardTemplateModel
 
                 fwd = ForwardTemplateModel.load(cfg.forward.model)
                 backward = MLPSingleStepModel.load(current)
