@@ -6,7 +6,8 @@ import warnings
 import pandas as pd
 import pytest
 
-from selfsup.chem.retro.core.reactions import Reaction, canonical_smiles
+from selfsup.chem.molecules import canonical_smiles
+from selfsup.chem.retro.core.reactions import Reaction
 from selfsup.chem.retro.workflows.ord_reactions import ord_reactions
 from selfsup.chem.retro.workflows.route_benchmark import (
     build_route_benchmark,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from selfsup.chem.molecules import canonical_smiles
 from selfsup.chem.retro.core.reactions import (
     Reaction,
     apply_retro_template,
     apply_templates,
-    canonical_smiles,
     extract_retro_template,
     extract_templates,
     parse_reaction_smiles,
@@ -120,11 +120,18 @@ def test_bad_templates_and_reactions_reported_cleanly():
     assert (report.n_ok, report.skipped) == (1, {"bad_template": 1})
 
 
-def test_canonical_smiles():
-    assert canonical_smiles("[CH3:1][OH:2]") == "CO"
-    assert canonical_smiles("OCC") == "CCO"
-    with pytest.raises(InputError):
-        canonical_smiles("C1CC")
+def test_canonical_smiles_for_reactions_clears_maps_and_raises():
+    assert canonical_smiles("[CH3:1][OH:2]", remove_atom_map=True, strict=True) == "CO"
+    assert canonical_smiles("[CH3:1][OH:2]") == "[CH3:1][OH:2]"  # maps kept unless asked
+    assert canonical_smiles("OCC", strict=True) == "CCO"
+    with pytest.raises(InputError, match="cannot parse SMILES 'C1CC'"):
+        canonical_smiles("C1CC", strict=True)
+    with pytest.raises(InputError, match="empty or non-string"):
+        canonical_smiles("  ", strict=True)
+    assert canonical_smiles("C1CC") is None and canonical_smiles(None) is None
+    # one cache for every option set, and it can be emptied (the retro speed benchmark does)
+    canonical_smiles.cache_clear()
+    assert canonical_smiles("[CH3:1][OH:2]", remove_atom_map=True) == "CO"
 
 
 class _FixedScores(TemplateModel):

@@ -160,7 +160,7 @@ def main() -> None:
     def log(msg: str) -> None:
         print(f"[retro_speed {time.perf_counter() - t0:7.1f}s] {msg}", flush=True)
 
-    from selfsup.chem.retro.core.reactions import canonical_smiles
+    from selfsup.chem.molecules import canonical_smiles
     from selfsup.chem.retro.core.search import RetroStar
     from selfsup.chem.retro.core.single_step import FixedReactionModel, SingleStepModel
     from selfsup.chem.retro.core.stock import Stock

@@ -15,6 +15,7 @@ Core chemistry type: imports RDKit, never torch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -70,15 +71,14 @@ def mol_from_smiles(smiles: Any) -> Chem.Mol | None:
     return mol
 
 
-def canonical_smiles(smiles: Any, keep_stereo: bool = True) -> str | None:
-    """RDKit canonical SMILES of ``smiles``, or ``None`` when it is invalid or empty.
-
-    With ``keep_stereo=False`` tetrahedral and double-bond stereo is removed before writing
-    (isotopes and charges are kept).
-    """
+@functools.lru_cache(maxsize=500_000)
+def _canonical(smiles: str, keep_stereo: bool, remove_atom_map: bool) -> str | None:
     mol = mol_from_smiles(smiles)
     if mol is None:
         return None
+    if remove_atom_map:
+        for atom in mol.GetAtoms():
+            atom.SetAtomMapNum(0)
     if not keep_stereo:
         Chem.RemoveStereochemistry(mol)
     try:
@@ -86,6 +86,36 @@ def canonical_smiles(smiles: Any, keep_stereo: bool = True) -> str | None:
     except Exception:
         return None
     return out or None
+
+
+def canonical_smiles(
+    smiles: Any,
+    keep_stereo: bool = True,
+    *,
+    remove_atom_map: bool = False,
+    strict: bool = False,
+) -> str | None:
+    """RDKit canonical SMILES of ``smiles``: the project's one canonical form.
+
+    ``keep_stereo=False`` removes tetrahedral and double-bond stereo before writing (isotopes
+    and charges are kept); ``remove_atom_map=True`` clears atom-map numbers (reaction SMILES
+    from USPTO or ORD carry them; retrosynthesis compares molecules without them). An invalid,
+    empty or non-string input gives ``None``, or with ``strict=True`` an
+    :class:`~selfsup.errors.InputError` naming it (single user inputs, reaction parsing).
+    Memoised (bounded LRU; ``canonical_smiles.cache_clear()`` empties it): a search or a
+    scoring loop canonicalises the same molecules over and over.
+    """
+    if not isinstance(smiles, str) or not smiles.strip():
+        if strict:
+            raise InputError(f"empty or non-string SMILES {smiles!r}: pass a SMILES string")
+        return None
+    out = _canonical(smiles, bool(keep_stereo), bool(remove_atom_map))
+    if out is None and strict:
+        raise InputError(f"RDKit cannot parse SMILES {smiles!r}: check the SMILES syntax")
+    return out
+
+
+canonical_smiles.cache_clear = _canonical.cache_clear  # type: ignore[attr-defined]
 
 
 def is_valid(smiles: Any) -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import io
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 
 from rdkit import Chem, rdBase
 
+from selfsup.chem.molecules import canonical_smiles
 from selfsup.errors import InputError
 
 __all__ = [
@@ -30,47 +30,18 @@ __all__ = [
     "Reaction",
     "apply_retro_template",
     "apply_templates",
-    "canonical_smiles",
     "canonical_reactants",
     "clear_template_cache",
     "extract_retro_template",
     "extract_templates",
     "parse_reaction_smiles",
     "parse_reactions",
-    "try_canonical_smiles",
 ]
 
 
 # ----------------------------------------------------------------------------------------------
 # Canonical SMILES
 # ----------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=500_000)
-def canonical_smiles(smiles: str, *, remove_atom_map: bool = True) -> str:
-    """Canonical RDKit SMILES of ``smiles`` (atom-map numbers removed by default).
-
-    Raises :class:`InputError` naming the SMILES when RDKit cannot parse it. Memoised: a
-    search canonicalises the same molecules over and over (bounded LRU; errors not cached).
-    """
-    if not isinstance(smiles, str) or not smiles.strip():
-        raise InputError(f"empty or non-string SMILES {smiles!r}: pass a SMILES string")
-    with rdBase.BlockLogs():
-        mol = Chem.MolFromSmiles(smiles.strip())
-    if mol is None or mol.GetNumAtoms() == 0:
-        raise InputError(f"RDKit cannot parse SMILES {smiles!r}: check the SMILES syntax")
-    if remove_atom_map:
-        for atom in mol.GetAtoms():
-            atom.SetAtomMapNum(0)
-    return Chem.MolToSmiles(mol)
-
-
-def try_canonical_smiles(smiles: str) -> str | None:
-    """Like :func:`canonical_smiles` but returns ``None`` for an unparsable SMILES."""
-    try:
-        return canonical_smiles(smiles)
-    except InputError:
-        return None
 
 
 def canonical_reactants(reactants: str | Iterable[str]) -> tuple[str, ...]:
@@ -82,7 +53,7 @@ def canonical_reactants(reactants: str | Iterable[str]) -> tuple[str, ...]:
     parts = reactants.split(".") if isinstance(reactants, str) else list(reactants)
     out: list[str] = []
     for part in parts:
-        out.extend(canonical_smiles(part).split("."))
+        out.extend(canonical_smiles(part, remove_atom_map=True, strict=True).split("."))
     if not out:
         raise InputError("empty reactant list: a reaction needs at least one reactant")
     return tuple(sorted(out))
@@ -112,7 +83,7 @@ class Reaction:
         cls, product: str, reactants: str | Iterable[str], *, mapped: str | None = None
     ) -> Reaction:
         """Canonicalise ``product`` and ``reactants`` and build a reaction."""
-        prod = canonical_smiles(product)
+        prod = canonical_smiles(product, remove_atom_map=True, strict=True)
         if "." in prod:
             raise InputError(
                 f"product {product!r} has several fragments: a retro reaction has one product"
@@ -336,7 +307,7 @@ def apply_retro_template(template: str, product_smiles: str) -> list[tuple[str, 
     """
     from rdchiral.main import rdchiralRun
 
-    product = canonical_smiles(product_smiles)
+    product = canonical_smiles(product_smiles, remove_atom_map=True, strict=True)
     rxn = _rdchiral_reaction(template)
     prep = _rdchiral_product(product)
     try:
@@ -392,7 +363,7 @@ def apply_templates(
     """Apply each template to one product; bad templates give ``[]`` and are counted."""
     report = BulkReport()
     out: list[list[tuple[str, ...]]] = []
-    product = canonical_smiles(product_smiles)
+    product = canonical_smiles(product_smiles, remove_atom_map=True, strict=True)
     for i, template in enumerate(templates):
         report.n_total += 1
         try:

@@ -33,9 +33,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from selfsup.chem.molecules import canonical_smiles
 from selfsup.errors import InputError
 
-from .reactions import canonical_smiles
 from .routes import MIN_PROBABILITY, Route, RouteStep, reaction_cost
 from .single_step import SingleStepModel
 from .stock import Stock
@@ -214,7 +214,7 @@ class RetroStar:
     def run(self, target: str) -> SearchResult:
         """Search a route for ``target`` (any valid SMILES; canonicalised first)."""
         t0 = time.perf_counter()
-        smiles = canonical_smiles(target)
+        smiles = canonical_smiles(target, remove_atom_map=True, strict=True)
         counts0 = self.model.counts()
         self._stats = {"n_cycle_rejected": 0, "n_dead_ends": 0, "n_depth_limited": 0}
         root = self._new_molecule(smiles, depth=0, parent=None)

@@ -24,13 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from selfsup.chem.molecules import canonical_smiles
 from selfsup.errors import InputError
 
-from .reactions import (
-    apply_retro_template,
-    canonical_reactants,
-    canonical_smiles,
-)
+from .reactions import apply_retro_template, canonical_reactants
 
 __all__ = ["FixedReactionModel", "Proposal", "SingleStepModel", "TemplateModel"]
 
@@ -86,7 +83,7 @@ class SingleStepModel:
             raise InputError("propose() takes a list of SMILES; use propose_one() for one SMILES")
         if top_k < 1:
             raise InputError(f"top_k must be >= 1, got {top_k}")
-        canon = [canonical_smiles(p) for p in products]
+        canon = [canonical_smiles(p, remove_atom_map=True, strict=True) for p in products]
         self.n_calls += len(canon)
         results: list[list[Proposal] | None] = [None] * len(canon)
         todo: list[int] = []
@@ -195,7 +192,7 @@ class FixedReactionModel(SingleStepModel):
         super().__init__(renormalize=renormalize, **kwargs)
         self.table: dict[str, list[Proposal]] = {}
         for product, entries in table.items():
-            key = canonical_smiles(product)
+            key = canonical_smiles(product, remove_atom_map=True, strict=True)
             props = self.table.setdefault(key, [])
             for j, (reactants, prob) in enumerate(entries):
                 props.append(Proposal(canonical_reactants(reactants), float(prob), {"entry": j}))

@@ -36,13 +36,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from selfsup.chem.molecules import canonical_smiles
 from selfsup.config import load_config, to_dict
 from selfsup.errors import ConfigError, InputError
 from selfsup.io import atomic_torch_save
 from selfsup.progress import Progress
 from selfsup.runs import Run
 
-from ..core.reactions import Reaction, canonical_reactants, canonical_smiles, extract_retro_template
+from ..core.reactions import Reaction, canonical_reactants, extract_retro_template
 from ..models.mlp import (
     ForwardTemplateMLP,
     ForwardTemplateModel,
@@ -547,7 +548,7 @@ def fine_tune(
             else:
                 source, template = item
                 text = (".".join(canonical_reactants(source)) if forward
-                        else canonical_smiles(source))  # type: ignore[arg-type]
+                        else canonical_smiles(source, remove_atom_map=True, strict=True))  # type: ignore[arg-type]
         except (InputError, TypeError, ValueError):
             skip("malformed")
             continue

@@ -354,7 +354,7 @@ def load_route_benchmark(path: str | os.PathLike, group: str) -> list[BenchmarkT
 def load_targets(path: str | os.PathLike) -> tuple[list[str], int]:
     """Target SMILES from a file (one per line, first token; ``#`` comments and blank lines
     ignored). Returns ``(canonical SMILES, number of unparsable lines skipped)``."""
-    from ..core.reactions import try_canonical_smiles
+    from selfsup.chem.molecules import canonical_smiles
 
     p = Path(path)
     if not p.is_file():
@@ -366,7 +366,7 @@ def load_targets(path: str | os.PathLike) -> tuple[list[str], int]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        smi = try_canonical_smiles(line.split()[0])
+        smi = canonical_smiles(line.split()[0], remove_atom_map=True)
         if smi is None:
             bad += 1
         else:
