@@ -6,13 +6,16 @@ import math
 
 import pytest
 
-from selfsup.chem.objectives import Thresholded, get_objective
-from selfsup.chem.oracles import (
-    BudgetExhausted,
+from selfsup.chem.objectives import (
     Composite,
     FunctionObjective,
-    Oracle,
+    Thresholded,
     WeightedSum,
+    get_objective,
+)
+from selfsup.chem.oracles import (
+    BudgetExhausted,
+    Oracle,
     auc_top_k,
     load_record,
     pmo_metrics,

@@ -52,6 +52,7 @@ from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
 from selfsup.chem.molecules import canonical_smiles, mol_from_smiles
+from selfsup.chem.objectives.adapters import as_objective
 from selfsup.chem.objectives.base import Objective
 from selfsup.errors import InputError, SelfsupError
 from selfsup.io import atomic_write_text, read_text_file
@@ -59,13 +60,9 @@ from selfsup.io import atomic_write_text, read_text_file
 __all__ = [
     "DEFAULT_MAX_HEAVY_ATOMS",
     "BudgetExhausted",
-    "Composite",
-    "FunctionObjective",
     "Oracle",
     "OracleBatch",
     "OracleCall",
-    "WeightedSum",
-    "as_objective",
     "auc_top_k",
     "load_record",
     "pmo_metrics",
@@ -92,144 +89,6 @@ class BudgetExhausted(SelfsupError):
     def __init__(self, message: str, batch: OracleBatch | None = None) -> None:
         super().__init__(message)
         self.batch = batch
-
-
-# ------------------------------------------------------------------------------ objectives
-class FunctionObjective(Objective):
-    """Wrap a user callable as an objective.
-
-    ``fn(smiles) -> float`` (``batch=False``) or ``fn(list_of_smiles) -> list_of_floats``
-    (``batch=True``). Invalid SMILES never reach ``fn``; they score ``invalid_score``. Inside an
-    :class:`Oracle`, ``fn`` receives RDKit canonical SMILES.
-    """
-
-    def __init__(self, fn: Callable[..., Any], name: str | None = None, batch: bool = False,
-                 invalid_score: float = 0.0, maximize: bool = True) -> None:
-        if not callable(fn):
-            raise InputError(f"FunctionObjective needs a callable, got {type(fn).__name__}")
-        self.fn = fn
-        self.batch = batch
-        self.name = name or getattr(fn, "__name__", "function")
-        self.invalid_score = float(invalid_score)
-        self.maximize = maximize
-
-    def score_mol(self, mol: Chem.Mol) -> float:
-        return self.score_list([Chem.MolToSmiles(mol)])[0]
-
-    def __call__(self, smiles: str) -> float:
-        return self.score_list([smiles])[0]
-
-    def score_list(self, smiles_list: Iterable[str]) -> list[float]:
-        items = list(smiles_list)
-        valid = [i for i, s in enumerate(items) if mol_from_smiles(s) is not None]
-        out = [float(self.invalid_score)] * len(items)
-        if not valid:
-            return out
-        if self.batch:
-            values = list(self.fn([items[i] for i in valid]))
-            if len(values) != len(valid):
-                raise InputError(
-                    f"batch objective {self.name!r} returned {len(values)} scores for "
-                    f"{len(valid)} SMILES; it must return one score per input"
-                )
-        else:
-            values = [self.fn(items[i]) for i in valid]
-        for i, v in zip(valid, values):
-            out[i] = float(v)
-        return out
-
-
-def as_objective(obj: Objective | str | Callable[..., Any], **kwargs: Any) -> Objective:
-    """An :class:`Objective` from an objective, a registry name or a callable (``kwargs`` go to
-    :class:`FunctionObjective`)."""
-    if isinstance(obj, Objective):
-        return obj
-    if isinstance(obj, str):
-        from selfsup.chem.objectives import get_objective
-
-        return get_objective(obj)
-    if callable(obj):
-        return FunctionObjective(obj, **kwargs)
-    raise InputError(
-        f"cannot use {type(obj).__name__} as an objective; pass an Objective, a registry name "
-        "(see selfsup.chem.objectives.list_objectives()) or a callable f(smiles) -> float"
-    )
-
-
-class Composite(Objective):
-    """Combine objectives: score ``s_i`` -> transform ``t_i(s_i)`` -> weighted reduction.
-
-    ``reduce='sum'``: sum_i w_i t_i;  ``'mean'``: sum_i w_i t_i / sum_i w_i;
-    ``'geometric'``: prod_i t_i ^ (w_i / sum_i w_i) (transforms should map into [0, inf)).
-    Each member is called on the whole batch (so batch callables stay batched).
-    """
-
-    _REDUCTIONS = ("sum", "mean", "geometric")
-
-    def __init__(self, objectives: Sequence[Objective | str | Callable[..., Any]],
-                 weights: Sequence[float] | None = None,
-                 transforms: Sequence[Callable[[float], float] | None] | None = None,
-                 reduce: str = "mean", name: str | None = None,
-                 invalid_score: float = 0.0) -> None:
-        self.objectives = [as_objective(o) for o in objectives]
-        n = len(self.objectives)
-        self.weights = [1.0] * n if weights is None else [float(w) for w in weights]
-        self.transforms = [None] * n if transforms is None else list(transforms)
-        if n == 0 or len(self.weights) != n or len(self.transforms) != n:
-            raise InputError(
-                f"Composite needs >= 1 objective and one weight and transform per objective; got "
-                f"{n} objectives, {len(self.weights)} weights, {len(self.transforms)} transforms"
-            )
-        if reduce not in self._REDUCTIONS:
-            raise InputError(f"reduce must be one of {self._REDUCTIONS}, got {reduce!r}")
-        if reduce != "sum" and sum(self.weights) == 0:
-            raise InputError("Composite weights must not sum to 0 for 'mean' or 'geometric'")
-        self.reduce = reduce
-        self.name = name or f"{reduce}(" + ",".join(o.name for o in self.objectives) + ")"
-        self.invalid_score = float(invalid_score)
-
-    def score_mol(self, mol: Chem.Mol) -> float:
-        return self.score_list([Chem.MolToSmiles(mol)])[0]
-
-    def __call__(self, smiles: str) -> float:
-        return self.score_list([smiles])[0]
-
-    def score_list(self, smiles_list: Iterable[str]) -> list[float]:
-        items = list(smiles_list)
-        valid = [i for i, s in enumerate(items) if mol_from_smiles(s) is not None]
-        out = [float(self.invalid_score)] * len(items)
-        if not valid:
-            return out
-        sub = [items[i] for i in valid]
-        columns = []
-        for obj, tf in zip(self.objectives, self.transforms):
-            vals = np.asarray(obj.score_list(sub), dtype=float)
-            if tf is not None:
-                vals = np.asarray([float(tf(v)) for v in vals], dtype=float)
-            columns.append(vals)
-        mat = np.stack(columns)  # (n_objectives, n_valid)
-        w = np.asarray(self.weights, dtype=float)[:, None]
-        if self.reduce == "sum":
-            combined = (w * mat).sum(axis=0)
-        elif self.reduce == "mean":
-            combined = (w * mat).sum(axis=0) / w.sum()
-        else:
-            with np.errstate(divide="ignore"):
-                combined = np.exp((w * np.log(np.clip(mat, 0.0, None))).sum(axis=0) / w.sum())
-        for i, v in zip(valid, combined):
-            out[i] = float(v)
-        return out
-
-
-class WeightedSum(Composite):
-    """``sum_i w_i t_i(s_i)``: :class:`Composite` with ``reduce='sum'``."""
-
-    def __init__(self, objectives: Sequence[Objective | str | Callable[..., Any]],
-                 weights: Sequence[float] | None = None,
-                 transforms: Sequence[Callable[[float], float] | None] | None = None,
-                 name: str | None = None, invalid_score: float = 0.0) -> None:
-        super().__init__(objectives, weights, transforms, reduce="sum", name=name,
-                         invalid_score=invalid_score)
 
 
 # --------------------------------------------------------------------------------- records

@@ -6,6 +6,7 @@
 1.0
 """
 
+from selfsup.chem.objectives.adapters import Composite, FunctionObjective, WeightedSum, as_objective
 from selfsup.chem.objectives.base import (
     GUACAMOL_CORRUPT_SCORE,
     ArithmeticMean,
@@ -52,6 +53,10 @@ from selfsup.chem.objectives.registry import get_objective, list_objectives
 from selfsup.chem.objectives.tasks import GUACAMOL_V2_TASKS, PMO_TASKS, TARGETS
 
 __all__ = [
+    "Composite",
+    "FunctionObjective",
+    "WeightedSum",
+    "as_objective",
     "FINGERPRINT_TYPES",
     "GEGL_ZINC_STATS",
     "GUACAMOL_CORRUPT_SCORE",

@@ -8,7 +8,7 @@ budget of unique oracle calls and returns the ``number_molecules`` best molecule
 
 GuacaMol is not imported (duck typing): the scoring function needs ``score_list(smiles_list)``
 (used when present: one batched call) or ``score(smiles)``, or may be a plain callable. It is
-wrapped as a :class:`~selfsup.chem.oracles.FunctionObjective` inside a budgeted, caching
+wrapped as a :class:`~selfsup.chem.objectives.adapters.FunctionObjective` inside a budgeted, caching
 :class:`~selfsup.chem.oracles.Oracle` (a fresh one per call, so each task gets the full budget).
 Nothing is written to disk.
 
@@ -29,7 +29,8 @@ import numpy as np
 
 from ...config import load_config
 from ...errors import ConfigError, InputError
-from ..oracles import FunctionObjective, Oracle
+from ..objectives.adapters import FunctionObjective
+from ..oracles import Oracle
 from .base import OPTIMIZERS, OptimizationContext, OptimizeConfig, load_start_pool
 
 __all__ = ["SelfsupGoalDirectedGenerator", "as_function_objective"]
