@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup.chem.lstm import SmilesLSTM, SmilesLSTMConfig
+from selfsup.chem.lstm import SmilesLSTM, SmilesLSTMConfig, train_likelihood
 from selfsup.chem.molecules import Vocabulary, canonicalize_many
 from selfsup.chem.optimize import OPTIMIZERS, OptimizationContext, OptimizeConfig, optimize
-from selfsup.chem.optimize.gegl import Progress
+from selfsup.chem.optimize.common import Progress
 from selfsup.chem.optimize.generator import SelfsupGoalDirectedGenerator
 from selfsup.chem.optimize.queues import MaxRewardQueue
 from selfsup.chem.oracles import Oracle
-from selfsup.chem.pretrain import train_likelihood
 from selfsup.config import load_config
 from selfsup.errors import ConfigError
 

@@ -12,9 +12,12 @@ from selfsup.chem.lstm import (
     SmilesLSTM,
     SmilesLSTMConfig,
     encode_smiles,
+    pretrain,
+    resume,
+    sample_metrics,
+    train_likelihood,
 )
 from selfsup.chem.molecules import Vocabulary, canonicalize_many
-from selfsup.chem.pretrain import pretrain, resume, sample_metrics, train_likelihood
 from selfsup.errors import InputError
 from selfsup.io import safe_torch_load
 from selfsup.runs import Run

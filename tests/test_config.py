@@ -108,3 +108,24 @@ def test_shipped_augself_configs_load():
     for f in files:
         cfg = load_config(VisionTrainConfig, f)
         assert cfg.method in list_methods() and cfg.augself.kinds == ["crop", "colour"]
+
+
+def test_every_config_schema_of_the_package_is_frozen():
+    """config.py promises frozen configs: every ``*Config`` dataclass in selfsup (the schemas
+    ``load_config`` builds and their sections) refuses assignment after loading."""
+    import dataclasses
+    import importlib
+    import pkgutil
+
+    import selfsup
+
+    found, thawed = [], []
+    for info in pkgutil.walk_packages(selfsup.__path__, "selfsup."):
+        mod = importlib.import_module(info.name)
+        for name, obj in vars(mod).items():
+            if (isinstance(obj, type) and dataclasses.is_dataclass(obj) and name.endswith("Config")
+                    and obj.__module__ == mod.__name__):
+                found.append(f"{mod.__name__}.{name}")
+                if not obj.__dataclass_params__.frozen:
+                    thawed.append(f"{mod.__name__}.{name}")
+    assert len(found) >= 40 and thawed == []

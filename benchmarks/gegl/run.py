@@ -152,7 +152,7 @@ def ensure_prior(out: Path, given: str | None, steps: int | None, threads: int |
         return _prior_info(path, "given (--prior)")
     if cache is not None and "prior" in cache and _resolved(cache["prior"]["path"]).is_file():
         return cache["prior"]
-    from selfsup.chem import pretrain as pt
+    from selfsup.chem import lstm as pt
     from selfsup.runs import Run
 
     root = out / "prior"

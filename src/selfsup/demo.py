@@ -187,8 +187,8 @@ DEMO_PRIOR = ["data.dataset=zinc250k", "data.max_train_molecules=20000", "data.v
 
 
 def _gegl_part(console: Console, quick: bool, run_root: str | None) -> tuple[str, str]:
+    from .chem.lstm import pretrain
     from .chem.optimize import optimize
-    from .chem.pretrain import pretrain
     from .report import write_report
 
     steps, budget = (60, 300) if quick else (600, 1000)

@@ -105,7 +105,7 @@ def _optimize(args: argparse.Namespace) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from .pretrain import pretrain, resume
+    from .lstm import pretrain, resume
 
     return _start_or_resume(args, pretrain, lambda run: resume(run, args.overrides))
 

@@ -27,7 +27,7 @@ from ...runs import Run
 from ..oracles import Oracle
 
 
-@dataclass
+@dataclass(frozen=True)
 class GraphGAConfig:
     population_size: int = 120  # PMO / GuacaMol baseline defaults
     offspring_size: int = 70
@@ -35,7 +35,7 @@ class GraphGAConfig:
     max_heavy_atoms: int | None = None  # no cap by default (the reference capped at ~39)
 
 
-@dataclass
+@dataclass(frozen=True)
 class GEGLConfig:
     """GEGL (gegl.py). Budgeted defaults; the paper's are in configs/chem/gegl_paper.yaml."""
 
@@ -55,7 +55,7 @@ class GEGLConfig:
     device: str = "cpu"  # cpu | cuda | auto (replay-resume is exact on the same device only)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LSTMHCConfig:
     """SMILES-LSTM hill climbing (lstm_hc.py), sized for 1k-10k calls."""
 
@@ -71,7 +71,7 @@ class LSTMHCConfig:
     device: str = "cpu"  # cpu | cuda | auto
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReinventConfig:
     """REINVENT (reinvent.py); PMO's defaults."""
 
@@ -86,7 +86,7 @@ class ReinventConfig:
     device: str = "cpu"  # cpu | cuda | auto
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimizeConfig:
     name: str = "optimize"
     seed: int = 0

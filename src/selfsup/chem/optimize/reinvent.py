@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from ...errors import ConfigError
-from ..lstm import encode_smiles
+from ..lstm import encode_smiles, gradient_step
 from ..molecules import canonical_smiles
 from .base import OptimizationContext, OptimizeConfig, ReinventConfig, register
-from .gegl import Progress, load_prior, resolve_device, score_weights, seed_queue, torch_generator
+from .common import Progress, load_prior, resolve_device, score_weights, seed_queue, torch_generator
 from .queues import MaxRewardQueue
 
 __all__ = ["ReinventConfig", "run_reinvent"]
@@ -98,9 +98,7 @@ def run_reinvent(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.G
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite REINVENT loss {float(loss)}; lower reinvent.lr "
                                      "or reinvent.sigma")
-        adam.zero_grad(set_to_none=True)
-        loss.backward()
-        adam.step()
+        gradient_step(agent, loss, adam)  # grad_clip 0: no clipping
         memory.add([c for c, _ in valid], [v for _, v in valid])
         progress.report(loss=float(loss.detach()), memory_best=memory.scores()[0]
                         if len(memory) else float("nan"))

@@ -73,7 +73,7 @@ CKPT_FORMAT = "selfsup.single_step_ckpt/1"
 # ============================================================================ config
 
 
-@dataclass
+@dataclass(frozen=True)
 class SSDataConfig:
     root: str | None = None  # folder of reaction_templates_50k_*.csv; None: fetch into the cache
     cache_dir: str | None = None  # prepared arrays (default <data cache>/derived/...)
@@ -83,14 +83,14 @@ class SSDataConfig:
     n_bits: int = 2048
 
 
-@dataclass
+@dataclass(frozen=True)
 class SSModelConfig:
     direction: str = "backward"  # backward: product -> template; forward: reactants -> template
     hidden: int = 512
     dropout: float = 0.3
 
 
-@dataclass
+@dataclass(frozen=True)
 class SSOptimConfig:
     lr: float = 1e-3
     batch_size: int = 1024
@@ -98,7 +98,7 @@ class SSOptimConfig:
     weight_decay: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class SSEvalConfig:
     n_test: int = 500  # test reactions for the exact-match metric (0 = the whole split)
     subset_seed: int = 0  # which test reactions (same subset across runs)
@@ -107,13 +107,13 @@ class SSEvalConfig:
     template_batch_size: int = 2048  # fingerprints per forward pass for template accuracy
 
 
-@dataclass
+@dataclass(frozen=True)
 class SSTrainerConfig:
     device: str = "auto"  # auto | cpu | cuda | mps
     threads: int | None = None  # torch CPU threads (default: torch's choice)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SingleStepConfig:
     name: str = "retro_single_step"
     seed: int = 0

@@ -65,13 +65,13 @@ DEFAULT_SUCCESS_AT = [10, 25, 50, 100, 200, 300, 400, 500]
 # ============================================================================ config
 
 
-@dataclass
+@dataclass(frozen=True)
 class PlanDataConfig:
     root: str | None = None  # folder of reaction_templates_50k_*.csv (default stock); None: fetch
     cache_dir: str | None = None  # prepared USPTO-50k arrays (default <data cache>/derived/...)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PlanSearchConfig:
     top_k: int = 50  # proposals per expansion (Retro*: 50)
     max_iterations: int = 500  # expansions = single-step model calls per target
@@ -79,7 +79,7 @@ class PlanSearchConfig:
     max_depth: int | None = 10  # most reactions between the target and any molecule
 
 
-@dataclass
+@dataclass(frozen=True)
 class PlanConfig:
     name: str = "retro-plan"
     seed: int = 0

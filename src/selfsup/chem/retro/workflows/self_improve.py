@@ -59,13 +59,13 @@ __all__ = [
 # ============================================================================ config
 
 
-@dataclass
+@dataclass(frozen=True)
 class SIDataConfig:
     root: str | None = None  # folder of reaction_templates_50k_*.csv; None: fetch
     cache_dir: str | None = None  # prepared arrays (default <data cache>/derived/...)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SITargetsConfig:
     file: str | None = None  # SMILES file; None: train targets of the USPTO route benchmark
     n: int = 200  # seeded random subset (0 = all)
@@ -73,20 +73,20 @@ class SITargetsConfig:
     min_length: int = 1  # known-route length of route-benchmark targets (2: multi-step only)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SIFilterConfig:
     rank: int = 5  # the reference model must rank the reaction within its top `rank`
     min_probability: float = 0.8  # ... with at least this probability
 
 
-@dataclass
+@dataclass(frozen=True)
 class SIForwardConfig:
     model: str | None = None  # forward model.pt (direction: forward); None: no augmentation
     min_probability: float = 0.8
     n_templates: int = 10
 
 
-@dataclass
+@dataclass(frozen=True)
 class SIFinetuneConfig:
     epochs: int = 20
     lr: float = 1e-4
@@ -102,7 +102,7 @@ class SIFinetuneConfig:
     select_on_valid: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class SIEvalConfig:
     n_test: int = 500  # held-out test reactions for one-step exact match (0 = the whole split)
     subset_seed: int = 0
@@ -110,7 +110,7 @@ class SIEvalConfig:
     batch_size: int = 50
 
 
-@dataclass
+@dataclass(frozen=True)
 class SelfImproveConfig:
     name: str = "retro-self-improve"
     seed: int = 0

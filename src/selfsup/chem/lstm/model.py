@@ -15,7 +15,9 @@ a target, so the model is a distribution over real next tokens only, the sampler
 and the log-probabilities the sampler reports equal :meth:`SmilesLSTM.log_likelihood` of its
 tokens (what REINVENT-style policy gradients need).
 
-Model file only: training loops live in :mod:`selfsup.chem.pretrain`.
+Model file only: the corpus is :mod:`.corpus`, the maximum-likelihood step :mod:`.likelihood`,
+the pretraining loop :mod:`.training`, sample metrics :mod:`.metrics` (all in
+:mod:`selfsup.chem.lstm`).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ CHECKPOINT_VERSION = 1
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 
 
-@dataclass
+@dataclass(frozen=True)
 class SmilesLSTMConfig:
     """Sizes of the SMILES LSTM. Defaults are GEGL's apprentice (3 x 1024, dropout 0.2).
 

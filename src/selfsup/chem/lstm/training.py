@@ -1,13 +1,10 @@
-"""Maximum-likelihood training of the SMILES LSTM: GEGL's apprentice pretraining and imitation.
+"""Pretraining of the SMILES LSTM by maximum likelihood: GEGL's apprentice before its rounds.
 
-Reads top to bottom: config, corpus (load, subset, canonicalise, split, vocabulary, encode),
-sample metrics, :func:`train_likelihood` (GEGL's imitation step), the pretraining loop with atomic
-checkpoints, then :func:`pretrain` / :func:`resume`.
-
-GEGL (Ahn et al., NeurIPS 2020) pretrains the apprentice on ZINC250k (logP tasks) or ChEMBL
-(GuacaMol) and, every round, maximises the likelihood of the union of the apprentice and expert
-queues (8 steps x batch 256, Adam 1e-3). The loss here is the mean negative log-probability per
-target token (:meth:`SmilesLSTM.loss`); gradients are clipped to norm 1.0.
+Reads top to bottom: the config (its ``data`` section is :class:`~.corpus.DataConfig`), the
+pretraining loop with atomic checkpoints, then :func:`pretrain` / :func:`resume`. The corpus is
+prepared by :mod:`.corpus`, each step is :func:`~.likelihood.gradient_step` on
+:meth:`SmilesLSTM.loss` (mean negative log-probability per target token, gradients clipped to
+norm 1.0 by default), and the samples drawn at the end are scored by :mod:`.metrics`.
 
 Determinism: the model is initialised from ``seed``; the data order of epoch ``e`` is a
 permutation drawn from ``(seed, e)``; dropout draws from torch's global generator, whose state is
@@ -28,16 +25,13 @@ from typing import Any
 
 import torch
 
-from selfsup.chem.lstm import EncodedSmiles, SmilesLSTM, SmilesLSTMConfig, encode_smiles
-from selfsup.chem.molecules import Vocabulary, canonical_smiles, canonicalize_many
+from selfsup.chem.lstm.corpus import DataConfig, batch_tokens, prepare_corpus
+from selfsup.chem.lstm.likelihood import gradient_step
+from selfsup.chem.lstm.metrics import sample_metrics
+from selfsup.chem.lstm.model import EncodedSmiles, SmilesLSTM, SmilesLSTMConfig
 from selfsup.config import load_config, to_dict, to_yaml
 from selfsup.errors import ConfigError, InputError
-from selfsup.io import (
-    atomic_torch_save,
-    atomic_write_json,
-    atomic_write_text,
-    read_text_maybe_gzip,
-)
+from selfsup.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from selfsup.progress import Progress
 from selfsup.runs import Run
 
@@ -48,28 +42,14 @@ __all__ = [
     "OptimConfig",
     "PretrainConfig",
     "TrainerConfig",
-    "load_corpus",
     "pretrain",
     "resume",
-    "sample_metrics",
-    "train_likelihood",
 ]
 
 # ============================================================================ config
 
 
-@dataclass
-class DataConfig:
-    # zinc250k | moses | a file: one SMILES per line (first field), or a .csv with a SMILES column
-    dataset: str = "zinc250k"
-    root: str | None = None  # dataset cache (default $SELFSUP_DATA or ~/.cache/selfsup/data)
-    max_train_molecules: int | None = None  # seeded random subset of the corpus (CPU recipes)
-    val_size: int = 2000  # held-out molecules for the validation loss (at most a fifth)
-    max_len: int = 100  # most tokens per SMILES, <eos> included; longer ones are skipped
-    keep_stereo: bool = True  # canonical SMILES keep stereo marks (ZINC250k has them)
-
-
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     embed_dim: int = 256
     hidden_dim: int = 1024  # GEGL: 3 x 1024
@@ -77,7 +57,7 @@ class ModelConfig:
     dropout: float = 0.2
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimConfig:
     lr: float = 1e-3
     batch_size: int = 256
@@ -88,7 +68,7 @@ class OptimConfig:
     weight_decay: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalConfig:
     n_samples: int = 1000  # SMILES sampled at the end for validity / uniqueness / novelty
     sample_batch_size: int = 1000
@@ -97,7 +77,7 @@ class EvalConfig:
     eval_batch_size: int = 512
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainerConfig:
     accelerator: str = "auto"  # auto | cpu | cuda | mps
     threads: int | None = None  # torch CPU threads (default: torch's choice)
@@ -105,7 +85,7 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 500  # checkpoints/last.ckpt (also at the last step)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PretrainConfig:
     name: str = "smiles-lstm"
     seed: int = 0
@@ -137,218 +117,12 @@ def _check(cfg: PretrainConfig) -> None:
         raise ConfigError("data.val_size and eval.n_samples must be >= 0")
 
 
-# ============================================================================ corpus
-
-
-def _read_smiles_file(path: Path) -> list[str]:
-    text = read_text_maybe_gzip(path, "SMILES corpus", "Pass a SMILES file (one per line, or "
-                                "a .csv with a SMILES column), optionally gzipped.")
-    name = path.name.lower().removesuffix(".gz")
-    if name.endswith(".csv"):
-        reader = csv.reader(io.StringIO(text))
-        header = next(reader, None) or []
-        cols = [c.strip().lower() for c in header]
-        if "smiles" not in cols:
-            raise InputError(f"{path}: a .csv corpus needs a SMILES column; header is {header}")
-        col = cols.index("smiles")
-        return [r[col].strip() for r in reader if len(r) > col and r[col].strip()]
-    out = []
-    for line in text.splitlines():
-        parts = line.split()
-        if parts and parts[0].lower() != "smiles":
-            out.append(parts[0])
-    return out
-
-
-def load_corpus(data: DataConfig) -> list[str]:
-    """Raw SMILES of ``data.dataset`` (zinc250k, moses train split, or a file), in file order."""
-    if data.dataset == "zinc250k":
-        from selfsup.data import fetch, load_zinc250k
-
-        return load_zinc250k(fetch("zinc250k", root=data.root))
-    if data.dataset == "moses":
-        from selfsup.data import fetch, load_moses
-
-        return load_moses(fetch("moses", root=data.root), split="train")
-    path = Path(data.dataset).expanduser()
-    if not path.is_file():
-        raise ConfigError(
-            f"data.dataset={data.dataset!r} is neither zinc250k, moses nor an existing file of "
-            "SMILES (one per line, or a .csv with a SMILES column)"
-        )
-    return _read_smiles_file(path)
-
-
-@dataclass
-class Corpus:
-    """The prepared corpus: canonical train/val SMILES, vocabulary, encodings and counts."""
-
-    train_smiles: list[str]
-    val_smiles: list[str]
-    vocab: Vocabulary
-    train: EncodedSmiles
-    val: EncodedSmiles
-    stats: dict[str, int]
-
-
-def prepare_corpus(cfg: PretrainConfig) -> Corpus:
-    """Load, subset (seeded), canonicalise (invalid skipped), deduplicate, split, encode.
-
-    The vocabulary is built from the training split; validation SMILES with tokens outside it
-    are skipped and counted. Everything is a function of the config and the corpus file.
-    """
-    raw = load_corpus(cfg.data)
-    n_raw = len(raw)
-    g = torch.Generator().manual_seed(cfg.seed)
-    order = torch.randperm(n_raw, generator=g).tolist()
-    if cfg.data.max_train_molecules is not None:
-        order = order[: cfg.data.max_train_molecules]
-    picked = [raw[i] for i in order]
-    canon, n_invalid = canonicalize_many(picked, keep_stereo=cfg.data.keep_stereo)
-    unique = list(dict.fromkeys(canon))
-    if len(unique) < 2:
-        raise InputError(
-            f"the corpus {cfg.data.dataset!r} holds {len(unique)} valid distinct SMILES "
-            f"({n_invalid} invalid of {len(picked)} read); give it at least a few hundred"
-        )
-    n_val = min(cfg.data.val_size, len(unique) // 5)
-    val_smiles, train_smiles = unique[:n_val], unique[n_val:]
-    vocab, n_untok = Vocabulary.build_with_stats(train_smiles)
-    small = torch.int16 if len(vocab) < 2**15 else torch.int32
-    train = encode_smiles(train_smiles, vocab, max_len=cfg.data.max_len, dtype=small)
-    val = encode_smiles(val_smiles, vocab, max_len=cfg.data.max_len, dtype=small)
-    if len(train) == 0:
-        raise InputError(f"no training SMILES of {cfg.data.dataset!r} could be encoded")
-    stats = {
-        "n_read": n_raw,
-        "n_used": len(picked),
-        "n_invalid": n_invalid,
-        "n_duplicates": len(canon) - len(unique),
-        "n_train": len(train),
-        "n_val": len(val),
-        "n_train_skipped": train.n_skipped,
-        "n_val_skipped": val.n_skipped,
-        "n_too_long": train.skipped.get("too_long", 0) + val.skipped.get("too_long", 0),
-        "vocab_size": len(vocab),
-    }
-    return Corpus(
-        train_smiles=[train_smiles[i] for i in train.index],
-        val_smiles=[val_smiles[i] for i in val.index],
-        vocab=vocab, train=train, val=val, stats=stats,
-    )
-
-
-def _batch(enc: EncodedSmiles, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Rows ``idx`` of an encoded corpus, trimmed to their longest row: (b, T) long."""
-    width = int(enc.lengths[idx].max())
-    return enc.tokens[idx, :width].long().to(device, non_blocking=True)
-
-
-# ============================================================================ sample metrics
-
-
-def sample_metrics(
-    samples: Sequence[str], training_set: set[str] | frozenset[str], keep_stereo: bool = True
-) -> tuple[dict[str, float | int], list[dict[str, Any]]]:
-    """Validity, uniqueness and novelty of sampled SMILES (MOSES / GuacaMol definitions).
-
-    validity = valid / sampled (RDKit parses it); uniqueness = unique valid / valid (by canonical
-    SMILES); novelty = unique valid not in ``training_set`` (canonical SMILES) / unique valid.
-    ``training_set`` must hold canonical SMILES written with the same ``keep_stereo``. Returns the
-    numbers and one row per sample (smiles, valid, canonical, novel).
-    """
-    rows: list[dict[str, Any]] = []
-    unique: set[str] = set()
-    novel: set[str] = set()
-    n_valid = 0
-    for s in samples:
-        can = canonical_smiles(s, keep_stereo=keep_stereo) if s else None
-        if can is not None:
-            n_valid += 1
-            unique.add(can)
-            if can not in training_set:
-                novel.add(can)
-        rows.append({
-            "smiles": s, "valid": can is not None, "canonical": can or "",
-            "novel": can is not None and can not in training_set,
-        })
-    n = len(samples)
-    metrics: dict[str, float | int] = {
-        "n_samples": n,
-        "n_valid": n_valid,
-        "n_unique": len(unique),
-        "n_novel": len(novel),
-        "validity": n_valid / n if n else 0.0,
-        "uniqueness": len(unique) / n_valid if n_valid else 0.0,
-        "novelty": len(novel) / len(unique) if unique else 0.0,
-    }
-    return metrics, rows
-
-
 def _write_samples_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["smiles", "valid", "canonical", "novel"])
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(path, buf.getvalue())
-
-
-# ============================================================================ imitation step
-
-
-def train_likelihood(
-    model: SmilesLSTM,
-    smiles_list: Sequence[str],
-    vocab: Vocabulary,
-    *,
-    steps: int = 8,
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    grad_clip: float = 1.0,
-    max_len: int | None = None,
-) -> float:
-    """``steps`` maximum-likelihood steps on ``smiles_list``; returns the mean loss of the steps.
-
-    GEGL's imitation: 8 steps x batch 256 of Adam 1e-3 on the union of both queues. Batches walk
-    through seeded shuffles of the list (``generator`` on the CPU; a new shuffle when one is
-    used up). SMILES that cannot be encoded (unknown tokens, too long for ``max_len``) are skipped;
-    ``nan`` is returned (and nothing trained) when none is left. Pass ``optimizer`` to keep Adam's
-    moments across rounds; otherwise a fresh Adam(``lr``) is made. The model's train/eval mode is
-    restored afterwards.
-    """
-    if steps < 1 or batch_size < 1:
-        raise InputError(f"train_likelihood needs steps >= 1 and batch_size >= 1, got {steps}, "
-                         f"{batch_size}")
-    enc = encode_smiles(list(smiles_list), vocab, max_len=max_len)
-    if len(enc) == 0:
-        return float("nan")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    if optimizer is None:
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    was_training = model.training
-    model.train()
-    losses: list[float] = []
-    perm = torch.randperm(len(enc), generator=generator)
-    pos = 0
-    try:
-        for _ in range(steps):
-            if pos >= len(perm):
-                perm, pos = torch.randperm(len(enc), generator=generator), 0
-            idx = perm[pos : pos + batch_size]
-            pos += batch_size
-            loss = model.loss(_batch(enc, idx, device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            losses.append(float(loss.detach()))
-    finally:
-        model.train(was_training)
-    return sum(losses) / len(losses)
 
 
 # ============================================================================ pretraining loop
@@ -372,7 +146,7 @@ def _val_loss(model: SmilesLSTM, enc: EncodedSmiles, batch_size: int, device) ->
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(enc), batch_size):
-        tokens = _batch(enc, torch.arange(i, min(i + batch_size, len(enc))), device)
+        tokens = batch_tokens(enc, torch.arange(i, min(i + batch_size, len(enc))), device)
         total += float(model.token_nll(tokens).sum())
         count += int((tokens[:, 1:] != 0).sum())
     model.train(was_training)
@@ -411,7 +185,7 @@ def _run_fit(
 
     # -- data
     t0 = time.perf_counter()
-    corpus = prepare_corpus(cfg)
+    corpus = prepare_corpus(cfg.data, cfg.seed)
     say(f"corpus {cfg.data.dataset}: {corpus.stats} ({time.perf_counter() - t0:.1f}s)")
     vocab = corpus.vocab
     if state is not None and state["vocab"] != vocab.to_dict():
@@ -475,7 +249,7 @@ def _run_fit(
             if epoch != order_epoch:
                 order, order_epoch = _epoch_order(cfg.seed, epoch, n_train), epoch
             idx = order[i * cfg.optim.batch_size : (i + 1) * cfg.optim.batch_size]
-            tokens = _batch(corpus.train, idx, device)  # (b, T)
+            tokens = batch_tokens(corpus.train, idx, device)  # (b, T)
             for group in optimizer.param_groups:
                 group["lr"] = lrs[step]
             loss = model.loss(tokens)
@@ -484,11 +258,7 @@ def _run_fit(
                     f"non-finite loss {float(loss)} at step {step}; lower optim.lr or keep "
                     "optim.grad_clip at 1.0"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            optimizer.step()
+            gradient_step(model, loss, optimizer, cfg.optim.grad_clip)
             step += 1
             n_tok = int((tokens[:, 1:] != 0).sum())
             tokens_seen += n_tok
