@@ -19,21 +19,17 @@ from selfsup.chem.retro.models.mlp import (
     TemplateMLP,
     apply_forward_template,
     load_template_model,
+    load_trained_model,
     reverse_template,
 )
+from selfsup.chem.retro.training.fine_tune import fine_tune
+from selfsup.chem.retro.training.metrics import exact_match_topk, template_topk_accuracy
 from selfsup.chem.retro.training.templates_data import (
     build_vocabulary,
     morgan_fingerprints,
     prepare_uspto50k,
 )
-from selfsup.chem.retro.training.train_single_step import (
-    exact_match_topk,
-    fine_tune,
-    load_trained_model,
-    resume,
-    template_topk_accuracy,
-    train_single_step,
-)
+from selfsup.chem.retro.training.train_single_step import resume, train_single_step
 from selfsup.errors import InputError
 from selfsup.io import safe_torch_load
 

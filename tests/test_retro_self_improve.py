@@ -161,7 +161,8 @@ def test_select_on_valid_keeps_the_best_validation_epoch(tiny, tmp_path):
 def test_fine_tune_selection_restores_the_starting_weights_when_nothing_is_better(tiny):
     import numpy as np
 
-    from selfsup.chem.retro.training.train_single_step import fine_tune, template_topk_accuracy
+    from selfsup.chem.retro.training.fine_tune import fine_tune
+    from selfsup.chem.retro.training.metrics import template_topk_accuracy
 
     _, model_path = tiny
     model = MLPSingleStepModel.load(model_path)

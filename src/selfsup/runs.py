@@ -13,8 +13,10 @@ Layout of ``<root>/<name>-<YYYYmmdd-HHMMSS>/``::
     log.txt          the log
     report.html      written by ``selfsup report RUN``
 
-``Run.resume(path)`` reopens a run after it was killed: the caller restores its last checkpoint
-and calls :meth:`Run.trim_metrics` so no row after the checkpoint is counted twice.
+The commands start a run with :func:`start_run` and go on with a killed one with
+:func:`resume_run` (the config, the checks that come before anything is written, the status). On
+resume the command restores its last checkpoint and calls :meth:`Run.trim_metrics` so no row
+after the checkpoint is counted twice.
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -405,6 +407,74 @@ class Run:
             return round((datetime.now(timezone.utc) - started).total_seconds(), 2)
         except (KeyError, ValueError):
             return None
+
+
+# ============================================================================ start / resume
+
+_T = TypeVar("_T")
+
+
+def start_run(
+    kind: str,
+    schema: type,
+    config_path: str | os.PathLike | None,
+    overrides: Sequence[str],
+    body: Callable[[Run, Any], _T],
+    *,
+    loader: Callable[..., Any] | None = None,
+    check: Callable[[Any], None] | None = None,
+) -> tuple[Run, _T]:
+    """Start a new ``kind`` run (a key of :data:`KINDS`) and return ``(run, body(run, cfg))``.
+
+    The config is read by ``loader(config_path, overrides)`` (default
+    :func:`selfsup.config.load_config` into ``schema``), then ``check(cfg)`` raises for what must
+    fail before a run folder is made (an unknown objective, a precision the device lacks). Only
+    then is the folder made (:meth:`Run.create` with ``cfg.name``, ``cfg.seed``, ``cfg.run_root``);
+    ``body`` runs under :meth:`Run.marks_failure`, so an exception records status 'failed'."""
+    from .config import load_config, to_dict
+
+    if loader is None:
+        cfg = load_config(schema, config_path, list(overrides))
+    else:
+        cfg = loader(config_path, list(overrides))
+    if check is not None:
+        check(cfg)
+    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root, kind=kind)
+    with run.marks_failure():
+        return run, body(run, cfg)
+
+
+def resume_run(
+    kind: str,
+    schema: type,
+    run_path: str | os.PathLike,
+    body: Callable[[Run, Any, Any], _T],
+    *,
+    loader: Callable[..., Any] | None = None,
+    check: Callable[[Run, Any], Any] | None = None,
+    overrides: Sequence[str] = (),
+) -> tuple[Run, _T | dict[str, Any]]:
+    """Go on with the ``kind`` run at ``run_path``; return ``(run, body(run, cfg, state))``.
+
+    In order, and nothing in the run changes before :meth:`Run.mark_resumed`: :meth:`Run.reopen`
+    (a run of another kind is refused, naming its command); a finished run without ``overrides``
+    is returned as it is, with its results (:meth:`Run.unchanged`); the run's config is read into
+    ``schema`` with ``overrides`` (:meth:`Run.load_config`, ``loader`` as there); ``state =
+    check(run, cfg)`` raises for a damaged checkpoint or record, and what it returns (say the
+    checkpoint read) is passed on to ``body``. Then :meth:`Run.mark_resumed`, config.yaml
+    rewritten when ``overrides`` changed it, and ``body`` under :meth:`Run.marks_failure`."""
+    from .config import to_yaml
+
+    run = Run.reopen(run_path, kind)
+    if run.finished and not overrides:
+        return run, run.unchanged()
+    cfg = run.load_config(schema, list(overrides), loader=loader)
+    state = check(run, cfg) if check is not None else None
+    run.mark_resumed()
+    if overrides:
+        atomic_write_text(run.path / "config.yaml", to_yaml(cfg))
+    with run.marks_failure():
+        return run, body(run, cfg, state)
 
 
 class Timer:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from ..config import load_config, to_dict
+from ..config import load_config
 from ..errors import ConfigError, InputError
 from ..io import atomic_write_json, safe_torch_load
-from ..runs import Run
+from ..runs import Run, resume_run, start_run
 from .schedules import lr_factor  # noqa: F401  (public here since SLA's first release)
 
 # ============================================================================ config
@@ -321,17 +321,15 @@ def _ddp_child_run() -> Run | None:
 
 def train(config_path: str | None, overrides: list[str], console=None) -> tuple[Run, dict]:
     """Start a new run from a config file and overrides."""
-    cfg = load_config(VisionTrainConfig, config_path, overrides)
     child = _ddp_child_run()
     if child is not None:
+        cfg = load_config(VisionTrainConfig, config_path, overrides)
         return child, _run_fit(child, cfg, None, console)
     from ..device import check_precision
 
-    check_precision(cfg.trainer.precision)  # before a run folder is made
-    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root,
-                     kind="vision.train")
-    with run.marks_failure():
-        return run, _run_fit(run, cfg, None, console)
+    return start_run("vision.train", VisionTrainConfig, config_path, overrides,
+                     lambda run, cfg: _run_fit(run, cfg, None, console),
+                     check=lambda cfg: check_precision(cfg.trainer.precision))
 
 
 def resume(run_path: str | os.PathLike, console=None) -> tuple[Run, dict]:
@@ -344,21 +342,14 @@ def resume(run_path: str | os.PathLike, console=None) -> tuple[Run, dict]:
         ckpt = child.path / "checkpoints" / "last.ckpt"
         return child, _run_fit(child, child.load_config(VisionTrainConfig),
                                ckpt if ckpt.is_file() else None, console)
-    run = Run.reopen(run_path, "vision.train")
-    if run.finished:
-        return run, run.unchanged()
-    cfg = run.load_config(VisionTrainConfig)
-    ckpt = run.path / "checkpoints" / "last.ckpt"
-    state = run.read_checkpoint("last.ckpt", "global_step")
-    run.mark_resumed()
-    if state is not None:
-        run.trim_metrics(int(state["global_step"]))
-        ckpt_path: Path | None = ckpt
-    else:
-        run.trim_metrics(-1)
-        ckpt_path = None
-    with run.marks_failure():
-        return run, _run_fit(run, cfg, ckpt_path, console)
+
+    def go_on(run: Run, cfg: VisionTrainConfig, state: dict | None) -> dict:
+        run.trim_metrics(int(state["global_step"]) if state is not None else -1)
+        ckpt = run.path / "checkpoints" / "last.ckpt" if state is not None else None
+        return _run_fit(run, cfg, ckpt, console)
+
+    return resume_run("vision.train", VisionTrainConfig, run_path, go_on,
+                      check=lambda run, cfg: run.read_checkpoint("last.ckpt", "global_step"))
 
 
 def load_selected(run_path: str | os.PathLike):

@@ -29,11 +29,10 @@ from selfsup.chem.lstm.corpus import DataConfig, batch_tokens, prepare_corpus
 from selfsup.chem.lstm.likelihood import gradient_step
 from selfsup.chem.lstm.metrics import sample_metrics
 from selfsup.chem.lstm.model import EncodedSmiles, SmilesLSTM, SmilesLSTMConfig
-from selfsup.config import load_config, to_dict, to_yaml
 from selfsup.errors import ConfigError, InputError
 from selfsup.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from selfsup.progress import Progress
-from selfsup.runs import Run
+from selfsup.runs import Run, resume_run, start_run
 
 __all__ = [
     "DataConfig",
@@ -334,12 +333,8 @@ def pretrain(
     console: Callable[[str], None] | None = None,
 ) -> tuple[Run, dict[str, Any]]:
     """Start a new pretraining run from a config file and ``key=value`` overrides."""
-    cfg = load_config(PretrainConfig, config_path, list(overrides))
-    _check(cfg)
-    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root,
-                     kind="chem.pretrain")
-    with run.marks_failure():
-        return run, _run_fit(run, cfg, None, console)
+    return start_run("chem.pretrain", PretrainConfig, config_path, overrides,
+                     lambda run, cfg: _run_fit(run, cfg, None, console), check=_check)
 
 
 def resume(
@@ -353,15 +348,14 @@ def resume(
     ``optim.max_steps`` trains on from the last checkpoint; with the constant schedule this equals
     one run of the larger number of steps). The updated config is written into the run.
     """
-    run = Run.reopen(run_path, "chem.pretrain")
-    cfg = run.load_config(PretrainConfig, list(overrides))
-    _check(cfg)
-    if run.finished and not overrides:
-        return run, run.unchanged()
-    state = run.read_checkpoint("last.ckpt", "step")
-    run.mark_resumed()
-    if overrides:
-        atomic_write_text(run.path / "config.yaml", to_yaml(cfg))
-    run.trim_metrics(int(state["step"]) if state is not None else -1)
-    with run.marks_failure():
-        return run, _run_fit(run, cfg, state, console)
+
+    def check(run: Run, cfg: PretrainConfig) -> dict[str, Any] | None:
+        _check(cfg)
+        return run.read_checkpoint("last.ckpt", "step")
+
+    def go_on(run: Run, cfg: PretrainConfig, state: dict[str, Any] | None) -> dict[str, Any]:
+        run.trim_metrics(int(state["step"]) if state is not None else -1)
+        return _run_fit(run, cfg, state, console)
+
+    return resume_run("chem.pretrain", PretrainConfig, run_path, go_on, check=check,
+                      overrides=overrides)

@@ -12,10 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from ...config import load_config, to_dict
 from ...errors import ConfigError
 from ...progress import Progress
-from ...runs import Run
+from ...runs import Run, resume_run, start_run
 from ..oracles import Oracle
 from . import gegl, graph_ga, lstm_hc, reinvent  # noqa: F401  (registers the optimisers)
 from .base import (
@@ -59,33 +58,29 @@ def _run(run: Run, cfg: OptimizeConfig, resumed: bool) -> dict[str, Any]:
     return results
 
 
-def optimize(config_path: str | None, overrides: Sequence[str]) -> tuple[Run, dict[str, Any]]:
-    cfg = load_config(OptimizeConfig, config_path, list(overrides))
+def _check(cfg: OptimizeConfig) -> None:
     if cfg.budget <= 0:
         raise ConfigError(f"budget must be positive, got {cfg.budget}")
     from ..objectives import get_objective
 
     get_objective(cfg.objective)  # fail early on an unknown objective, listing valid names
-    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root,
-                     kind="chem.optimize")
-    with run.marks_failure():
-        return run, _run(run, cfg, resumed=False)
 
 
-def resume(run_path: str | os.PathLike) -> tuple[Run, dict[str, Any]]:
-    """Go on with a killed run by replaying it from its call record. A finished run, a run of
-    another command or a damaged config: nothing in the run changes."""
-    run = Run.reopen(run_path, "chem.optimize")
-    if run.finished:
-        return run, run.unchanged()
-    cfg = run.load_config(OptimizeConfig)
+def _check_record(run: Run, cfg: OptimizeConfig) -> None:
     record = run.path / "oracle_calls.csv"
     if record.is_file():
         from ..oracles import load_record
 
         load_record(record)  # a damaged record fails here, before the run is touched
-    run.mark_resumed()
-    with run.marks_failure():
-        return run, _run(run, cfg, resumed=True)
 
 
+def optimize(config_path: str | None, overrides: Sequence[str]) -> tuple[Run, dict[str, Any]]:
+    return start_run("chem.optimize", OptimizeConfig, config_path, overrides,
+                     lambda run, cfg: _run(run, cfg, resumed=False), check=_check)
+
+
+def resume(run_path: str | os.PathLike) -> tuple[Run, dict[str, Any]]:
+    """Go on with a killed run by replaying it from its call record. A finished run, a run of
+    another command or a damaged config or record: nothing in the run changes."""
+    return resume_run("chem.optimize", OptimizeConfig, run_path,
+                      lambda run, cfg, _: _run(run, cfg, resumed=True), check=_check_record)

@@ -1,7 +1,7 @@
 """selfsup.chem.retro.models: the neural retrosynthesis models (torch).
 
-The template-classifier MLP and its forward twin (``mlp``) and Retro*'s value network
-(``value``).
+The template-classifier MLP and its forward twin (``mlp``, with the loaders of a saved model
+and of a finished training run's model) and Retro*'s value network (``value``).
 
 Imports: :mod:`selfsup.chem.retro.core` (fingerprints, reactions, the single-step bases) and
 this sub-package; never ``training`` or ``workflows``. This ``__init__`` imports nothing, so

@@ -52,6 +52,7 @@ __all__ = [
     "TemplateMLP",
     "apply_forward_template",
     "load_template_model",
+    "load_trained_model",
     "predict_probabilities",
     "reverse_template",
 ]
@@ -192,6 +193,15 @@ def load_template_model(
     ckpt = _read_checkpoint(path)
     cls = ForwardTemplateModel if ckpt.get("kind") == "forward" else MLPSingleStepModel
     return cls._from_checkpoint(ckpt, device=device, **kwargs)
+
+
+def load_trained_model(run_path: str | os.PathLike, device: str = "cpu"
+                       ) -> MLPSingleStepModel | ForwardTemplateModel:
+    """The selected model of a finished training run (``<run>/model.pt``)."""
+    path = Path(run_path) / "model.pt"
+    if not path.is_file():
+        raise InputError(f"'{run_path}' has no model.pt: is it a finished single-step run?")
+    return load_template_model(path, device=device)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,50 +17,43 @@ Reported on the test split (``results.json``):
 ``model.direction: forward`` trains the forward twin (reactant-set fingerprint -> template) and
 reports the exact match of the recorded product among the top-k forward predictions instead.
 
-:func:`fine_tune` continues training a model from its current weights (self-improvement: lr
-1e-4, dropout 0.4, 20 epochs, batch 1024).
+The metrics are in :mod:`.metrics`; fine-tuning a trained model (self-improvement) is
+:func:`~.fine_tune.fine_tune`, which reuses :func:`train_epoch`; a finished run's model loads with
+:func:`~selfsup.chem.retro.models.mlp.load_trained_model`.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from selfsup.chem.molecules import canonical_smiles
-from selfsup.config import load_config, to_dict
+from selfsup.config import load_config
 from selfsup.errors import ConfigError, InputError
 from selfsup.io import atomic_torch_save
 from selfsup.progress import Progress
-from selfsup.runs import Run
+from selfsup.runs import Run, resume_run, start_run
 
-from ..core.reactions import Reaction, canonical_reactants, extract_retro_template
 from ..models.mlp import (
     ForwardTemplateMLP,
     ForwardTemplateModel,
     MLPSingleStepModel,
     TemplateMLP,
 )
+from .metrics import evaluate_exact_match, template_topk_accuracy
 from .templates_data import SplitData, TemplateData, prepare_uspto50k
 
 __all__ = [
     "SingleStepConfig",
-    "evaluate_exact_match",
-    "exact_match_topk",
-    "fine_tune",
     "load_single_step_config",
-    "load_trained_model",
     "resume",
-    "template_topk_accuracy",
     "train_epoch",
     "train_single_step",
 ]
@@ -143,109 +136,6 @@ def load_single_step_config(
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.model.dropout}")
     return cfg
-
-
-# ============================================================================ metrics
-
-
-@torch.no_grad()
-def template_topk_accuracy(
-    net: TemplateMLP,
-    fps: np.ndarray,
-    labels: np.ndarray,
-    ks: Sequence[int] = (1, 5, 10, 50),
-    batch_size: int = 2048,
-    device: str | torch.device | None = None,
-) -> dict[str, float]:
-    """Fraction of rows whose label is among the top-k templates (``-1`` labels are misses).
-
-    Also returns ``loss``: mean cross-entropy over the rows with a known label.
-    """
-    device = torch.device(device) if device is not None else next(net.parameters()).device
-    was_training = net.training
-    net.eval()
-    kmax = min(max(ks), net.n_templates)
-    hits = {k: 0 for k in ks}
-    loss_sum, n_known = 0.0, 0
-    try:
-        for s in range(0, len(fps), batch_size):
-            xb = torch.as_tensor(np.asarray(fps[s : s + batch_size])).to(device)
-            yb = torch.as_tensor(np.asarray(labels[s : s + batch_size]), dtype=torch.long)
-            yb = yb.to(device)
-            logits = net(xb)
-            top = logits.topk(kmax, dim=1).indices
-            match = top == yb[:, None]
-            for k in ks:
-                hits[k] += int(match[:, :k].any(dim=1).sum())
-            known = yb >= 0
-            if known.any():
-                loss_sum += float(F.cross_entropy(logits[known], yb[known], reduction="sum"))
-                n_known += int(known.sum())
-    finally:
-        net.train(was_training)
-    n = max(len(fps), 1)
-    out = {f"top{k}": hits[k] / n for k in ks}
-    out["loss"] = loss_sum / max(n_known, 1)
-    return out
-
-
-def exact_match_topk(
-    predictions: Sequence[Sequence[Any]],
-    truths: Sequence[Any],
-    ks: Sequence[int] = (1, 5, 10, 50),
-) -> dict[str, float]:
-    """Top-k exact-match accuracy of ranked predictions against one truth per item.
-
-    ``predictions[i]`` is ranked best first; each entry is compared with ``truths[i]`` after
-    taking ``.reactants`` (a :class:`~selfsup.chem.retro.core.single_step.Proposal`) or ``.product``
-    (a forward prediction) when present. Returns ``{"top{k}": fraction}``.
-    """
-    if len(predictions) != len(truths):
-        raise InputError(f"{len(predictions)} prediction lists for {len(truths)} truths")
-    hits = {k: 0 for k in ks}
-    for preds, truth in zip(predictions, truths):
-        rank = None
-        for r, p in enumerate(preds):
-            value = getattr(p, "reactants", getattr(p, "product", p))
-            if value == truth:
-                rank = r
-                break
-        for k in ks:
-            hits[k] += rank is not None and rank < k
-    n = max(len(truths), 1)
-    return {f"top{k}": hits[k] / n for k in ks}
-
-
-def evaluate_exact_match(
-    model: MLPSingleStepModel | ForwardTemplateModel,
-    inputs: Sequence[str],
-    truths: Sequence[Any],
-    ks: Sequence[int] = (1, 5, 10, 50),
-    batch_size: int = 64,
-    progress: logging.Logger | None = None,
-) -> dict[str, float]:
-    """Exact-match top-k of a backward model (products -> reactant tuples) or a forward one.
-
-    The backward model proposes with ``top_k = max(ks)`` (that many templates applied); the
-    forward model applies ``max(ks)`` templates and keeps ``max(ks)`` products.
-    """
-    kmax = max(ks)
-    preds: list[list[Any]] = []
-    t0 = time.perf_counter()
-    for s in range(0, len(inputs), batch_size):
-        chunk = list(inputs[s : s + batch_size])
-        if isinstance(model, ForwardTemplateModel):
-            preds.extend(model.predict(chunk, n_templates=kmax, top_k=kmax))
-        else:
-            preds.extend(model.propose(chunk, top_k=kmax))
-        if progress is not None:
-            progress.info("exact-match eval %d/%d (%.1fs)", len(preds), len(inputs),
-                          time.perf_counter() - t0)
-    out = exact_match_topk(preds, truths, ks)
-    out["seconds"] = round(time.perf_counter() - t0, 2)
-    out["n"] = len(inputs)
-    out["mean_proposals"] = float(np.mean([len(p) for p in preds])) if preds else 0.0
-    return out
 
 
 # ============================================================================ training
@@ -342,11 +232,9 @@ def train_single_step(
     ``max_epochs`` stops this call after that many epochs (the run stays ``running`` and
     :func:`resume` continues it), for time-sliced jobs; results are then ``{}``.
     """
-    cfg = load_single_step_config(config_path, overrides)
-    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root,
-                     kind="chem.train_single_step")
-    with run.marks_failure():
-        return _train(run, cfg, start_ckpt=None, max_epochs=max_epochs)
+    return start_run("chem.train_single_step", SingleStepConfig, config_path, overrides,
+                     lambda run, cfg: _train(run, cfg, start_ckpt=None, max_epochs=max_epochs),
+                     loader=load_single_step_config)
 
 
 def resume(run_path: str | os.PathLike, *, max_epochs: int | None = None
@@ -356,20 +244,20 @@ def resume(run_path: str | os.PathLike, *, max_epochs: int | None = None
     Metrics logged after the checkpoint are dropped first, so none is counted twice. A finished
     run is returned as it is.
     """
-    run = Run.reopen(run_path, "chem.train_single_step")
-    if run.finished:
-        return run, run.unchanged()
-    cfg = run.load_config(SingleStepConfig, loader=load_single_step_config)
-    ckpt = run.read_checkpoint("last.pt", "epoch", unit="epoch")
-    run.mark_resumed()
-    run.trim_metrics(int(ckpt["epoch"]) if ckpt is not None else 0)
-    with run.marks_failure():
+
+    def go_on(run: Run, cfg: SingleStepConfig, ckpt: dict | None) -> dict[str, Any]:
+        run.trim_metrics(int(ckpt["epoch"]) if ckpt is not None else 0)
         return _train(run, cfg, start_ckpt=ckpt, max_epochs=max_epochs)
+
+    return resume_run("chem.train_single_step", SingleStepConfig, run_path, go_on,
+                      loader=load_single_step_config,
+                      check=lambda run, cfg: run.read_checkpoint("last.pt", "epoch",
+                                                                 unit="epoch"))
 
 
 def _train(
     run: Run, cfg: SingleStepConfig, start_ckpt: dict | None, max_epochs: int | None
-) -> tuple[Run, dict[str, Any]]:
+) -> dict[str, Any]:
     logger = run.logger()
     device = _device(cfg)
     t_prep = time.perf_counter()
@@ -448,7 +336,7 @@ def _train(
     if end_epoch < cfg.optim.epochs:
         logger.info("stopped after epoch %d of %d (max_epochs); resume to continue",
                     end_epoch, cfg.optim.epochs)
-        return run, {}
+        return {}
 
     if best["state_dict"] is not None:
         net.load_state_dict(best["state_dict"])
@@ -491,128 +379,4 @@ def _train(
     results["n_template_errors"] = int(model.n_template_errors)
     logger.info("results: %s", results)
     run.finish(results)
-    return run, results
-
-
-# ============================================================================ fine-tuning
-
-
-def fine_tune(
-    model: MLPSingleStepModel | ForwardTemplateModel,
-    reactions: Sequence[Reaction | tuple[str | Sequence[str], str | int]],
-    *,
-    epochs: int = 20,
-    lr: float = 1e-4,
-    batch_size: int = 1024,
-    dropout: float = 0.4,
-    weight_decay: float = 0.0,
-    seed: int = 0,
-    run: Run | None = None,
-    select: tuple[np.ndarray, np.ndarray] | None = None,
-    on_epoch: Callable[[int, float], None] | None = None,
-) -> dict[str, Any]:
-    """Continue training ``model.net`` from its current weights on new reactions.
-
-    Self-improved Retro* (Kim et al., ICML 2021) fine-tunes on the reactions of successful
-    routes (and forward-augmented ones): 20 epochs, Adam lr 1e-4, batch 1024, dropout 0.4.
-
-    ``reactions`` items are ``(input, template)`` pairs, ``input`` the product (backward
-    model) or the reactant set (forward model, dotted string or sequence) and ``template`` a
-    template string of ``model.templates`` or its index; or :class:`Reaction` objects with
-    atom-mapped text (their template is extracted with rdchiral). Items whose template is not
-    in the model's vocabulary or that cannot be parsed are skipped and counted. Logs one
-    ``finetune_loss`` row per epoch to ``run`` when given. Returns counts and losses.
-
-    ``select = (fingerprints, labels)`` of held-out reactions (labels index ``model.templates``,
-    ``-1`` unknown) turns on model selection: template top-1 on them is measured before the first
-    epoch and after every epoch, and the weights of the best epoch are kept (the starting weights
-    win ties), so held-out template accuracy cannot fall. The result then holds
-    ``selected_epoch`` (0: the starting weights) and ``select_top1`` per epoch.
-
-    ``on_epoch(epoch, loss)`` is called after each epoch (progress reporting).
-    """
-    forward = isinstance(model, ForwardTemplateModel)
-    index = {t: i for i, t in enumerate(model.templates)}
-    inputs: list[str] = []
-    labels: list[int] = []
-    skipped: dict[str, int] = {}
-
-    def skip(reason: str) -> None:
-        skipped[reason] = skipped.get(reason, 0) + 1
-
-    for item in reactions:
-        try:
-            if isinstance(item, Reaction):
-                template: str | int = extract_retro_template(item)
-                text = ".".join(item.reactants) if forward else item.product
-            else:
-                source, template = item
-                text = (".".join(canonical_reactants(source)) if forward
-                        else canonical_smiles(source, remove_atom_map=True, strict=True))  # type: ignore[arg-type]
-        except (InputError, TypeError, ValueError):
-            skip("malformed")
-            continue
-        if isinstance(template, (int, np.integer)):
-            label = int(template) if 0 <= int(template) < len(model.templates) else -1
-        else:
-            label = index.get(template, -1)
-        if label < 0:
-            skip("unknown_template")
-            continue
-        inputs.append(text)
-        labels.append(label)
-
-    t0 = time.perf_counter()
-    losses: list[float] = []
-    select_top1: list[float] = []
-    selected = 0
-    net = model.net
-    device = model.device
-    if len(labels) >= 2 and epochs > 0:
-        fps = np.ascontiguousarray(model.fingerprints(inputs))
-        y = np.asarray(labels, dtype=np.int64)
-        net.set_dropout(dropout)
-        opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-        if select is not None:
-            select_top1.append(template_topk_accuracy(net, select[0], select[1], (1,))["top1"])
-            best_state = copy.deepcopy(net.state_dict())
-        for epoch in range(1, epochs + 1):
-            tr = train_epoch(net, opt, fps, y, batch_size, seed=seed * 100_003 + epoch,
-                             device=device)
-            losses.append(tr["loss"])
-            row = {"step": epoch, "finetune_epoch": epoch, "finetune_loss": tr["loss"],
-                   "finetune_acc": tr["acc"]}
-            if select is not None:
-                row["select_top1"] = template_topk_accuracy(net, select[0], select[1],
-                                                            (1,))["top1"]
-                if row["select_top1"] > max(select_top1):
-                    best_state, selected = copy.deepcopy(net.state_dict()), epoch
-                select_top1.append(row["select_top1"])
-            if run is not None:
-                run.log_metrics(row)
-            if on_epoch is not None:
-                on_epoch(epoch, tr["loss"])
-        if select is not None:
-            net.load_state_dict(best_state)
-    net.eval()
-    if hasattr(model, "clear_cache"):
-        model.clear_cache()  # cached proposals came from the old weights
-    return {
-        "n_examples": len(labels),
-        "n_skipped": sum(skipped.values()),
-        "skipped": skipped,
-        "epochs": epochs if len(labels) >= 2 else 0,
-        "losses": losses,
-        "seconds": round(time.perf_counter() - t0, 2),
-    } | ({"selected_epoch": selected, "select_top1": select_top1} if select_top1 else {})
-
-
-def load_trained_model(run_path: str | os.PathLike, device: str = "cpu"
-                       ) -> MLPSingleStepModel | ForwardTemplateModel:
-    """The selected model of a finished training run (``<run>/model.pt``)."""
-    from ..models.mlp import load_template_model
-
-    path = Path(run_path) / "model.pt"
-    if not path.is_file():
-        raise InputError(f"'{run_path}' has no model.pt: is it a finished single-step run?")
-    return load_template_model(path, device=device)
+    return results

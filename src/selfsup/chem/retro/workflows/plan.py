@@ -34,11 +34,11 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from selfsup.config import load_config, to_dict
+from selfsup.config import load_config
 from selfsup.errors import ConfigError, InputError
 from selfsup.io import append_jsonl, atomic_write_json, atomic_write_text, dumps_json
 from selfsup.progress import Progress
-from selfsup.runs import Run
+from selfsup.runs import Run, resume_run, start_run
 
 from ..core.routes import Route, draw_route
 from ..core.search import RetroStar
@@ -390,26 +390,18 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
 def plan(config_path: str | os.PathLike | None = None, overrides: Sequence[str] = ()
          ) -> tuple[Run, dict[str, Any]]:
     """Plan every target of ``targets`` in a new run; return the run and ``results.json``."""
-    cfg = load_plan_config(config_path, overrides)
-    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root,
-                     kind="chem.plan")
-    with run.marks_failure():
-        return _execute(run, cfg)
+    return start_run("chem.plan", PlanConfig, config_path, overrides, _execute,
+                     loader=load_plan_config)
 
 
 def resume_plan(run_path: str | os.PathLike) -> tuple[Run, dict[str, Any]]:
     """Continue a killed plan run: targets already in ``results.jsonl`` are not searched again.
     A finished run is returned as it is."""
-    run = Run.reopen(run_path, "chem.plan")
-    if run.finished:
-        return run, run.unchanged()
-    cfg = run.load_config(PlanConfig, loader=load_plan_config)
-    run.mark_resumed()
-    with run.marks_failure():
-        return _execute(run, cfg)
+    return resume_run("chem.plan", PlanConfig, run_path,
+                      lambda run, cfg, _: _execute(run, cfg), loader=load_plan_config)
 
 
-def _execute(run: Run, cfg: PlanConfig) -> tuple[Run, dict[str, Any]]:
+def _execute(run: Run, cfg: PlanConfig) -> dict[str, Any]:
     from .route_benchmark import load_targets
 
     log = run.logger()
@@ -467,7 +459,7 @@ def _execute(run: Run, cfg: PlanConfig) -> tuple[Run, dict[str, Any]]:
         "seconds_this_call": round(time.perf_counter() - t0, 2),
     })
     run.finish(results)
-    return run, results
+    return results
 
 
 def finalize(run: Run, records: Sequence[dict[str, Any]], max_iterations: int | None,

@@ -12,7 +12,7 @@ Each iteration ``i = 1..n_iterations``:
    reactant sets with ``p >= 0.8`` that the backward model maps back to the same reactants at
    top-1 (:func:`forward_augment`);
 5. fine-tune the current model on them (20 epochs, lr 1e-4, batch 1024, dropout 0.4:
-   :func:`~selfsup.chem.retro.training.train_single_step.fine_tune`), with
+   :func:`~selfsup.chem.retro.training.fine_tune.fine_tune`), with
    ``finetune.replay`` > 0 mixed with that many times as many random reactions of the training
    split (rehearsal, so that the model does not drift towards the few templates of the routes;
    see the benchmark notes);
@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from selfsup.config import load_config, to_dict
+from selfsup.config import load_config
 from selfsup.errors import ConfigError, InputError
 from selfsup.io import atomic_write_json, atomic_write_text, dumps_json
 from selfsup.progress import Progress
-from selfsup.runs import Run
+from selfsup.runs import Run, start_run
 
 from ..core.single_step import SingleStepModel
 from .plan import PlanSearchConfig, SearchSpec, _check_common, make_model_factory, plan_targets
@@ -279,19 +279,17 @@ def _reactions_csv(rows: Sequence[RouteReaction]) -> str:
 def self_improve(config_path: str | os.PathLike | None = None, overrides: Sequence[str] = ()
                  ) -> tuple[Run, dict[str, Any]]:
     """Run ``n_iterations`` of self-improvement (or the random control); see the module doc."""
-    cfg = load_self_improve_config(config_path, overrides)
-    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root,
-                     kind="chem.self_improve")
-    with run.marks_failure():
-        return _self_improve(run, cfg)
+    return start_run("chem.self_improve", SelfImproveConfig, config_path, overrides,
+                     _self_improve, loader=load_self_improve_config)
 
 
-def _self_improve(run: Run, cfg: SelfImproveConfig) -> tuple[Run, dict[str, Any]]:
+def _self_improve(run: Run, cfg: SelfImproveConfig) -> dict[str, Any]:
     import torch
 
     from ..models.mlp import MLPSingleStepModel
+    from ..training.fine_tune import fine_tune
+    from ..training.metrics import evaluate_exact_match
     from ..training.templates_data import prepare_uspto50k
-    from ..training.train_single_step import evaluate_exact_match, fine_tune
     from .plan import make_stock
     from .route_benchmark import (
         build_route_benchmark,
@@ -452,4 +450,4 @@ def _self_improve(run: Run, cfg: SelfImproveConfig) -> tuple[Run, dict[str, Any]
         "seconds": round(time.perf_counter() - t_start, 2),
     }
     run.finish(results)
-    return run, results
+    return results
