@@ -70,6 +70,7 @@ from common import (  # noqa: E402
 from common import (
     load_json,
     now,
+    previous_vision_run,
     provenance_census,
     row,
     write_results,
@@ -199,40 +200,10 @@ def plan(chosen: dict[str, dict], arms: list[str] | None, seeds: list[int] | Non
 
 # ------------------------------------------------------------------------------ run folders
 def previous_run(run_root: Path, name: str, config: dict) -> Path | None:
-    """The newest run directory of this unit that a killed benchmark left behind: same run name
-    and the same config (torch threads and checkpoint frequency aside), with a last checkpoint
-    or finished results (as benchmarks/sla/run.py finds them). None when there is none."""
-    import yaml
-
-    from selfsup.config import load_config, to_dict
-    from selfsup.errors import ConfigError
-    from selfsup.vision.train import VisionTrainConfig
-
-    def key(cfg: dict) -> dict:
-        cfg = to_dict(load_config(VisionTrainConfig, base=cfg))
-        for k in ("threads", "checkpoint_every_minutes", "checkpoint_every_n_steps"):
-            cfg.get("trainer", {}).pop(k, None)  # they do not change what a run computes
-        return cfg
-
-    found = None
-    for path in sorted(Path(run_root).glob(f"{name}-*")):
-        try:
-            meta = json.loads((path / "run.json").read_text())
-            cfg = yaml.safe_load((path / "config.yaml").read_text())
-        except (OSError, ValueError, yaml.YAMLError):
-            continue
-        if meta.get("name") != name or not isinstance(cfg, dict):
-            continue
-        try:
-            if key(cfg) != key(config):
-                continue
-        except ConfigError:
-            continue
-        if ((path / "checkpoints" / "last.ckpt").is_file()
-                or (meta.get("status") == "finished" and (path / "results.json").is_file()
-                    and (path / "checkpoints" / "best.pt").is_file())):
-            found = path
-    return found
+    """The unit's run left by a killed benchmark (:func:`common.previous_vision_run`); a
+    finished one needs its selected weights too (the evaluation reads them)."""
+    return previous_vision_run(run_root, name, config,
+                               finished_files=("results.json", "checkpoints/best.pt"))
 
 
 def init_run(overrides: list[str]):
@@ -241,14 +212,11 @@ def init_run(overrides: list[str]):
     method), never trained. Returns (run, results)."""
     import lightning as L
 
-    from selfsup.config import load_config, to_dict
     from selfsup.io import atomic_torch_save
-    from selfsup.runs import Run
+    from selfsup.runs import start_run
     from selfsup.vision.train import VisionTrainConfig, _prepare, build_model
 
-    cfg = load_config(VisionTrainConfig, None, overrides)
-    run = Run.create(cfg.name, to_dict(cfg), seed=cfg.seed, root=cfg.run_root, kind="vision.train")
-    with run.marks_failure():
+    def body(run, cfg) -> dict:
         data = _prepare(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         model = build_model(cfg, data.n_classes, data.in_channels, data.mean, data.std,
@@ -258,7 +226,9 @@ def init_run(overrides: list[str]):
         results = {"method": cfg.method, "steps": 0, "untrained": True,
                    "dataset": cfg.data.name, "data": data.summary()}
         run.finish(results)
-    return run, results
+        return results
+
+    return start_run("vision.train", VisionTrainConfig, None, overrides, body)
 
 
 def train_diagnostics(run_dir: Path, res: dict, cfg: dict) -> dict:

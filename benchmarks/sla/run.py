@@ -42,6 +42,7 @@ from common import (  # noqa: E402
     compare_units,
     load_json,
     now,
+    previous_vision_run,
     provenance_census,
     row,
     select_cheapest,
@@ -133,43 +134,8 @@ def _merge_history(a: list[dict], b: list[dict]) -> list[dict]:
 
 
 def previous_run(run_root: Path, name: str, config: dict) -> Path | None:
-    """The newest run directory of this unit that a killed benchmark left behind: same run name
-    and the same config (torch threads and checkpoint frequency aside), with a last checkpoint
-    or finished results. None when there is none. Resuming it loses at most the work since the
-    last checkpoint (10 minutes by default, see trainer.checkpoint_every_minutes)."""
-    import json
-
-    import yaml
-
-    from selfsup.config import load_config, to_dict
-    from selfsup.errors import ConfigError
-    from selfsup.vision.train import VisionTrainConfig
-
-    def key(cfg: dict) -> dict:
-        # through the config schema, so a run saved before a key was added compares equal
-        cfg = to_dict(load_config(VisionTrainConfig, base=cfg))
-        for k in ("threads", "checkpoint_every_minutes", "checkpoint_every_n_steps"):
-            cfg.get("trainer", {}).pop(k, None)  # they do not change what a run computes
-        return cfg
-
-    found = None
-    for path in sorted(Path(run_root).glob(f"{name}-*")):
-        try:
-            meta = json.loads((path / "run.json").read_text())
-            cfg = yaml.safe_load((path / "config.yaml").read_text())
-        except (OSError, ValueError, yaml.YAMLError):
-            continue  # not a run directory, or one cut off while it was being created
-        if meta.get("name") != name or not isinstance(cfg, dict):
-            continue
-        try:
-            if key(cfg) != key(config):
-                continue
-        except ConfigError:  # a run of an older schema
-            continue
-        if ((path / "checkpoints" / "last.ckpt").is_file()
-                or (meta.get("status") == "finished" and (path / "results.json").is_file())):
-            found = path
-    return found
+    """The unit's run left by a killed benchmark (:func:`common.previous_vision_run`)."""
+    return previous_vision_run(run_root, name, config)
 
 
 def step_cost(repeats: int = 21) -> dict[str, float]:
