@@ -241,3 +241,54 @@ def test_resume_equals_the_uninterrupted_run(smiles_file, monkeypatch):
     assert all(torch.equal(a[k], b[k]) for k in a)
     # a finished run without overrides is returned as is
     assert resume(run.path)[1] == resumed
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_a_stopped_and_resumed_run_equals_the_uninterrupted_one_file_by_file(
+        smiles_file, monkeypatch, precision):
+    """The weights in model.pt, the metrics.jsonl rows (but the speed), samples.csv and
+    results.json (but the timings) of a run stopped after step 25 and resumed from its step-20
+    checkpoint are those of the uninterrupted run; also in bf16 mixed precision (Fabric's
+    autocast, on the CPU here)."""
+    extra = {"optim.max_steps": 40, "trainer.precision": precision}
+    straight, res_a = pretrain(None, _args(smiles_file, name="straight", **extra))
+    monkeypatch.setenv("SELFSUP_FAULT_INJECT", "stop_at_step:25")
+    with pytest.raises(RuntimeError, match="stopped the run"):
+        pretrain(None, _args(smiles_file, name="stopped", **extra))
+    monkeypatch.delenv("SELFSUP_FAULT_INJECT")
+    (stopped,) = (p for p in (smiles_file.parent / "runs").iterdir() if p.name.startswith("stop"))
+    run, res_b = resume(stopped)
+    a = safe_torch_load(straight.path / "model.pt")["state_dict"]
+    b = safe_torch_load(run.path / "model.pt")["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    def rows(r: Run) -> list[dict]:
+        return [{k: v for k, v in row.items() if k != "tokens_per_s"} for row in r.read_metrics()]
+
+    assert rows(straight) == rows(run)
+    assert (straight.path / "samples.csv").read_bytes() == (run.path / "samples.csv").read_bytes()
+    timings = ("train_seconds", "tokens_per_s")
+    assert ({k: v for k, v in res_a.items() if k not in timings}
+            == {k: v for k, v in res_b.items() if k not in timings})
+    assert ("bf16-mixed" in res_a["device"]) == (precision == "bf16-mixed")
+
+
+def test_the_fabric_step_in_32_bit_is_the_plain_pytorch_step(vocab):
+    from lightning.fabric import Fabric
+
+    from selfsup.chem.lstm.corpus import batch_tokens
+    from selfsup.chem.lstm.likelihood import gradient_step
+
+    enc = encode_smiles(corpus(), vocab)
+    plain, wrapped = tiny(vocab).train(), tiny(vocab).train()
+    adam = torch.optim.Adam(plain.parameters(), lr=0.01)
+    fabric = Fabric(accelerator="cpu", devices=1, precision="32-true")
+    module = fabric.setup_module(wrapped)
+    optimizer = fabric.setup_optimizers(torch.optim.Adam(wrapped.parameters(), lr=0.01))
+    for step in range(5):
+        tokens = batch_tokens(enc, torch.arange(step * 32, step * 32 + 32), "cpu")
+        gradient_step(plain, plain.loss(tokens), adam, grad_clip=0.5)
+        with fabric.autocast():
+            loss = module.loss(tokens)
+        gradient_step(module, loss, optimizer, grad_clip=0.5, fabric=fabric)
+    assert all(torch.equal(p, q) for p, q in zip(plain.parameters(), wrapped.parameters()))

@@ -6,8 +6,8 @@
 - :mod:`.metrics`: validity, uniqueness and novelty of samples;
 - :mod:`.likelihood`: the maximum-likelihood step (:func:`train_likelihood`, GEGL's imitation)
   and the gradient step every loop that trains the model shares;
-- :mod:`.training`: the pretraining configs and loop with checkpoints and exact resume
-  (:func:`pretrain`, :func:`resume`: ``selfsup chem pretrain``).
+- :mod:`.training`: the pretraining configs and loop, on Lightning Fabric (device and precision),
+  with checkpoints and exact resume (:func:`pretrain`, :func:`resume`: ``selfsup chem pretrain``).
 
 Each module imports only the ones above it in this list (never this package), so there is no
 import cycle inside the room.

@@ -6,9 +6,20 @@ prepared by :mod:`.corpus`, each step is :func:`~.likelihood.gradient_step` on
 :meth:`SmilesLSTM.loss` (mean negative log-probability per target token, gradients clipped to
 norm 1.0 by default), and the samples drawn at the end are scored by :mod:`.metrics`.
 
+The loop runs on Lightning Fabric (``lightning.fabric.Fabric``: Lightning's accelerators and
+precision plugins, which vision's Lightning Trainer uses too, under a loop of one's own): it
+places the model and batches on the device of ``trainer.accelerator`` (one device: the CPU, one
+CUDA GPU or Apple MPS) and applies ``trainer.precision`` (``auto``: bf16 mixed precision on a
+CUDA GPU that has it, else fp16 mixed with a gradient scaler, 32-bit on CPU and MPS; see
+:func:`selfsup.device.choose_device`) to the forward passes, backpropagation and gradient
+clipping. In 32-bit precision a step is the same arithmetic as a plain PyTorch loop. The loop
+itself (data order, schedule, logging, validation, checkpoints) stays here, so that resume is
+exact.
+
 Determinism: the model is initialised from ``seed``; the data order of epoch ``e`` is a
 permutation drawn from ``(seed, e)``; dropout draws from torch's global generator, whose state is
-saved in every checkpoint, so a resumed run continues exactly as the uninterrupted one.
+saved in every checkpoint (with the gradient scaler's, under 16-bit mixed precision), so a
+resumed run continues exactly as the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +41,7 @@ from selfsup.chem.lstm.corpus import DataConfig, batch_tokens, prepare_corpus
 from selfsup.chem.lstm.likelihood import gradient_step
 from selfsup.chem.lstm.metrics import sample_metrics
 from selfsup.chem.lstm.model import EncodedSmiles, SmilesLSTM, SmilesLSTMConfig
+from selfsup.device import check_precision
 from selfsup.errors import ConfigError, InputError
 from selfsup.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from selfsup.progress import Progress
@@ -79,6 +92,8 @@ class EvalConfig:
 @dataclass(frozen=True)
 class TrainerConfig:
     accelerator: str = "auto"  # auto | cpu | cuda | mps
+    # auto (bf16-mixed on CUDA, else 32-true) | 32-true | bf16-mixed | 16-mixed (Lightning's names)
+    precision: str = "auto"
     threads: int | None = None  # torch CPU threads (default: torch's choice)
     log_every_n_steps: int = 50
     checkpoint_every_n_steps: int = 500  # checkpoints/last.ckpt (also at the last step)
@@ -114,6 +129,7 @@ def _check(cfg: PretrainConfig) -> None:
         raise ConfigError(f"optim.max_steps must be >= 1 or null, got {cfg.optim.max_steps}")
     if cfg.data.val_size < 0 or cfg.eval.n_samples < 0:
         raise ConfigError("data.val_size and eval.n_samples must be >= 0")
+    check_precision(cfg.trainer.precision)
 
 
 def _write_samples_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -138,7 +154,8 @@ def _lr_schedule(cfg: OptimConfig, total_steps: int) -> list[float]:
 
 
 @torch.no_grad()
-def _val_loss(model: SmilesLSTM, enc: EncodedSmiles, batch_size: int, device) -> float | None:
+def _val_loss(model: SmilesLSTM, enc: EncodedSmiles, batch_size: int, device,
+              autocast: Callable[[], AbstractContextManager]) -> float | None:
     if len(enc) == 0:
         return None
     was_training = model.training
@@ -146,7 +163,9 @@ def _val_loss(model: SmilesLSTM, enc: EncodedSmiles, batch_size: int, device) ->
     total, count = 0.0, 0
     for i in range(0, len(enc), batch_size):
         tokens = batch_tokens(enc, torch.arange(i, min(i + batch_size, len(enc))), device)
-        total += float(model.token_nll(tokens).sum())
+        with autocast():
+            nll = model.token_nll(tokens)
+        total += float(nll.float().sum())
         count += int((tokens[:, 1:] != 0).sum())
     model.train(was_training)
     return total / max(count, 1)
@@ -164,11 +183,25 @@ def _fault_inject(step: int) -> None:
         raise RuntimeError(f"SELFSUP_FAULT_INJECT stopped the run after step {step}")
 
 
+def _fabric(cfg: PretrainConfig):
+    """The Lightning Fabric of a run: one device of ``trainer.accelerator``, ``trainer.precision``
+    resolved by :func:`choose_device`; returns ``(fabric, the DeviceChoice)``."""
+    import logging
+
+    from lightning.fabric import Fabric
+
+    from selfsup.device import choose_device
+
+    # Lightning's notes (the precision in use, tips) stay off the user's terminal, as in vision
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    dev = choose_device(cfg.trainer.accelerator, cfg.trainer.precision)
+    return Fabric(accelerator=dev.accelerator, devices=1, precision=dev.precision), dev
+
+
 def _run_fit(
     run: Run, cfg: PretrainConfig, state: dict | None, console: Callable[[str], None] | None
 ) -> dict[str, Any]:
-    from selfsup.device import choose_device
-
     log = run.logger()
 
     def say(msg: str) -> None:
@@ -179,8 +212,10 @@ def _run_fit(
     _check(cfg)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
-    dev = choose_device(cfg.trainer.accelerator)
-    device = torch.device(dev.accelerator)
+    fabric, dev = _fabric(cfg)
+    device = fabric.device
+    # the device as results.json and the log name it; a precision other than 32-bit is added
+    device_name = dev.description + ("" if dev.precision == "32-true" else f", {dev.precision}")
 
     # -- data
     t0 = time.perf_counter()
@@ -194,19 +229,23 @@ def _run_fit(
         )
     atomic_write_json(run.path / "vocab.json", vocab.to_dict())
 
-    # -- model and optimiser
+    # -- model and optimiser, set up by Fabric (device, precision); ``model`` and ``adam`` stay
+    # the plain objects, for their state dicts, the validation loss, sampling and model.pt
     torch.manual_seed(cfg.seed)
     mcfg = SmilesLSTMConfig(vocab_size=len(vocab), **asdict(cfg.model))
-    model = SmilesLSTM(mcfg).to(device)
-    optimizer = torch.optim.Adam(
+    model = SmilesLSTM(mcfg)
+    fabric_model = fabric.setup_module(model)
+    adam = torch.optim.Adam(
         model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
     )
+    optimizer = fabric.setup_optimizers(adam)
+    precision = fabric.strategy.precision  # holds the gradient scaler of 16-bit mixed precision
     n_train = len(corpus.train)
     steps_per_epoch = math.ceil(n_train / cfg.optim.batch_size)
     total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
     lrs = _lr_schedule(cfg.optim, total)
     n_params = sum(p.numel() for p in model.parameters())
-    say(f"device {dev.description}; {n_params:,} parameters; {n_train} train molecules; "
+    say(f"device {device_name}; {n_params:,} parameters; {n_train} train molecules; "
         f"{total} steps ({steps_per_epoch} per epoch)")
 
     # -- resume
@@ -214,7 +253,9 @@ def _run_fit(
     window = {"loss_sum": 0.0, "n": 0}
     if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        adam.load_state_dict(state["optimizer"])
+        if state.get("precision"):
+            precision.load_state_dict(state["precision"])
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and state.get("cuda_rng"):
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -226,7 +267,8 @@ def _run_fit(
         payload = {
             "step": step,
             "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
+            "optimizer": adam.state_dict(),
+            "precision": precision.state_dict(),  # {} but with a gradient scaler
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
             "vocab": vocab.to_dict(),
@@ -249,15 +291,16 @@ def _run_fit(
                 order, order_epoch = _epoch_order(cfg.seed, epoch, n_train), epoch
             idx = order[i * cfg.optim.batch_size : (i + 1) * cfg.optim.batch_size]
             tokens = batch_tokens(corpus.train, idx, device)  # (b, T)
-            for group in optimizer.param_groups:
+            for group in adam.param_groups:
                 group["lr"] = lrs[step]
-            loss = model.loss(tokens)
+            with fabric.autocast():
+                loss = fabric_model.loss(tokens)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"non-finite loss {float(loss)} at step {step}; lower optim.lr or keep "
                     "optim.grad_clip at 1.0"
                 )
-            gradient_step(model, loss, optimizer, cfg.optim.grad_clip)
+            gradient_step(fabric_model, loss, optimizer, cfg.optim.grad_clip, fabric=fabric)
             step += 1
             n_tok = int((tokens[:, 1:] != 0).sum())
             tokens_seen += n_tok
@@ -276,7 +319,8 @@ def _run_fit(
                 window = {"loss_sum": 0.0, "n": 0}
                 t_window, tok_window = now, 0
             if step % cfg.eval.val_every_n_steps == 0 or step == total:
-                val_loss = _val_loss(model, corpus.val, cfg.eval.eval_batch_size, device)
+                val_loss = _val_loss(model, corpus.val, cfg.eval.eval_batch_size, device,
+                                     fabric.autocast)
                 if val_loss is not None:
                     run.log_metrics({"step": step, "val_loss": val_loss})
                     say(f"step {step} val_loss {val_loss:.4f}")
@@ -287,7 +331,8 @@ def _run_fit(
             _fault_inject(step)
     train_seconds = time.perf_counter() - t_train
     if val_loss is None:  # resumed after the last step's checkpoint: nothing left to train
-        val_loss = _val_loss(model, corpus.val, cfg.eval.eval_batch_size, device)
+        val_loss = _val_loss(model, corpus.val, cfg.eval.eval_batch_size, device,
+                             fabric.autocast)
 
     # -- evaluate: sample, score, save the apprentice
     model.save(run.path / "model.pt", vocab, extra={"run": run.path.name, "step": step,
@@ -310,7 +355,7 @@ def _run_fit(
         **metrics,
         **corpus.stats,
         "n_params": n_params,
-        "device": dev.description,
+        "device": device_name,
         "train_seconds": round(train_seconds, 3),
         "tokens_per_s": tokens_seen / max(train_seconds, 1e-9) if step > start_step else None,
         "model": "model.pt",
