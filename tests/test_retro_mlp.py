@@ -243,3 +243,75 @@ def test_fine_tune_counts_and_changes_weights(trained):
     assert len(out["losses"]) == 3 and model.net.body[3].p == 0.4
     assert not model.net.training and len(model._cache) == 0
     assert any(not torch.equal(before[k], v) for k, v in model.net.state_dict().items())
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_a_crashed_and_resumed_run_equals_the_uninterrupted_one_file_by_file(
+        tiny, tmp_path, monkeypatch, precision):
+    """A run that dies in epoch 6 (after its training pass, before that epoch's checkpoint) and
+    is resumed from its epoch-5 checkpoint ends with the weights (model.pt, checkpoints/last.pt),
+    metrics.jsonl rows (but the timings) and results.json (but the timings) of the
+    uninterrupted run; also in bf16 mixed precision (Fabric's autocast, on the CPU here)."""
+    from selfsup.chem.retro.training import train_single_step as tss
+
+    extra = {"optim.epochs": 9, "optim.batch_size": 5, "trainer.precision": precision}
+    straight, res_a = train_single_step(None, _overrides(tiny, tmp_path / "a", **extra))
+    calls = {"n": 0}
+    measure = tss.template_topk_accuracy
+
+    def dies_in_epoch_6(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise RuntimeError("killed in epoch 6")
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(tss, "template_topk_accuracy", dies_in_epoch_6)
+    with pytest.raises(RuntimeError, match="killed in epoch 6"):
+        train_single_step(None, _overrides(tiny, tmp_path / "b", **extra))
+    monkeypatch.setattr(tss, "template_topk_accuracy", measure)
+    (crashed,) = (tmp_path / "b").iterdir()
+    assert safe_torch_load(crashed / "checkpoints" / "last.pt")["epoch"] == 5
+    run, res_b = resume(crashed)
+    for name, key in (("model.pt", "state_dict"), ("checkpoints/last.pt", "net")):
+        a = safe_torch_load(straight.path / name)[key]
+        b = safe_torch_load(run.path / name)[key]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    def rows(r) -> list[dict]:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in r.read_metrics()]
+
+    assert rows(straight) == rows(run) and len(rows(run)) == 9
+    timings = ("prepare_seconds", "train_seconds_this_call", "test_exact_seconds")
+    assert ({k: v for k, v in res_a.items() if k not in timings}
+            == {k: v for k, v in res_b.items() if k not in timings})
+
+
+def test_the_fabric_epoch_in_32_bit_is_the_plain_pytorch_epoch():
+    from lightning.fabric import Fabric
+
+    from selfsup.chem.retro.training.train_single_step import train_epoch
+
+    fps = (np.random.default_rng(0).random((37, 64)) < 0.2).astype(np.uint8)
+    labels = np.random.default_rng(1).integers(0, 6, 37)
+    torch.manual_seed(0)
+    plain = TemplateMLP(6, fp_dim=64, hidden=16, dropout=0.2)
+    wrapped = TemplateMLP(6, fp_dim=64, hidden=16, dropout=0.2)
+    wrapped.load_state_dict(plain.state_dict())
+    adam = torch.optim.Adam(plain.parameters(), lr=0.01)
+    fabric = Fabric(accelerator="cpu", devices=1, precision="32-true")
+    module = fabric.setup_module(wrapped)
+    optimizer = fabric.setup_optimizers(torch.optim.Adam(wrapped.parameters(), lr=0.01))
+    for epoch in range(3):
+        a = train_epoch(plain, adam, fps, labels, 8, seed=epoch)
+        b = train_epoch(module, optimizer, fps, labels, 8, seed=epoch, fabric=fabric)
+        assert a == b
+    assert all(torch.equal(p, q) for p, q in zip(plain.state_dict().values(),
+                                                 wrapped.state_dict().values()))
+
+
+def test_an_unknown_precision_is_refused_before_the_run_folder_is_made(tiny, tmp_path):
+    from selfsup.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="trainer.precision='fp8'"):
+        train_single_step(None, _overrides(tiny, tmp_path / "runs", **{"trainer.precision": "fp8"}))
+    assert not (tmp_path / "runs").exists()

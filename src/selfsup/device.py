@@ -69,3 +69,24 @@ def choose_device(accelerator: str = "auto", precision: str = "auto") -> DeviceC
     else:
         desc = f"cpu ({torch.get_num_threads()} threads)"
     return DeviceChoice(accelerator=acc, precision=prec, description=desc)
+
+
+def setup_fabric(accelerator: str = "auto", precision: str = "auto",
+                 device_index: int | None = None):
+    """A Lightning Fabric (``lightning.fabric.Fabric``) on one device of ``accelerator`` with
+    ``precision``, both resolved by :func:`choose_device`; returns ``(fabric, the DeviceChoice)``.
+
+    ``device_index`` picks the GPU (``cuda:1``: 1; default the first). Lightning's notes (the
+    precision in use, tips) stay off the user's terminal, as in vision's Trainer runs.
+    """
+    import logging
+
+    from lightning.fabric import Fabric
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    dev = choose_device(accelerator, precision)
+    devices: int | list[int] = 1
+    if device_index is not None and dev.accelerator != "cpu":
+        devices = [int(device_index)]
+    return Fabric(accelerator=dev.accelerator, devices=devices, precision=dev.precision), dev

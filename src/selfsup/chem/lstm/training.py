@@ -184,19 +184,11 @@ def _fault_inject(step: int) -> None:
 
 
 def _fabric(cfg: PretrainConfig):
-    """The Lightning Fabric of a run: one device of ``trainer.accelerator``, ``trainer.precision``
-    resolved by :func:`choose_device`; returns ``(fabric, the DeviceChoice)``."""
-    import logging
+    """The Lightning Fabric of a run (:func:`selfsup.device.setup_fabric`): one device of
+    ``trainer.accelerator`` with ``trainer.precision``; returns ``(fabric, the DeviceChoice)``."""
+    from selfsup.device import setup_fabric
 
-    from lightning.fabric import Fabric
-
-    from selfsup.device import choose_device
-
-    # Lightning's notes (the precision in use, tips) stay off the user's terminal, as in vision
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    dev = choose_device(cfg.trainer.accelerator, cfg.trainer.precision)
-    return Fabric(accelerator=dev.accelerator, devices=1, precision=dev.precision), dev
+    return setup_fabric(cfg.trainer.accelerator, cfg.trainer.precision)
 
 
 def _run_fit(

@@ -70,7 +70,8 @@ class TemplateMLP(nn.Module):
 
     Linear(fp_dim, hidden) -> BatchNorm1d -> ELU -> Dropout(dropout) -> Linear(n_templates);
     Retro* uses fp_dim 2048, hidden 512, dropout 0.3-0.4. Input is a 0/1 fingerprint of any
-    numeric dtype (converted to float32). Apply ``softmax`` to the logits for probabilities.
+    numeric dtype (converted to the weights' dtype: float32 but in Lightning's 16-, bf16- or
+    64-true precision). Apply ``softmax`` to the logits for probabilities.
     """
 
     kind = "backward"
@@ -94,7 +95,7 @@ class TemplateMLP(nn.Module):
         self.head = nn.Linear(self.hidden, self.n_templates)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x.float()))
+        return self.head(self.body(x.to(self.head.weight.dtype)))
 
     def config(self) -> dict[str, Any]:
         return {

@@ -4,6 +4,11 @@
 1e-4, dropout 0.4, 20 epochs, batch 1024), with the training pass of single-step training
 (:func:`~.train_single_step.train_epoch`) and, when held-out reactions are given, selection of
 the best epoch on them (:func:`~.metrics.template_topk_accuracy`).
+
+Like single-step training, the loop runs on Lightning Fabric (:func:`selfsup.device.setup_fabric`)
+on the model's device, with ``precision`` (``auto``: bf16 mixed precision on a CUDA GPU that has
+it, else fp16 mixed; 32-bit on CPU and MPS) for the forward passes of training and selection and
+for backpropagation; in 32-bit precision the steps are the arithmetic of a plain PyTorch loop.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import numpy as np
 import torch
 
 from selfsup.chem.molecules import canonical_smiles
+from selfsup.device import setup_fabric
 from selfsup.errors import InputError
 from selfsup.runs import Run
 
@@ -41,6 +47,7 @@ def fine_tune(
     run: Run | None = None,
     select: tuple[np.ndarray, np.ndarray] | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Continue training ``model.net`` from its current weights on new reactions.
 
@@ -60,7 +67,9 @@ def fine_tune(
     win ties), so held-out template accuracy cannot fall. The result then holds
     ``selected_epoch`` (0: the starting weights) and ``select_top1`` per epoch.
 
-    ``on_epoch(epoch, loss)`` is called after each epoch (progress reporting).
+    ``on_epoch(epoch, loss)`` is called after each epoch (progress reporting). ``precision``
+    is a Lightning precision string (see :data:`selfsup.device.PRECISIONS`) for the model's
+    device; ``auto`` is 32-bit on the CPU.
     """
     forward = isinstance(model, ForwardTemplateModel)
     index = {t: i for i, t in enumerate(model.templates)}
@@ -103,19 +112,27 @@ def fine_tune(
         fps = np.ascontiguousarray(model.fingerprints(inputs))
         y = np.asarray(labels, dtype=np.int64)
         net.set_dropout(dropout)
-        opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+        # set up by Fabric on the model's device; ``net`` stays the plain module
+        fabric, _ = setup_fabric(device.type, precision, device.index)
+        fabric_net = fabric.setup_module(net)
+        opt = fabric.setup_optimizers(
+            torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay))
+
+        def select_accuracy(held_out: tuple[np.ndarray, np.ndarray]) -> float:
+            with fabric.autocast():
+                return template_topk_accuracy(net, held_out[0], held_out[1], (1,))["top1"]
+
         if select is not None:
-            select_top1.append(template_topk_accuracy(net, select[0], select[1], (1,))["top1"])
+            select_top1.append(select_accuracy(select))
             best_state = copy.deepcopy(net.state_dict())
         for epoch in range(1, epochs + 1):
-            tr = train_epoch(net, opt, fps, y, batch_size, seed=seed * 100_003 + epoch,
-                             device=device)
+            tr = train_epoch(fabric_net, opt, fps, y, batch_size, seed=seed * 100_003 + epoch,
+                             fabric=fabric)
             losses.append(tr["loss"])
             row = {"step": epoch, "finetune_epoch": epoch, "finetune_loss": tr["loss"],
                    "finetune_acc": tr["acc"]}
             if select is not None:
-                row["select_top1"] = template_topk_accuracy(net, select[0], select[1],
-                                                            (1,))["top1"]
+                row["select_top1"] = select_accuracy(select)
                 if row["select_top1"] > max(select_top1):
                     best_state, selected = copy.deepcopy(net.state_dict()), epoch
                 select_top1.append(row["select_top1"])

@@ -17,6 +17,18 @@ Reported on the test split (``results.json``):
 ``model.direction: forward`` trains the forward twin (reactant-set fingerprint -> template) and
 reports the exact match of the recorded product among the top-k forward predictions instead.
 
+The loop runs on Lightning Fabric (``lightning.fabric.Fabric``: Lightning's accelerators and
+precision plugins, under a loop of one's own; see :func:`selfsup.device.setup_fabric`): it places
+the network and batches on the device of ``trainer.device`` (one device: the CPU, one CUDA GPU or
+Apple MPS) and applies ``trainer.precision`` (``auto``: bf16 mixed precision on a CUDA GPU that
+has it, else fp16 mixed with a gradient scaler, 32-bit on CPU and MPS) to the forward passes of
+training and validation and to backpropagation. In 32-bit precision a step is the same arithmetic
+as a plain PyTorch loop. The loop itself (data order, epochs, model selection, checkpoints) stays
+here, so that resume is exact: the order and dropout masks of epoch ``e`` depend only on
+``(seed, e)``, and ``checkpoints/last.pt`` holds the network, Adam's state, the selection so far
+and, under 16-bit mixed precision, the gradient scaler's state. The test metrics are measured on
+the selected network as saved (outside autocast).
+
 The metrics are in :mod:`.metrics`; fine-tuning a trained model (self-improvement) is
 :func:`~.fine_tune.fine_tune`, which reuses :func:`train_epoch`; a finished run's model loads with
 :func:`~selfsup.chem.retro.models.mlp.load_trained_model`.
@@ -28,14 +40,16 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from selfsup.config import load_config
+from selfsup.device import check_precision
 from selfsup.errors import ConfigError, InputError
 from selfsup.io import atomic_torch_save
 from selfsup.progress import Progress
@@ -49,6 +63,9 @@ from ..models.mlp import (
 )
 from .metrics import evaluate_exact_match, template_topk_accuracy
 from .templates_data import SplitData, TemplateData, prepare_uspto50k
+
+if TYPE_CHECKING:
+    from lightning.fabric import Fabric
 
 __all__ = [
     "SingleStepConfig",
@@ -103,6 +120,8 @@ class SSEvalConfig:
 @dataclass(frozen=True)
 class SSTrainerConfig:
     device: str = "auto"  # auto | cpu | cuda | mps
+    # auto (bf16-mixed on CUDA, else 32-true) | 32-true | bf16-mixed | 16-mixed (Lightning's names)
+    precision: str = "auto"
     threads: int | None = None  # torch CPU threads (default: torch's choice)
 
 
@@ -135,6 +154,7 @@ def load_single_step_config(
         raise ConfigError("optim.epochs must be >= 0 and optim.batch_size >= 2")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.model.dropout}")
+    check_precision(cfg.trainer.precision)  # before a run folder is made or a run is resumed
     return cfg
 
 
@@ -155,14 +175,23 @@ def train_epoch(
     seed: int,
     device: str | torch.device = "cpu",
     on_batch: Callable[[float], None] | None = None,
+    fabric: Fabric | None = None,
 ) -> dict[str, float]:
     """One shuffled pass of cross-entropy training; returns mean ``loss`` and batch ``acc``.
 
     The order and the dropout masks depend only on ``seed`` (resumed runs repeat them). A
     trailing batch of one example is skipped (BatchNorm needs two). ``on_batch(loss)`` is called
     after each optimiser step (progress reporting).
+
+    With ``fabric`` (a Lightning Fabric that set up ``net`` and ``optimizer``), batches go to its
+    device (``device`` is not used), the forward pass runs under its precision (autocast) and
+    backpropagation goes through it (the gradient scaler of 16-bit mixed precision); in 32-bit
+    precision the step is the same arithmetic as without it.
     """
-    device = torch.device(device)
+    if fabric is not None:
+        device, autocast = fabric.device, fabric.autocast
+    else:
+        device, autocast = torch.device(device), nullcontext
     gen = torch.Generator().manual_seed(int(seed))
     torch.manual_seed(int(seed) + 1)
     order = torch.randperm(len(fps), generator=gen).numpy()
@@ -174,10 +203,14 @@ def train_epoch(
             continue
         xb = torch.from_numpy(fps[idx]).to(device)
         yb = torch.from_numpy(labels[idx]).long().to(device)
-        logits = net(xb)
-        loss = F.cross_entropy(logits, yb)
+        with autocast():
+            logits = net(xb)
+            loss = F.cross_entropy(logits, yb)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if fabric is None:
+            loss.backward()
+        else:
+            fabric.backward(loss)
         optimizer.step()
         loss_sum += float(loss.detach()) * len(idx)
         correct += int((logits.argmax(1) == yb).sum())
@@ -202,12 +235,14 @@ def _make_net(cfg: SingleStepConfig, n_templates: int) -> TemplateMLP:
     return cls(n_templates, cfg.data.n_bits, cfg.model.hidden, cfg.model.dropout)
 
 
-def _device(cfg: SingleStepConfig) -> torch.device:
-    from selfsup.device import choose_device
+def _fabric(cfg: SingleStepConfig):
+    """The Lightning Fabric of a run: one device of ``trainer.device`` with ``trainer.precision``
+    (after ``trainer.threads`` is applied); returns ``(fabric, the DeviceChoice)``."""
+    from selfsup.device import setup_fabric
 
     if cfg.trainer.threads:
         torch.set_num_threads(int(cfg.trainer.threads))
-    return torch.device(choose_device(cfg.trainer.device).accelerator)
+    return setup_fabric(cfg.trainer.device, cfg.trainer.precision)
 
 
 def _prepare(cfg: SingleStepConfig) -> tuple[TemplateData, dict]:
@@ -259,7 +294,9 @@ def _train(
     run: Run, cfg: SingleStepConfig, start_ckpt: dict | None, max_epochs: int | None
 ) -> dict[str, Any]:
     logger = run.logger()
-    device = _device(cfg)
+    fabric, dev = _fabric(cfg)
+    device = fabric.device
+    logger.info("device %s, precision %s", dev.description, dev.precision)
     t_prep = time.perf_counter()
     data, data_report = _prepare(cfg)
     t_prep = time.perf_counter() - t_prep
@@ -273,9 +310,14 @@ def _train(
     if len(y_train) < 2:
         raise InputError("fewer than two training reactions with a template: nothing to train")
 
+    # network and optimiser set up by Fabric (device, precision); ``net`` and ``opt`` stay the
+    # plain objects, for their state dicts, validation and the saved model
     _seed_all(cfg.seed)
-    net = _make_net(cfg, data.n_templates).to(device)
+    net = _make_net(cfg, data.n_templates)
+    fabric_net = fabric.setup_module(net)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    optimizer = fabric.setup_optimizers(opt)
+    precision = fabric.strategy.precision  # holds the gradient scaler of 16-bit mixed precision
     start_epoch = 0
     best: dict[str, Any] = {"epoch": 0, "metric": -1.0, "state_dict": None}
     if start_ckpt is not None:
@@ -288,6 +330,8 @@ def _train(
             )
         net.load_state_dict(start_ckpt["net"])
         opt.load_state_dict(start_ckpt["optimizer"])
+        if start_ckpt.get("precision"):
+            precision.load_state_dict(start_ckpt["precision"])
         start_epoch = int(start_ckpt["epoch"])
         best = dict(start_ckpt["best"])
         logger.info("resumed after epoch %d", start_epoch)
@@ -310,11 +354,11 @@ def _train(
         for epoch in range(start_epoch + 1, end_epoch + 1):
             t0 = time.perf_counter()
             shown["epoch"] = epoch
-            tr = train_epoch(net, opt, x_train, y_train, cfg.optim.batch_size,
-                             seed=cfg.seed * 100_003 + epoch, device=device,
-                             on_batch=on_batch)
-            va = template_topk_accuracy(net, _inputs(valid, direction), valid.labels, ks,
-                                        cfg.eval.template_batch_size, device)
+            tr = train_epoch(fabric_net, optimizer, x_train, y_train, cfg.optim.batch_size,
+                             seed=cfg.seed * 100_003 + epoch, on_batch=on_batch, fabric=fabric)
+            with fabric.autocast():
+                va = template_topk_accuracy(net, _inputs(valid, direction), valid.labels, ks,
+                                            cfg.eval.template_batch_size, device)
             improved = va["top1"] > best["metric"]
             if improved:
                 best = {"epoch": epoch, "metric": va["top1"],
@@ -328,6 +372,7 @@ def _train(
                 "format": CKPT_FORMAT, "epoch": epoch, "n_templates": data.n_templates,
                 "net": {k: v.detach().cpu() for k, v in net.state_dict().items()},
                 "optimizer": opt.state_dict(), "best": best,
+                "precision": precision.state_dict(),  # {} but with a gradient scaler
             }, run.checkpoint_dir / "last.pt")
             run.log_metrics(row)
             logger.info("epoch %d: %s", epoch, row)
