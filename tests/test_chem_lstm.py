@@ -277,7 +277,7 @@ def test_the_fabric_step_in_32_bit_is_the_plain_pytorch_step(vocab):
     from lightning.fabric import Fabric
 
     from selfsup.chem.lstm.corpus import batch_tokens
-    from selfsup.chem.lstm.likelihood import gradient_step
+    from selfsup.device import gradient_step
 
     enc = encode_smiles(corpus(), vocab)
     plain, wrapped = tiny(vocab).train(), tiny(vocab).train()

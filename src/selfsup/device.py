@@ -6,6 +6,11 @@ Nothing in selfsup assumes CUDA; training code asks this module what to use.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from lightning.fabric import Fabric
 
 # Lightning's precision strings (lightning 2.x), plus auto; fp8 (transformer-engine) is left out:
 # it needs NVIDIA's transformer-engine package and Hopper GPUs, and selfsup does not support it.
@@ -90,3 +95,27 @@ def setup_fabric(accelerator: str = "auto", precision: str = "auto",
     if device_index is not None and dev.accelerator != "cpu":
         devices = [int(device_index)]
     return Fabric(accelerator=dev.accelerator, devices=devices, precision=dev.precision), dev
+
+
+def gradient_step(model: torch.nn.Module, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                  grad_clip: float = 0.0, fabric: Fabric | None = None) -> None:
+    """One optimiser step on ``loss``: clear the gradients, backpropagate, clip the gradient norm
+    of ``model``'s parameters to ``grad_clip`` (0: no clipping), step.
+
+    With ``fabric`` (a Lightning Fabric that set up ``model`` and ``optimizer``), backpropagation
+    and clipping go through it, so its precision plugin scales and unscales the gradients (16-bit
+    mixed precision); in 32-bit precision the step is the same arithmetic as without it."""
+    import torch
+
+    optimizer.zero_grad(set_to_none=True)
+    if fabric is None:
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    else:
+        fabric.backward(loss)
+        if grad_clip > 0:
+            # non-finite norms are left to the loss check and to the 16-bit gradient scaler,
+            # which skips such a step, as without Fabric
+            fabric.clip_gradients(model, optimizer, max_norm=grad_clip, error_if_nonfinite=False)
+    optimizer.step()

@@ -14,7 +14,7 @@ import cycle inside the room.
 """
 
 from .corpus import load_corpus
-from .likelihood import gradient_step, train_likelihood
+from .likelihood import train_likelihood
 from .metrics import sample_metrics
 from .model import (
     CHECKPOINT_FORMAT,
@@ -34,7 +34,6 @@ __all__ = [
     "SmilesLSTM",
     "SmilesLSTMConfig",
     "encode_smiles",
-    "gradient_step",
     "load_corpus",
     "pretrain",
     "resume",

@@ -6,9 +6,10 @@ queues (8 steps x batch 256, Adam 1e-3). The loss is the mean negative log-proba
 target token (:meth:`SmilesLSTM.loss`); gradients are clipped to norm 1.0.
 
 :func:`train_likelihood` is that imitation step (GEGL's, and LSTM hill climbing's, which runs on
-GEGL's loop); :func:`gradient_step` is the update every SMILES LSTM loop makes from its loss
-(the pretraining loop of :mod:`selfsup.chem.lstm.training`, which passes its Lightning Fabric,
-:func:`train_likelihood`, and REINVENT's augmented-likelihood loss, which clips nothing).
+GEGL's loop); every loop that trains a model here makes its update with
+:func:`selfsup.device.gradient_step` (the pretraining loop of :mod:`selfsup.chem.lstm.training`
+and the template MLP's ``train_epoch``, which pass their Lightning Fabric, :func:`train_likelihood`,
+and REINVENT's augmented-likelihood loss, which clips nothing).
 """
 
 from __future__ import annotations
@@ -21,34 +22,13 @@ import torch
 from selfsup.chem.lstm.corpus import batch_tokens
 from selfsup.chem.lstm.model import SmilesLSTM, encode_smiles
 from selfsup.chem.molecules import Vocabulary
+from selfsup.device import gradient_step
 from selfsup.errors import InputError
 
 if TYPE_CHECKING:
-    from lightning.fabric import Fabric
+    pass
 
-__all__ = ["gradient_step", "train_likelihood"]
-
-
-def gradient_step(model: torch.nn.Module, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
-                  grad_clip: float = 0.0, fabric: Fabric | None = None) -> None:
-    """One optimiser step on ``loss``: clear the gradients, backpropagate, clip the gradient norm
-    of ``model``'s parameters to ``grad_clip`` (0: no clipping), step.
-
-    With ``fabric`` (a Lightning Fabric that set up ``model`` and ``optimizer``), backpropagation
-    and clipping go through it, so its precision plugin scales and unscales the gradients (16-bit
-    mixed precision); in 32-bit precision the step is the same arithmetic as without it."""
-    optimizer.zero_grad(set_to_none=True)
-    if fabric is None:
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    else:
-        fabric.backward(loss)
-        if grad_clip > 0:
-            # non-finite norms are left to the loss check and to the 16-bit gradient scaler,
-            # which skips such a step, as without Fabric
-            fabric.clip_gradients(model, optimizer, max_norm=grad_clip, error_if_nonfinite=False)
-    optimizer.step()
+__all__ = ["train_likelihood"]
 
 
 def train_likelihood(

@@ -38,10 +38,9 @@ from typing import Any
 import torch
 
 from selfsup.chem.lstm.corpus import DataConfig, batch_tokens, prepare_corpus
-from selfsup.chem.lstm.likelihood import gradient_step
 from selfsup.chem.lstm.metrics import sample_metrics
 from selfsup.chem.lstm.model import EncodedSmiles, SmilesLSTM, SmilesLSTMConfig
-from selfsup.device import check_precision
+from selfsup.device import check_precision, gradient_step
 from selfsup.errors import ConfigError, InputError
 from selfsup.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from selfsup.progress import Progress

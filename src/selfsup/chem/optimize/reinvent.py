@@ -25,8 +25,9 @@ import math
 import numpy as np
 import torch
 
+from ...device import gradient_step
 from ...errors import ConfigError
-from ..lstm import encode_smiles, gradient_step
+from ..lstm import encode_smiles
 from ..molecules import canonical_smiles
 from .base import OptimizationContext, OptimizeConfig, ReinventConfig, register
 from .common import Progress, load_prior, resolve_device, score_weights, seed_queue, torch_generator

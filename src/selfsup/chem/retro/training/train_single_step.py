@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.config import load_config
-from selfsup.device import check_precision
+from selfsup.device import check_precision, gradient_step
 from selfsup.errors import ConfigError, InputError
 from selfsup.io import atomic_torch_save
 from selfsup.progress import Progress
@@ -206,12 +206,7 @@ def train_epoch(
         with autocast():
             logits = net(xb)
             loss = F.cross_entropy(logits, yb)
-        optimizer.zero_grad(set_to_none=True)
-        if fabric is None:
-            loss.backward()
-        else:
-            fabric.backward(loss)
-        optimizer.step()
+        gradient_step(net, loss, optimizer, fabric=fabric)
         loss_sum += float(loss.detach()) * len(idx)
         correct += int((logits.argmax(1) == yb).sum())
         n_seen += len(idx)
