@@ -76,13 +76,42 @@ def choose_device(accelerator: str = "auto", precision: str = "auto") -> DeviceC
     return DeviceChoice(accelerator=acc, precision=prec, description=desc)
 
 
-def setup_fabric(accelerator: str = "auto", precision: str = "auto",
-                 device_index: int | None = None):
-    """A Lightning Fabric (``lightning.fabric.Fabric``) on one device of ``accelerator`` with
-    ``precision``, both resolved by :func:`choose_device`; returns ``(fabric, the DeviceChoice)``.
+STRATEGIES = ("auto", "ddp")
 
-    ``device_index`` picks the GPU (``cuda:1``: 1; default the first). Lightning's notes (the
-    precision in use, tips) stay off the user's terminal, as in vision's Trainer runs.
+
+def check_parallel(devices: int, strategy: str) -> None:
+    """Raise ConfigError for a ``trainer.devices`` / ``trainer.strategy`` pair selfsup cannot
+    train with (devices < 1, a strategy other than auto or ddp)."""
+    from .errors import ConfigError
+
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise ConfigError(f"trainer.devices={devices!r}: use 1 or more.")
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"trainer.strategy={strategy!r}: use {' or '.join(STRATEGIES)}.")
+
+
+def setup_fabric(accelerator: str = "auto", precision: str = "auto",
+                 device_index: int | None = None, devices: int = 1, strategy: str = "auto"):
+    """A Lightning Fabric (``lightning.fabric.Fabric``) on ``accelerator`` with ``precision``,
+    both resolved by :func:`choose_device`; returns ``(fabric, the DeviceChoice)``.
+
+    ``devices=1`` with ``strategy="auto"`` (the default): one device; ``device_index`` picks the
+    GPU (``cuda:1``: 1; default the first). Lightning's notes (the precision in use, tips) stay
+    off the user's terminal, as in vision's Trainer runs.
+
+    ``devices > 1`` (``strategy`` auto or ddp), or ``strategy="ddp"``: data-parallel training
+    over ``devices`` processes of this machine (PyTorch DDP through Fabric: gradients averaged
+    over the processes at every backward pass; the process group on gloo on CPUs, nccl on CUDA
+    GPUs). The fabric is launched here (``fabric.launch()``): in the first process that starts
+    the other ``devices - 1`` processes, each re-running this command line (``python -m
+    selfsup.cli ...``, the script launcher vision's Trainer uses too) with ``LOCAL_RANK`` set,
+    and every process then joins the process group; so the caller sets up, before this call,
+    whatever the other processes need to find (see :func:`selfsup.runs.ddp_child_run`).
+    ``fabric.global_rank`` and ``fabric.world_size`` tell each process its shard
+    (:func:`shard_order`); only ``fabric.is_global_zero`` writes files. Because the launcher
+    re-runs ``sys.argv``, start such runs from the command line (or a script that, re-run, calls
+    the same training), not from a notebook or a test process; GPUs are ``cuda:0..devices-1``
+    (``device_index`` is for one device).
     """
     import logging
 
@@ -90,11 +119,43 @@ def setup_fabric(accelerator: str = "auto", precision: str = "auto",
 
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    check_parallel(devices, strategy)
     dev = choose_device(accelerator, precision)
-    devices: int | list[int] = 1
-    if device_index is not None and dev.accelerator != "cpu":
-        devices = [int(device_index)]
-    return Fabric(accelerator=dev.accelerator, devices=devices, precision=dev.precision), dev
+    if devices == 1 and strategy == "auto":
+        one: int | list[int] = 1
+        if device_index is not None and dev.accelerator != "cpu":
+            one = [int(device_index)]
+        return Fabric(accelerator=dev.accelerator, devices=one, precision=dev.precision), dev
+    if dev.accelerator == "mps":
+        from .errors import ConfigError
+
+        raise ConfigError("trainer.strategy=ddp / trainer.devices>1 needs CPU processes or CUDA "
+                          "GPUs; Apple MPS is one device: use trainer.devices=1 (or "
+                          "trainer.accelerator=cpu).")
+    from lightning.fabric.strategies import DDPStrategy
+
+    backend = "nccl" if dev.accelerator == "cuda" else "gloo"
+    fabric = Fabric(accelerator=dev.accelerator, devices=devices, precision=dev.precision,
+                    strategy=DDPStrategy(process_group_backend=backend))
+    fabric.launch()
+    return fabric, dev
+
+
+def shard_order(order, rank: int, world_size: int):
+    """The part of an epoch's ``order`` (a 1-d torch tensor or numpy array of row indices) that
+    process ``rank`` of ``world_size`` trains on, as ``torch.utils.data.DistributedSampler``
+    splits a permutation: padded to a multiple of ``world_size`` by repeating its first rows,
+    then every ``world_size``-th row from position ``rank``. So the shards have the same length
+    (``ceil(n / world_size)``: the processes take the same number of steps, as DDP needs), are
+    disjoint when ``world_size`` divides ``n``, and together hold every row. ``world_size=1``
+    returns ``order`` itself."""
+    import numpy as np
+
+    if world_size == 1:
+        return order
+    n = len(order)
+    per = -(-n // world_size)
+    return order[np.arange(rank, per * world_size, world_size) % n]
 
 
 def gradient_step(model: torch.nn.Module, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
@@ -119,3 +180,19 @@ def gradient_step(model: torch.nn.Module, loss: torch.Tensor, optimizer: torch.o
             # which skips such a step, as without Fabric
             fabric.clip_gradients(model, optimizer, max_norm=grad_clip, error_if_nonfinite=False)
     optimizer.step()
+
+
+def record_shard(epoch: int, rows, rank: int) -> None:
+    """Test hook: with ``$SELFSUP_RECORD_ROWS`` naming a folder, append the training rows
+    (``rows``, a 1-d tensor or array) that process ``rank`` takes in ``epoch`` to
+    ``<folder>/rows-<rank>.jsonl`` as ``{"epoch", "rank", "rows"}``; else nothing. (The template
+    MLP's :func:`train_epoch` passes its epoch's seed as ``epoch``: the epoch itself at seed 0.)"""
+    import os
+
+    folder = os.environ.get("SELFSUP_RECORD_ROWS")
+    if folder:
+        import json
+
+        with open(os.path.join(folder, f"rows-{rank}.jsonl"), "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"epoch": int(epoch), "rank": int(rank),
+                                 "rows": [int(r) for r in rows]}) + "\n")

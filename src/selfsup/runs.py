@@ -477,6 +477,37 @@ def resume_run(
         return run, body(run, cfg, state)
 
 
+DDP_RUN_ENV = "SELFSUP_DDP_RUN"
+
+
+def ddp_child_run() -> Run | None:
+    """In a process that a data-parallel launcher started for rank > 0 (``LOCAL_RANK`` set and
+    not 0, see :func:`selfsup.device.setup_fabric`): the run of rank 0, whose folder rank 0 put
+    in ``$SELFSUP_DDP_RUN`` before it launched, opened read only (:meth:`Run.open`), so that
+    all processes share one run; else None. Such a process writes nothing into the run."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get(DDP_RUN_ENV):
+        return Run.open(os.environ[DDP_RUN_ENV])
+    return None
+
+
+@contextlib.contextmanager
+def ddp_run_env(run: Run, parallel: bool) -> Iterator[None]:
+    """With ``parallel``: ``$SELFSUP_DDP_RUN`` names ``run`` while the body runs (the processes
+    launched in it join the run, :func:`ddp_child_run`); without: nothing changes."""
+    if not parallel or os.environ.get("LOCAL_RANK", "0") != "0":
+        yield
+        return
+    old = os.environ.get(DDP_RUN_ENV)
+    os.environ[DDP_RUN_ENV] = str(run.path)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(DDP_RUN_ENV, None)
+        else:
+            os.environ[DDP_RUN_ENV] = old
+
+
 class Timer:
     """A small wall-clock timer: ``with Timer() as t: ...; t.seconds``."""
 

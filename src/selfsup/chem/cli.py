@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rich.console import Console
@@ -85,14 +86,16 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _start_or_resume(args: argparse.Namespace, start, resume, first: tuple[str, ...] = ()) -> int:
-    """Run ``start(config, overrides)`` or, with --resume, ``resume(run)``; print the results."""
+    """Run ``start(config, overrides)`` or, with --resume, ``resume(run)``; print the results
+    (in the first process only, when data-parallel training launched others)."""
     from ..console import print_results as _print_results
 
     if getattr(args, "resume", None):
         run, res = resume(args.resume)
     else:
         run, res = start(args.config, [*first, *args.overrides])
-    _print_results(Console(), run.path, res)
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        _print_results(Console(), run.path, res)
     return 0
 
 

@@ -8,18 +8,33 @@ norm 1.0 by default), and the samples drawn at the end are scored by :mod:`.metr
 
 The loop runs on Lightning Fabric (``lightning.fabric.Fabric``: Lightning's accelerators and
 precision plugins, which vision's Lightning Trainer uses too, under a loop of one's own): it
-places the model and batches on the device of ``trainer.accelerator`` (one device: the CPU, one
-CUDA GPU or Apple MPS) and applies ``trainer.precision`` (``auto``: bf16 mixed precision on a
-CUDA GPU that has it, else fp16 mixed with a gradient scaler, 32-bit on CPU and MPS; see
+places the model and batches on the device of ``trainer.accelerator`` (by default one device: the
+CPU, one CUDA GPU or Apple MPS) and applies ``trainer.precision`` (``auto``: bf16 mixed precision
+on a CUDA GPU that has it, else fp16 mixed with a gradient scaler, 32-bit on CPU and MPS; see
 :func:`selfsup.device.choose_device`) to the forward passes, backpropagation and gradient
 clipping. In 32-bit precision a step is the same arithmetic as a plain PyTorch loop. The loop
 itself (data order, schedule, logging, validation, checkpoints) stays here, so that resume is
 exact.
 
+Data-parallel: ``trainer.devices=N trainer.strategy=ddp`` (``N`` > 1 alone means ddp too) trains
+over ``N`` processes of one machine (GPUs, or CPU processes on gloo) with PyTorch DDP through
+Fabric (:func:`selfsup.device.setup_fabric`). The command (``selfsup chem pretrain ...`` or
+``--resume RUN``) starts as one process; when it sets up Fabric it re-runs its own command line
+for ranks 1..N-1 (Fabric's script launcher, ``LOCAL_RANK`` set), which join rank 0's run folder
+(:func:`selfsup.runs.ddp_child_run`) instead of making one. Each process trains on its shard of
+every epoch's permutation (:func:`selfsup.device.shard_order`: every N-th row; ``optim.batch_size``
+is per process, so an epoch has 1/N of the steps), DDP averages the gradients, and only rank 0
+writes files (vocab, metrics, log, checkpoints, model, samples, results; validation and sampling
+run there too). The logged training loss and tokens per second are over all processes. The
+checkpoint is the one-process kind; resume it with the same ``trainer.devices``.
+
 Determinism: the model is initialised from ``seed``; the data order of epoch ``e`` is a
 permutation drawn from ``(seed, e)``; dropout draws from torch's global generator, whose state is
 saved in every checkpoint (with the gradient scaler's, under 16-bit mixed precision), so a
-resumed run continues exactly as the uninterrupted one.
+resumed run continues exactly as the uninterrupted one. Over N > 1 processes the generator is
+seeded at every step from ``(seed, step, rank)`` instead (each process's dropout masks differ and
+need no saved state), and the loss window in the checkpoint is the mean over the processes, so a
+resumed data-parallel run is exact too.
 """
 
 from __future__ import annotations
@@ -40,11 +55,17 @@ import torch
 from selfsup.chem.lstm.corpus import DataConfig, batch_tokens, prepare_corpus
 from selfsup.chem.lstm.metrics import sample_metrics
 from selfsup.chem.lstm.model import EncodedSmiles, SmilesLSTM, SmilesLSTMConfig
-from selfsup.device import check_precision, gradient_step
+from selfsup.device import (
+    check_parallel,
+    check_precision,
+    gradient_step,
+    record_shard,
+    shard_order,
+)
 from selfsup.errors import ConfigError, InputError
 from selfsup.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from selfsup.progress import Progress
-from selfsup.runs import Run, resume_run, start_run
+from selfsup.runs import Run, ddp_child_run, ddp_run_env, resume_run, start_run
 
 __all__ = [
     "DataConfig",
@@ -96,6 +117,10 @@ class TrainerConfig:
     threads: int | None = None  # torch CPU threads (default: torch's choice)
     log_every_n_steps: int = 50
     checkpoint_every_n_steps: int = 500  # checkpoints/last.ckpt (also at the last step)
+    # devices (GPUs, or CPU processes with strategy=ddp) of one machine; with more than one,
+    # optim.batch_size is per process and an epoch has 1/devices of the steps
+    devices: int = 1
+    strategy: str = "auto"  # auto | ddp (torch.distributed; gloo on CPUs, nccl on GPUs)
 
 
 @dataclass(frozen=True)
@@ -129,6 +154,7 @@ def _check(cfg: PretrainConfig) -> None:
     if cfg.data.val_size < 0 or cfg.eval.n_samples < 0:
         raise ConfigError("data.val_size and eval.n_samples must be >= 0")
     check_precision(cfg.trainer.precision)
+    check_parallel(cfg.trainer.devices, cfg.trainer.strategy)
 
 
 def _write_samples_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -170,9 +196,13 @@ def _val_loss(model: SmilesLSTM, enc: EncodedSmiles, batch_size: int, device,
     return total / max(count, 1)
 
 
-def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+def _epoch_order(seed: int, epoch: int, n: int, rank: int = 0, world_size: int = 1
+                 ) -> torch.Tensor:
+    """The training rows of epoch ``epoch`` in order: a permutation of ``n`` drawn from ``(seed,
+    epoch)``; with ``world_size`` processes, process ``rank``'s shard of it
+    (:func:`selfsup.device.shard_order`)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g)
+    return shard_order(torch.randperm(n, generator=g), rank, world_size)
 
 
 def _fault_inject(step: int) -> None:
@@ -182,29 +212,52 @@ def _fault_inject(step: int) -> None:
         raise RuntimeError(f"SELFSUP_FAULT_INJECT stopped the run after step {step}")
 
 
-def _fabric(cfg: PretrainConfig):
-    """The Lightning Fabric of a run (:func:`selfsup.device.setup_fabric`): one device of
-    ``trainer.accelerator`` with ``trainer.precision``; returns ``(fabric, the DeviceChoice)``."""
+def _parallel(cfg: PretrainConfig) -> bool:
+    return cfg.trainer.devices > 1 or cfg.trainer.strategy == "ddp"
+
+
+def _fabric(cfg: PretrainConfig, run: Run):
+    """The Lightning Fabric of a run (:func:`selfsup.device.setup_fabric`): ``trainer.devices``
+    of ``trainer.accelerator`` (one by default; more: DDP under ``trainer.strategy``, the other
+    processes launched here and told ``run``'s folder) with ``trainer.precision``; returns
+    ``(fabric, the DeviceChoice)``."""
     from selfsup.device import setup_fabric
 
-    return setup_fabric(cfg.trainer.accelerator, cfg.trainer.precision)
+    t = cfg.trainer
+    with ddp_run_env(run, _parallel(cfg)):
+        out = setup_fabric(t.accelerator, t.precision, devices=t.devices, strategy=t.strategy)
+    if t.threads:  # again: Lightning's launcher sets its own count when $OMP_NUM_THREADS is unset
+        torch.set_num_threads(t.threads)
+    return out
 
 
 def _run_fit(
     run: Run, cfg: PretrainConfig, state: dict | None, console: Callable[[str], None] | None
 ) -> dict[str, Any]:
-    log = run.logger()
+    _check(cfg)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    fabric, dev = _fabric(cfg, run)
+    device = fabric.device
+    # data-parallel: this process's rank of world; only rank 0 writes files and talks
+    rank, world = fabric.global_rank, fabric.world_size
+    main = rank == 0
+    log = run.logger() if main else None
 
     def say(msg: str) -> None:
+        if log is None:
+            return
         log.info(msg)
         if console is not None:
             console(msg)
 
-    _check(cfg)
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
-    fabric, dev = _fabric(cfg)
-    device = fabric.device
+    def ranks_sum(values: list[float]) -> list[float]:
+        """``values`` summed over the processes (one all-reduce); themselves in one process."""
+        if world == 1:
+            return values
+        total = fabric.all_reduce(torch.tensor(values, dtype=torch.float64, device=device),
+                                  reduce_op="sum")
+        return [float(v) for v in total.cpu()]
     # the device as results.json and the log name it; a precision other than 32-bit is added
     device_name = dev.description + ("" if dev.precision == "32-true" else f", {dev.precision}")
 
@@ -218,7 +271,8 @@ def _run_fit(
             f"run {run.path}: the corpus gives another vocabulary than the checkpoint's; was the "
             f"dataset file {cfg.data.dataset!r} changed? Start a new run instead"
         )
-    atomic_write_json(run.path / "vocab.json", vocab.to_dict())
+    if main:
+        atomic_write_json(run.path / "vocab.json", vocab.to_dict())
 
     # -- model and optimiser, set up by Fabric (device, precision); ``model`` and ``adam`` stay
     # the plain objects, for their state dicts, the validation loss, sampling and model.pt
@@ -226,18 +280,22 @@ def _run_fit(
     mcfg = SmilesLSTMConfig(vocab_size=len(vocab), **asdict(cfg.model))
     model = SmilesLSTM(mcfg)
     fabric_model = fabric.setup_module(model)
+    if _parallel(cfg):  # SmilesLSTM.loss runs through DDP's forward (its gradient averaging)
+        fabric_model.mark_forward_method("loss")
     adam = torch.optim.Adam(
         model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
     )
     optimizer = fabric.setup_optimizers(adam)
     precision = fabric.strategy.precision  # holds the gradient scaler of 16-bit mixed precision
     n_train = len(corpus.train)
-    steps_per_epoch = math.ceil(n_train / cfg.optim.batch_size)
+    n_shard = math.ceil(n_train / world)  # the rows of an epoch each process trains on
+    steps_per_epoch = math.ceil(n_shard / cfg.optim.batch_size)
     total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
     lrs = _lr_schedule(cfg.optim, total)
     n_params = sum(p.numel() for p in model.parameters())
     say(f"device {device_name}; {n_params:,} parameters; {n_train} train molecules; "
-        f"{total} steps ({steps_per_epoch} per epoch)")
+        f"{total} steps ({steps_per_epoch} per epoch)"
+        + (f"; {world} processes ({cfg.trainer.strategy})" if world > 1 else ""))
 
     # -- resume
     step = 0
@@ -255,6 +313,11 @@ def _run_fit(
         say(f"resumed from step {step}")
 
     def checkpoint() -> None:
+        # data-parallel: the loss window averaged over the processes (each resumes from it)
+        saved = window if world == 1 else {"loss_sum": ranks_sum([window["loss_sum"]])[0] / world,
+                                           "n": window["n"]}
+        if not main:
+            return
         payload = {
             "step": step,
             "model": model.state_dict(),
@@ -263,7 +326,7 @@ def _run_fit(
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
             "vocab": vocab.to_dict(),
-            "window": window,
+            "window": saved,
         }
         atomic_torch_save(payload, run.checkpoint_dir / "last.ckpt")
 
@@ -275,15 +338,18 @@ def _run_fit(
     val_loss = None
     last_train_loss = window["loss_sum"] / window["n"] if window["n"] else None
     start_step = step
-    with Progress(total, "pretrain", "steps") as bar:
+    with Progress(total, "pretrain", "steps", enabled=None if main else False) as bar:
         while step < total:
             epoch, i = divmod(step, steps_per_epoch)
             if epoch != order_epoch:
-                order, order_epoch = _epoch_order(cfg.seed, epoch, n_train), epoch
+                order, order_epoch = _epoch_order(cfg.seed, epoch, n_train, rank, world), epoch
+                record_shard(epoch, order, rank)  # a test hook
             idx = order[i * cfg.optim.batch_size : (i + 1) * cfg.optim.batch_size]
             tokens = batch_tokens(corpus.train, idx, device)  # (b, T)
             for group in adam.param_groups:
                 group["lr"] = lrs[step]
+            if world > 1:  # dropout masks of each process and step from (seed, step, rank)
+                torch.manual_seed((cfg.seed * 1_000_003 + step) * world + rank)
             with fabric.autocast():
                 loss = fabric_model.loss(tokens)
             if not torch.isfinite(loss):
@@ -300,16 +366,19 @@ def _run_fit(
             window["n"] += 1
 
             if step % cfg.trainer.log_every_n_steps == 0 or step == total:
-                last_train_loss = window["loss_sum"] / window["n"]
+                # over all processes (rank 0's figures would be those of its shard only)
+                loss_sum, tok_all = ranks_sum([window["loss_sum"], float(tok_window)])
+                last_train_loss = loss_sum / world / window["n"]
                 now = time.perf_counter()
                 row = {"step": step, "epoch": epoch, "train_loss": last_train_loss,
-                       "lr": lrs[step - 1], "tokens_per_s": tok_window / max(now - t_window, 1e-9)}
-                run.log_metrics(row)
+                       "lr": lrs[step - 1], "tokens_per_s": tok_all / max(now - t_window, 1e-9)}
+                if main:
+                    run.log_metrics(row)
                 say(f"step {step}/{total} loss {last_train_loss:.4f} "
                     f"{row['tokens_per_s']:.0f} tok/s")
                 window = {"loss_sum": 0.0, "n": 0}
                 t_window, tok_window = now, 0
-            if step % cfg.eval.val_every_n_steps == 0 or step == total:
+            if main and (step % cfg.eval.val_every_n_steps == 0 or step == total):
                 val_loss = _val_loss(model, corpus.val, cfg.eval.eval_batch_size, device,
                                      fabric.autocast)
                 if val_loss is not None:
@@ -321,6 +390,10 @@ def _run_fit(
             bar.update(step, loss=shown, val_loss=val_loss)
             _fault_inject(step)
     train_seconds = time.perf_counter() - t_train
+    if world > 1:
+        tokens_seen = int(ranks_sum([float(tokens_seen)])[0])
+        if not main:  # rank 0 evaluates, saves and reports
+            return {}
     if val_loss is None:  # resumed after the last step's checkpoint: nothing left to train
         val_loss = _val_loss(model, corpus.val, cfg.eval.eval_batch_size, device,
                              fabric.autocast)
@@ -368,7 +441,13 @@ def pretrain(
     overrides: Sequence[str] = (),
     console: Callable[[str], None] | None = None,
 ) -> tuple[Run, dict[str, Any]]:
-    """Start a new pretraining run from a config file and ``key=value`` overrides."""
+    """Start a new pretraining run from a config file and ``key=value`` overrides.
+
+    With ``trainer.devices`` > 1 this is also what the other processes of a data-parallel run
+    call (the launcher re-runs the command line): they join the run rank 0 made."""
+    child = ddp_child_run()
+    if child is not None:
+        return child, _run_fit(child, child.load_config(PretrainConfig), None, console)
     return start_run("chem.pretrain", PretrainConfig, config_path, overrides,
                      lambda run, cfg: _run_fit(run, cfg, None, console), check=_check)
 
@@ -383,7 +462,13 @@ def resume(
     A finished run is returned as is, unless ``overrides`` change its config (e.g. a larger
     ``optim.max_steps`` trains on from the last checkpoint; with the constant schedule this equals
     one run of the larger number of steps). The updated config is written into the run.
+    A data-parallel run resumes with its ``trainer.devices`` processes, exactly; another number
+    (an override) goes on from the checkpoint, but with other shards and steps per epoch.
     """
+    child = ddp_child_run()
+    if child is not None:  # a process launched by rank 0: the run's config and checkpoint as is
+        return child, _run_fit(child, child.load_config(PretrainConfig),
+                               child.read_checkpoint("last.ckpt", "step"), console)
 
     def check(run: Run, cfg: PretrainConfig) -> dict[str, Any] | None:
         _check(cfg)

@@ -9,6 +9,9 @@ Like single-step training, the loop runs on Lightning Fabric (:func:`selfsup.dev
 on the model's device, with ``precision`` (``auto``: bf16 mixed precision on a CUDA GPU that has
 it, else fp16 mixed; 32-bit on CPU and MPS) for the forward passes of training and selection and
 for backpropagation; in 32-bit precision the steps are the arithmetic of a plain PyTorch loop.
+Fine-tuning stays on that one device: it runs inside a planning or self-improvement process
+(data-parallel training is single-step training's ``trainer.devices``); the epoch it reuses,
+:func:`~.train_single_step.train_epoch`, shards itself when given a launched data-parallel fabric.
 """
 
 from __future__ import annotations

@@ -19,15 +19,26 @@ reports the exact match of the recorded product among the top-k forward predicti
 
 The loop runs on Lightning Fabric (``lightning.fabric.Fabric``: Lightning's accelerators and
 precision plugins, under a loop of one's own; see :func:`selfsup.device.setup_fabric`): it places
-the network and batches on the device of ``trainer.device`` (one device: the CPU, one CUDA GPU or
-Apple MPS) and applies ``trainer.precision`` (``auto``: bf16 mixed precision on a CUDA GPU that
-has it, else fp16 mixed with a gradient scaler, 32-bit on CPU and MPS) to the forward passes of
-training and validation and to backpropagation. In 32-bit precision a step is the same arithmetic
-as a plain PyTorch loop. The loop itself (data order, epochs, model selection, checkpoints) stays
-here, so that resume is exact: the order and dropout masks of epoch ``e`` depend only on
-``(seed, e)``, and ``checkpoints/last.pt`` holds the network, Adam's state, the selection so far
-and, under 16-bit mixed precision, the gradient scaler's state. The test metrics are measured on
+the network and batches on the device of ``trainer.device`` (by default one device: the CPU, one
+CUDA GPU or Apple MPS) and applies ``trainer.precision`` (``auto``: bf16 mixed precision on a CUDA
+GPU that has it, else fp16 mixed with a gradient scaler, 32-bit on CPU and MPS) to the forward
+passes of training and validation and to backpropagation. In 32-bit precision a step is the same
+arithmetic as a plain PyTorch loop. The loop itself (data order, epochs, model selection,
+checkpoints) stays here, so that resume is exact: the order and dropout masks of epoch ``e`` depend
+only on ``(seed, e)``, and ``checkpoints/last.pt`` holds the network, Adam's state, the selection so
+far and, under 16-bit mixed precision, the gradient scaler's state. The test metrics are measured on
 the selected network as saved (outside autocast).
+
+Data-parallel: ``trainer.devices=N trainer.strategy=ddp`` (``N`` > 1 alone means ddp too) trains
+over ``N`` processes of one machine (GPUs, or CPU processes on gloo) with PyTorch DDP through
+Fabric. ``selfsup chem train-single-step ...`` (or ``--resume RUN``) starts as one process, which
+re-runs its command line for ranks 1..N-1 when it sets up Fabric (Fabric's script launcher); they
+join its run folder (:func:`selfsup.runs.ddp_child_run`). Rank 0 prepares the data cache first;
+in every epoch each process trains on its shard of the epoch's permutation
+(:func:`selfsup.device.shard_order`; ``optim.batch_size`` is per process), DDP averages the
+gradients (and hands rank 0's BatchNorm statistics to all), and rank 0 alone validates, selects,
+writes ``checkpoints/last.pt`` (the one-process kind), logs and tests. Resume stays exact: a
+process's order and dropout masks depend only on ``(seed, epoch, rank)``.
 
 The metrics are in :mod:`.metrics`; fine-tuning a trained model (self-improvement) is
 :func:`~.fine_tune.fine_tune`, which reuses :func:`train_epoch`; a finished run's model loads with
@@ -49,11 +60,17 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.config import load_config
-from selfsup.device import check_precision, gradient_step
+from selfsup.device import (
+    check_parallel,
+    check_precision,
+    gradient_step,
+    record_shard,
+    shard_order,
+)
 from selfsup.errors import ConfigError, InputError
 from selfsup.io import atomic_torch_save
 from selfsup.progress import Progress
-from selfsup.runs import Run, resume_run, start_run
+from selfsup.runs import Run, ddp_child_run, ddp_run_env, resume_run, start_run
 
 from ..models.mlp import (
     ForwardTemplateMLP,
@@ -123,6 +140,10 @@ class SSTrainerConfig:
     # auto (bf16-mixed on CUDA, else 32-true) | 32-true | bf16-mixed | 16-mixed (Lightning's names)
     precision: str = "auto"
     threads: int | None = None  # torch CPU threads (default: torch's choice)
+    # devices (GPUs, or CPU processes with strategy=ddp) of one machine; with more than one,
+    # optim.batch_size is per process and an epoch has 1/devices of the steps
+    devices: int = 1
+    strategy: str = "auto"  # auto | ddp (torch.distributed; gloo on CPUs, nccl on GPUs)
 
 
 @dataclass(frozen=True)
@@ -155,6 +176,7 @@ def load_single_step_config(
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.model.dropout}")
     check_precision(cfg.trainer.precision)  # before a run folder is made or a run is resumed
+    check_parallel(cfg.trainer.devices, cfg.trainer.strategy)
     return cfg
 
 
@@ -186,15 +208,21 @@ def train_epoch(
     With ``fabric`` (a Lightning Fabric that set up ``net`` and ``optimizer``), batches go to its
     device (``device`` is not used), the forward pass runs under its precision (autocast) and
     backpropagation goes through it (the gradient scaler of 16-bit mixed precision); in 32-bit
-    precision the step is the same arithmetic as without it.
+    precision the step is the same arithmetic as without it. A data-parallel (launched) fabric of
+    ``world_size`` processes: each takes its shard of the epoch's order
+    (:func:`selfsup.device.shard_order`; the same number of steps in every process), its dropout
+    masks from ``(seed, rank)``, DDP averages the gradients, and the ``loss`` and ``acc``
+    returned are those of all processes' examples.
     """
+    rank, world = (fabric.global_rank, fabric.world_size) if fabric is not None else (0, 1)
     if fabric is not None:
         device, autocast = fabric.device, fabric.autocast
     else:
         device, autocast = torch.device(device), nullcontext
     gen = torch.Generator().manual_seed(int(seed))
-    torch.manual_seed(int(seed) + 1)
-    order = torch.randperm(len(fps), generator=gen).numpy()
+    torch.manual_seed(int(seed) + 1 if world == 1 else (int(seed) + 1) * world + rank)
+    order = shard_order(torch.randperm(len(fps), generator=gen).numpy(), rank, world)
+    record_shard(seed, order, rank)  # a test hook
     net.train()
     loss_sum, correct, n_seen, n_steps = 0.0, 0, 0, 0
     for s in range(0, len(order), batch_size):
@@ -214,6 +242,10 @@ def train_epoch(
         if on_batch is not None:
             on_batch(float(loss.detach()))
     net.eval()
+    if world > 1 and fabric is not None:  # the epoch's figures over all processes
+        total = fabric.all_reduce(torch.tensor([loss_sum, correct, n_seen], dtype=torch.float64,
+                                               device=device), reduce_op="sum")
+        loss_sum, correct, n_seen = float(total[0]), int(total[1]), int(total[2])
     return {
         "loss": loss_sum / max(n_seen, 1),
         "acc": correct / max(n_seen, 1),
@@ -230,14 +262,25 @@ def _make_net(cfg: SingleStepConfig, n_templates: int) -> TemplateMLP:
     return cls(n_templates, cfg.data.n_bits, cfg.model.hidden, cfg.model.dropout)
 
 
-def _fabric(cfg: SingleStepConfig):
-    """The Lightning Fabric of a run: one device of ``trainer.device`` with ``trainer.precision``
-    (after ``trainer.threads`` is applied); returns ``(fabric, the DeviceChoice)``."""
+def _parallel(cfg: SingleStepConfig) -> bool:
+    return cfg.trainer.devices > 1 or cfg.trainer.strategy == "ddp"
+
+
+def _fabric(cfg: SingleStepConfig, run: Run):
+    """The Lightning Fabric of a run: ``trainer.devices`` of ``trainer.device`` (one by default;
+    more: DDP under ``trainer.strategy``, the other processes launched here and told ``run``'s
+    folder) with ``trainer.precision`` (after ``trainer.threads`` is applied); returns ``(fabric,
+    the DeviceChoice)``."""
     from selfsup.device import setup_fabric
 
-    if cfg.trainer.threads:
-        torch.set_num_threads(int(cfg.trainer.threads))
-    return setup_fabric(cfg.trainer.device, cfg.trainer.precision)
+    t = cfg.trainer
+    if t.threads:
+        torch.set_num_threads(int(t.threads))
+    with ddp_run_env(run, _parallel(cfg)):
+        out = setup_fabric(t.device, t.precision, devices=t.devices, strategy=t.strategy)
+    if t.threads:  # again: Lightning's launcher sets its own count when $OMP_NUM_THREADS is unset
+        torch.set_num_threads(int(t.threads))
+    return out
 
 
 def _prepare(cfg: SingleStepConfig) -> tuple[TemplateData, dict]:
@@ -261,7 +304,16 @@ def train_single_step(
 
     ``max_epochs`` stops this call after that many epochs (the run stays ``running`` and
     :func:`resume` continues it), for time-sliced jobs; results are then ``{}``.
+
+    With ``trainer.devices`` > 1 this is also what the other processes of a data-parallel run
+    call (the launcher re-runs the command line): they join the run rank 0 made, and return
+    ``{}`` (rank 0 evaluates and reports).
     """
+    child = ddp_child_run()
+    if child is not None:
+        return child, _train(child, child.load_config(SingleStepConfig,
+                                                      loader=load_single_step_config),
+                             start_ckpt=None, max_epochs=max_epochs)
     return start_run("chem.train_single_step", SingleStepConfig, config_path, overrides,
                      lambda run, cfg: _train(run, cfg, start_ckpt=None, max_epochs=max_epochs),
                      loader=load_single_step_config)
@@ -272,8 +324,14 @@ def resume(run_path: str | os.PathLike, *, max_epochs: int | None = None
     """Continue a killed (or time-sliced) run from ``checkpoints/last.pt``.
 
     Metrics logged after the checkpoint are dropped first, so none is counted twice. A finished
-    run is returned as it is.
+    run is returned as it is. A data-parallel run resumes with its ``trainer.devices`` processes.
     """
+    child = ddp_child_run()
+    if child is not None:  # a process launched by rank 0: the run's config and checkpoint as is
+        return child, _train(child, child.load_config(SingleStepConfig,
+                                                      loader=load_single_step_config),
+                             start_ckpt=child.read_checkpoint("last.pt", "epoch", unit="epoch"),
+                             max_epochs=max_epochs)
 
     def go_on(run: Run, cfg: SingleStepConfig, ckpt: dict | None) -> dict[str, Any]:
         run.trim_metrics(int(ckpt["epoch"]) if ckpt is not None else 0)
@@ -288,12 +346,19 @@ def resume(run_path: str | os.PathLike, *, max_epochs: int | None = None
 def _train(
     run: Run, cfg: SingleStepConfig, start_ckpt: dict | None, max_epochs: int | None
 ) -> dict[str, Any]:
-    logger = run.logger()
-    fabric, dev = _fabric(cfg)
+    fabric, dev = _fabric(cfg, run)
     device = fabric.device
-    logger.info("device %s, precision %s", dev.description, dev.precision)
+    # data-parallel: only rank 0 writes files (log, metrics, checkpoints, model) and evaluates
+    world, main = fabric.world_size, fabric.is_global_zero
+    logger = run.logger() if main else log
+    logger.info("device %s, precision %s%s", dev.description, dev.precision,
+                f", {world} processes ({cfg.trainer.strategy})" if world > 1 else "")
     t_prep = time.perf_counter()
-    data, data_report = _prepare(cfg)
+    if world > 1:
+        with fabric.rank_zero_first():  # rank 0 fills the cache of prepared arrays, then others
+            data, data_report = _prepare(cfg)
+    else:
+        data, data_report = _prepare(cfg)
     t_prep = time.perf_counter() - t_prep
     logger.info("data: %d templates, %s (%.1fs)", data.n_templates,
                 {k: v["n_reactions"] for k, v in data_report["splits"].items()}, t_prep)
@@ -336,9 +401,10 @@ def _train(
     end_epoch = cfg.optim.epochs
     if max_epochs is not None:
         end_epoch = min(end_epoch, start_epoch + int(max_epochs))
-    n_fit = len(y_train)
+    n_fit = -(-len(y_train) // world)  # the rows of an epoch each process trains on
     steps_per_epoch = n_fit // cfg.optim.batch_size + int(n_fit % cfg.optim.batch_size >= 2)
-    bar = Progress(cfg.optim.epochs * steps_per_epoch, "train-single-step", "steps")
+    bar = Progress(cfg.optim.epochs * steps_per_epoch, "train-single-step", "steps",
+                   enabled=None if main else False)
     shown = {"step": start_epoch * steps_per_epoch, "epoch": start_epoch}
 
     def on_batch(loss: float) -> None:
@@ -351,6 +417,8 @@ def _train(
             shown["epoch"] = epoch
             tr = train_epoch(fabric_net, optimizer, x_train, y_train, cfg.optim.batch_size,
                              seed=cfg.seed * 100_003 + epoch, on_batch=on_batch, fabric=fabric)
+            if not main:  # rank 0 selects, checkpoints and logs
+                continue
             with fabric.autocast():
                 va = template_topk_accuracy(net, _inputs(valid, direction), valid.labels, ks,
                                             cfg.eval.template_batch_size, device)
@@ -373,6 +441,8 @@ def _train(
             logger.info("epoch %d: %s", epoch, row)
             bar.update(epoch * steps_per_epoch, valid_top1=va["top1"])
     t_train = time.perf_counter() - t_train
+    if not main:
+        return {}
     if end_epoch < cfg.optim.epochs:
         logger.info("stopped after epoch %d of %d (max_epochs); resume to continue",
                     end_epoch, cfg.optim.epochs)
