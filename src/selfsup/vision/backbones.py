@@ -1,4 +1,5 @@
-"""Vision backbones: CIFAR ResNets (He et al. 2016, sec. 4.2) and torchvision ResNet-18/50.
+"""Vision backbones: CIFAR ResNets (He et al. 2016, sec. 4.2) and torchvision ResNet-18/50;
+Vision Transformers (``vit_*``) live in :mod:`selfsup.vision.vit` and are registered here.
 
 Every backbone returns features, never class scores:
 
@@ -44,6 +45,9 @@ from torch import nn
 
 from selfsup.errors import InputError
 
+from .backbone_base import Backbone, no_weight_decay_names
+from .vit import VIT_SIZES, vit_factory
+
 __all__ = [
     "Backbone",
     "CifarBasicBlock",
@@ -53,51 +57,6 @@ __all__ = [
     "list_backbones",
     "no_weight_decay_names",
 ]
-
-_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-
-
-def no_weight_decay_names(module: nn.Module) -> set[str]:
-    """Names of the parameters of ``module`` that should get no weight decay.
-
-    These are all parameters of normalisation layers (BatchNorm, GroupNorm, LayerNorm) and every
-    parameter called ``bias``. Names are as in ``module.named_parameters()``.
-    """
-    names: set[str] = set()
-    for mod_name, mod in module.named_modules():
-        prefix = f"{mod_name}." if mod_name else ""
-        for p_name, _ in mod.named_parameters(recurse=False):
-            if isinstance(mod, _NORM_TYPES) or p_name == "bias":
-                names.add(prefix + p_name)
-    return names
-
-
-class Backbone(nn.Module):
-    """Base of every backbone: a feature map, global average pooling, ``out_dim``."""
-
-    out_dim: int
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C_in, H, W) -> (B, out_dim, H', W')``: the last feature map."""
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C_in, H, W) -> (B, out_dim)``: globally average-pooled features."""
-        feats = self.forward_features(x)  # (B, D, H', W')
-        return feats.mean(dim=(2, 3))  # (B, D)
-
-    def no_weight_decay_names(self) -> set[str]:
-        """Parameter names to exclude from weight decay (norm weights and biases, all biases)."""
-        return no_weight_decay_names(self)
-
-    def _check_input(self, x: torch.Tensor, in_channels: int) -> None:
-        if x.dim() != 4 or x.shape[1] != in_channels:
-            raise InputError(
-                f"{type(self).__name__} expects images of shape (B, {in_channels}, H, W), got "
-                f"{tuple(x.shape)}; pass (B, C, H, W) images and build the backbone with "
-                "in_channels=C"
-            )
-
 
 # ---------------------------------------------------------------------------------------------
 # CIFAR ResNet (He et al. 2016, section 4.2)
@@ -299,6 +258,7 @@ _REGISTRY: dict[str, Callable[..., Backbone]] = {
     "resnet110": _cifar_factory(18),
     "resnet18": _tv_factory("resnet18"),
     "resnet50": _tv_factory("resnet50"),
+    **{name: vit_factory(name) for name in VIT_SIZES},  # vit_pico/nano/tiny/small/base
 }
 
 
@@ -311,7 +271,9 @@ def build_backbone(name: str, **kwargs: object) -> Backbone:
     """Build a backbone by name.
 
     CIFAR ResNets (``resnet8/14/20/32/44/56/110``) take ``width`` and ``in_channels``;
-    torchvision ones (``resnet18``, ``resnet50``) take ``small_image_stem`` and ``in_channels``.
+    torchvision ones (``resnet18``, ``resnet50``) take ``small_image_stem`` and ``in_channels``;
+    Vision Transformers (``vit_pico/nano/tiny/small/base``, :mod:`selfsup.vision.vit`) take
+    ``img_size``, ``patch_size``, ``in_channels``, ``cls_token`` and ``drop_path``.
     Unknown names or keywords raise :class:`selfsup.errors.InputError` listing valid ones.
     """
     key = name.strip().lower() if isinstance(name, str) else name

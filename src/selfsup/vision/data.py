@@ -17,8 +17,9 @@ from ..errors import ConfigError
 
 IMAGE_DATASETS = (
     "synthetic", "mnist", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder",
-    "tinted-fashion-mnist",
+    "tinted-fashion-mnist", "fmnist-mosaic",
 )
+MOSAIC_GRID = 2  # fmnist-mosaic: 2 x 2 items per mosaic
 
 
 @dataclass
@@ -36,6 +37,9 @@ class VisionData:
     # name -> {"train": (N,), "val": ..., "test": ...} int64, aligned with the splits above
     targets: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)  # generator parameters of a made data set
+    # per-pixel class maps of a dense data set (fmnist-mosaic: 0 background, c + 1 item of class
+    # c): {"train": (N, H, W), "val": ..., "test": ...} uint8, aligned with the splits above
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def in_channels(self) -> int:
@@ -53,6 +57,7 @@ class VisionData:
             **({"train_unlabeled": int((self.train_y < 0).sum())}
                if bool((self.train_y < 0).any()) else {}),
             **({"targets": sorted(self.targets)} if self.targets else {}),
+            **({"masks": True} if self.masks else {}),
         }
 
 
@@ -80,6 +85,59 @@ def _load_tinted(root: str | None, image_size: int | None, generator_seed: int):
     nhwc = (0, 2, 3, 1)  # the loaders' layout; _to_nchw turns it back
     return (tr.images.transpose(nhwc), tr.labels["class"], te.images.transpose(nhwc),
             te.labels["class"], extras, meta)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_mosaic(root: str | None, image_size: int | None, generator_seed: int):
+    """Both splits of ``fmnist-mosaic`` (made once per process and arguments, like
+    :func:`_load_tinted`): :func:`selfsup.vision.mosaic.make_mosaic` of the Fashion-MNIST train
+    items (train) and test items (test), ``size = image_size or 32``, a 2 x 2 grid, grey, as many
+    mosaics as items (60000 / 10000, items drawn with replacement, so an item appears in about
+    four mosaics of its own split and never in the other split), seeded ``[generator_seed, 0]`` /
+    ``[generator_seed, 1]``. The image label (``class``) is the class of the first cell (top left):
+    balanced over the classes, unlike the class of the largest item, which favours wide items
+    (pullovers, coats, bags) over sandals and sneakers; that one is the further label
+    ``largest`` (:func:`mosaic_labels`), and ``cell1`` .. ``cell3`` are the classes of the other
+    cells (row-major). Returns NHWC images, labels, test images and labels, extras, masks and
+    meta."""
+    from ..data import images, registry
+    from .mosaic import make_mosaic
+
+    size = image_size or 32
+    ddir = registry.fetch("fashion-mnist", root=root)
+    out, meta = [], {"generator": "selfsup.vision.mosaic.make_mosaic", "size": size,
+                     "grid": MOSAIC_GRID, "seed": generator_seed,
+                     "label": "class of the first (top-left) cell"}
+    for i, split in enumerate(("train", "test")):
+        x, y = images.load_fashion_mnist(ddir, split)
+        m = make_mosaic(x, y, size=size, grid=MOSAIC_GRID, seed=[generator_seed, i],
+                        n=len(y), mask_dtype=np.uint8)
+        out.append((m, mosaic_labels(m.masks, m.item_labels, MOSAIC_GRID)))
+        meta[split] = m.meta
+    (tr, tr_big), (te, te_big) = out
+    extras = {f"cell{c}": (tr.item_labels[:, c], te.item_labels[:, c])
+              for c in range(1, MOSAIC_GRID**2)}
+    extras["largest"] = (tr_big, te_big)
+    nhwc = (0, 2, 3, 1)
+    return (tr.images.transpose(nhwc), tr.item_labels[:, 0], te.images.transpose(nhwc),
+            te.item_labels[:, 0], extras, (tr.masks, te.masks), meta)
+
+
+def mosaic_labels(masks: np.ndarray, item_labels: np.ndarray, grid: int) -> np.ndarray:
+    """The image label of mosaics: the class of the item with the most mask pixels.
+
+    ``masks`` ``(N, S, S)`` (0 background, ``c + 1`` class ``c``), ``item_labels``
+    ``(N, grid * grid)`` (row-major cells, -1 empty). Items never leave their cell, so an item's
+    area is the count of non-zero mask pixels in its cell. Ties go to the first cell; a mosaic
+    without any item pixel gets -1 (unlabelled)."""
+    n, s = masks.shape[0], masks.shape[-1]
+    cell = s // grid
+    on = (masks > 0).reshape(n, grid, cell, grid, cell)
+    area = on.sum(axis=(2, 4), dtype=np.int64).reshape(n, grid * grid)
+    area = np.where(item_labels >= 0, area, -1)
+    best = area.argmax(axis=1)  # the first maximum
+    lab = item_labels[np.arange(n), best]
+    return np.where(area.max(axis=1) > 0, lab, -1).astype(np.int64)
 
 
 def _load_arrays(name: str, root: str | None, path: str | None, image_size: int | None, seed: int,
@@ -160,7 +218,10 @@ def load_vision_data(
     images (STL-10) to the training split with label -1, after the subsampling.
     ``tinted-fashion-mnist`` is made by :func:`selfsup.vision.tinted.tinted_fashion_mnist` from
     ``generator_seed`` (the same images for every run seed); its further labels (item colour,
-    background colour, position, scale) are in ``targets``.
+    background colour, position, scale) are in ``targets``. ``fmnist-mosaic`` (2 x 2 mosaics of
+    grey Fashion-MNIST items, :func:`_load_mosaic`) is made the same way; its label is the class
+    of the top-left cell, its per-pixel class maps are in ``masks``, the classes of the other
+    cells and of the largest item in ``targets`` (``cell1`` .. ``cell3``, ``largest``).
     """
     if name not in IMAGE_DATASETS:
         raise ConfigError(
@@ -173,8 +234,12 @@ def load_vision_data(
         return _load_folder_lazy(path, image_size, val_size, per_class, seed)
     extras: dict = {}
     meta: dict = {}
+    masks = None
     if name == "tinted-fashion-mnist":
         trx, try_, tex, tey, extras, meta = _load_tinted(root, image_size, generator_seed)
+        meta = copy.deepcopy(meta)
+    elif name == "fmnist-mosaic":
+        trx, try_, tex, tey, extras, masks, meta = _load_mosaic(root, image_size, generator_seed)
         meta = copy.deepcopy(meta)
     else:
         trx, try_, tex, tey = _load_arrays(name, root, path, image_size, seed, synthetic_size)
@@ -196,14 +261,18 @@ def load_vision_data(
     vx, vy = trx[val_idx], try_[val_idx]
     trx, try_ = trx[tr_idx], try_[tr_idx]
     ext = {k: {"train": a[tr_idx], "val": a[val_idx], "test": b} for k, (a, b) in extras.items()}
+    msk = ({"train": masks[0][tr_idx], "val": masks[0][val_idx], "test": masks[1]}
+           if masks is not None else {})
     if per_class is not None:
         keep = per_class_subset(try_, per_class, rng)
         trx, try_ = trx[keep], try_[keep]
         ext = {k: {**v, "train": v["train"][keep]} for k, v in ext.items()}
+        msk = {**msk, "train": msk["train"][keep]} if msk else msk
     if imbalance_ratio > 1.0:
         keep = long_tailed_subset(try_, imbalance_ratio, rng)
         trx, try_ = trx[keep], try_[keep]
         ext = {k: {**v, "train": v["train"][keep]} for k, v in ext.items()}
+        msk = {**msk, "train": msk["train"][keep]} if msk else msk
     if unl is not None:  # unlabeled images join the training split with label -1
         trx = np.concatenate([trx, unl])
         try_ = np.concatenate([try_, np.full(len(unl), -1, dtype=np.int64)])
@@ -225,6 +294,7 @@ def load_vision_data(
         targets={k: {s: torch.from_numpy(np.asarray(a, dtype=np.int64)) for s, a in v.items()}
                  for k, v in ext.items()},
         meta=meta,
+        masks={s: torch.from_numpy(np.ascontiguousarray(a)) for s, a in msk.items()},
     )
 
 

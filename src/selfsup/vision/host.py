@@ -72,6 +72,10 @@ class VisionModule(L.LightningModule):
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # the method's hook (gradient clipping, frozen layers, weight-decay schedules)
+        self.model.before_optimizer_step(self.global_step, self.total_steps, optimizer)
+
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.model.after_step(self.global_step, self.total_steps)
 
@@ -120,7 +124,8 @@ class VisionModule(L.LightningModule):
             opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum,
                                   weight_decay=o.weight_decay, nesterov=o.nesterov)
         elif o.optimizer == "adamw":
-            opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+            betas = tuple(getattr(o, "betas", (0.9, 0.999)))  # (beta1, beta2) of Adam
+            opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay, betas=betas)
         else:
             raise ConfigError(f"optim.optimizer={o.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         total = self.total_steps

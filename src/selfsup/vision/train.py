@@ -26,10 +26,11 @@ from .schedules import lr_factor  # noqa: F401  (public here since SLA's first r
 class DataConfig:
     # synthetic | mnist | fashion-mnist | cifar10 | cifar100 | stl10 | imagefolder |
     # tinted-fashion-mnist (items tinted and placed on coloured backgrounds; made, not fetched)
+    # | fmnist-mosaic (2x2 mosaics of grey Fashion-MNIST items with per-pixel masks; made)
     name: str = "fashion-mnist"
     root: str | None = None  # data cache (default $SELFSUP_DATA or ~/.cache/selfsup/data)
     path: str | None = None  # imagefolder: a folder of class subfolders
-    image_size: int | None = None  # imagefolder: resize to this square size
+    image_size: int | None = None  # imagefolder: resize to this size; made sets: size (32)
     val_size: int = 5000  # held-out training images for model selection
     per_class: int | None = None  # low-data setting: K training images per class
     imbalance_ratio: float = 1.0  # long-tailed setting: largest / smallest class size
@@ -37,16 +38,20 @@ class DataConfig:
     hflip: bool = True  # random horizontal flips
     synthetic_size: int = 2000  # number of training images of the synthetic set
     unlabeled: bool = False  # add the unlabeled split (STL-10) to training, label -1
-    generator_seed: int = 0  # tinted-fashion-mnist: the seed of the images (not the run's)
+    generator_seed: int = 0  # tinted-fashion-mnist, fmnist-mosaic: images' seed (not the run's)
     lazy: bool = False  # imagefolder: decode images from disk batch by batch (needs image_size)
     workers: int = 0  # data-loader processes (useful with lazy=true)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = "resnet32"  # resnet20/32/44/56/110 (CIFAR), resnet18/50 (torchvision)
+    # resnet20/32/44/56/110 (CIFAR), resnet18/50 (torchvision), vit_pico/nano/tiny/small/base
+    backbone: str = "resnet32"
     width: float = 1.0  # CIFAR ResNets: channel multiplier of 16/32/64
     small_image_stem: bool = True  # torchvision ResNets: 3x3 stride-1 stem, no max-pool
+    patch_size: int = 4  # ViTs (vit_pico/nano/tiny/small/base): patch side in pixels
+    cls_token: bool = True  # ViTs: a CLS token (else the image feature is the mean patch token)
+    drop_path: float = 0.0  # ViTs: stochastic-depth rate of the last block
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     nesterov: bool = False
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw (MAE: 0.95)
     batch_size: int = 128
     epochs: int = 10
     max_steps: int | None = None  # overrides epochs when set (the paper: 80k iterations)
@@ -75,7 +81,11 @@ class SLAConfig:
 
 
 from .methods.byol import BYOLConfig  # noqa: E402  (each method owns its config section)
+from .methods.dino import DINOConfig  # noqa: E402
+from .methods.mae import MAEConfig  # noqa: E402
 from .methods.moco import MoCoConfig  # noqa: E402
+from .methods.rotnet import RotNetConfig  # noqa: E402
+from .methods.selfpatch import SelfPatchConfig  # noqa: E402
 from .methods.simclr import SimCLRConfig  # noqa: E402
 from .methods.simsiam import SimSiamConfig  # noqa: E402
 from .methods.supervised import SupervisedConfig  # noqa: E402
@@ -124,7 +134,11 @@ class VisionTrainConfig:
     moco: MoCoConfig = field(default_factory=MoCoConfig)
     byol: BYOLConfig = field(default_factory=BYOLConfig)
     simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
+    mae: MAEConfig = field(default_factory=MAEConfig)  # masked autoencoder (needs a ViT)
     supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
+    rotnet: RotNetConfig = field(default_factory=RotNetConfig)
+    dino: DINOConfig = field(default_factory=DINOConfig)
+    selfpatch: SelfPatchConfig = field(default_factory=SelfPatchConfig)
     views: ViewsConfig = field(default_factory=ViewsConfig)  # two-view methods' augmentations
     augself: AugSelfConfig = field(default_factory=AugSelfConfig)  # on any two-view method
     probe: ProbeConfig = field(default_factory=ProbeConfig)

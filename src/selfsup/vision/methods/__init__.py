@@ -7,7 +7,18 @@ module that registers itself (``@register(name)``); :func:`build_method` builds 
 from __future__ import annotations
 
 from ...errors import ConfigError
-from . import byol, moco, simclr, simsiam, sla, supervised  # noqa: F401  (registers them)
+from . import (  # noqa: F401  (importing registers them)
+    byol,
+    dino,
+    mae,
+    moco,
+    rotnet,
+    selfpatch,
+    simclr,
+    simsiam,
+    sla,
+    supervised,
+)
 from .base import METHODS, Method, MethodContext, register
 
 __all__ = ["METHODS", "Method", "MethodContext", "build_method", "list_methods", "register"]

@@ -10,6 +10,9 @@ A method is an ``nn.Module`` with:
 - ``training_step(images, labels, generator) -> (loss, logs)``: the loss of one batch; ``logs``
   are scalars the host writes to the run's metrics;
 - ``after_step(step, total_steps)``: called after each optimiser step (EMA / momentum updates);
+- ``before_optimizer_step(step, total_steps, optimizer)``: called after the backward pass and
+  before each optimiser step (gradients unscaled under mixed precision); a method may clip or
+  drop gradients or set its parameter groups' weight decay there (DINO). Default: nothing;
 - ``param_groups(weight_decay)``: the optimiser's parameter groups (by default no weight decay
   on normalisation parameters and biases);
 - ``predict(x) -> {rule: logits}`` (optional): class logits of normalised images, for
@@ -87,6 +90,11 @@ class Method(nn.Module):
     def after_step(self, step: int, total_steps: int) -> None:
         """Called after every optimiser step with the number of steps done (EMA updates)."""
 
+    def before_optimizer_step(self, step: int, total_steps: int, optimizer: Any) -> None:
+        """Called before every optimiser step with the number of steps done so far, once the
+        gradients are in (and unscaled): clip or drop gradients, set per-group weight decay in
+        ``optimizer.param_groups``. The default does nothing."""
+
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """Two groups: weights with ``weight_decay``, norm parameters and biases without."""
         from ..backbones import no_weight_decay_names
@@ -147,14 +155,26 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
     return deco
 
 
-def backbone_from_config(cfg: Any, in_channels: int) -> nn.Module:
+def backbone_from_config(cfg: Any, in_channels: int, image_size: int | None = None) -> nn.Module:
     """The backbone named by ``cfg.model`` (CIFAR ResNets take a width, torchvision ResNets a
-    small-image stem)."""
+    small-image stem, ViTs (``vit_*``) a patch size, a CLS token, a drop-path rate and the image
+    size their positional embeddings are learned for: ``image_size``, the size of the images
+    the method feeds the backbone; other sizes are interpolated, and None means 32)."""
     from ..backbones import build_backbone
 
     kwargs: dict[str, Any] = {"in_channels": in_channels}
-    if cfg.model.backbone in ("resnet18", "resnet50"):  # torchvision ResNets
+    name = cfg.model.backbone
+    if name in ("resnet18", "resnet50"):  # torchvision ResNets
         kwargs["small_image_stem"] = cfg.model.small_image_stem
+    elif isinstance(name, str) and name.strip().lower().startswith("vit_"):
+        size, patch = int(image_size or 32), cfg.model.patch_size
+        if patch < 1 or size % patch:
+            from ...errors import ConfigError
+
+            raise ConfigError(f"model.patch_size={patch} does not divide the image size {size}; "
+                              "pick a patch size that divides it (e.g. 4 for 32 px, 16 for 224)")
+        kwargs.update(img_size=size, patch_size=patch, cls_token=cfg.model.cls_token,
+                      drop_path=cfg.model.drop_path)
     else:
         kwargs["width"] = cfg.model.width
-    return build_backbone(cfg.model.backbone, **kwargs)
+    return build_backbone(name, **kwargs)

@@ -111,7 +111,7 @@ class SLAModel(Method):
         from ..label_transforms import build_label_transform
 
         cfg = ctx.cfg
-        model = cls(backbone_from_config(cfg, ctx.in_channels), ctx.n_classes,
+        model = cls(backbone_from_config(cfg, ctx.in_channels, ctx.image_size), ctx.n_classes,
                     build_label_transform(cfg.sla.transform), cfg.sla.mode)
         model.tau = cfg.sla.tau
         model.crop_padding = cfg.data.crop_padding

@@ -93,7 +93,7 @@ class TwoViewMethod(Method):
         size = v.image_size or ctx.image_size
         recipe = build_views(v.recipe or cls.default_recipe, size, blur=v.blur,
                              mean=ctx.mean, std=ctx.std)
-        return {"backbone": backbone_from_config(cfg, ctx.in_channels),
+        return {"backbone": backbone_from_config(cfg, ctx.in_channels, size),
                 "n_classes": ctx.n_classes, "views": recipe, "augself": cfg.augself,
                 "online_probe": cfg.probe.online}
 
