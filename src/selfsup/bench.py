@@ -1,8 +1,9 @@
 """``selfsup bench``: find and run the benchmark scripts of a source checkout.
 
 Benchmarks live in ``benchmarks/<name>/run.py`` of the repository (not in the installed
-package). Each writes ``benchmarks/results/<name>.json`` + ``.md`` in full mode and the same
-format into its run directory in ``--quick`` mode (see benchmarks/README.md).
+package); a folder's ``speed.py`` is the benchmark ``<name>_speed``. Each writes
+``benchmarks/results/<name>.json`` + ``.md`` in full mode and the same format into its run
+directory in ``--quick`` mode (see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -30,16 +31,30 @@ def list_benchmarks() -> list[tuple[str, str]]:
     d = benchmarks_dir()
     out = []
     if d.is_dir():
-        for script in sorted(d.glob("*/run.py")):
+        scripts = [(s.parent.name, s) for s in d.glob("*/run.py")]
+        # a folder's speed script is the benchmark <folder>_speed (augself_speed, ...)
+        scripts += [(f"{s.parent.name}_speed", s) for s in d.glob("*/speed.py")]
+        for name, script in sorted(scripts):
             doc = script.read_text().split('"""')
             first = doc[1].strip().splitlines()[0] if len(doc) > 2 else ""
-            out.append((script.parent.name, first))
+            out.append((name, first))
     return out
+
+
+def _script(d: Path, name: str) -> Path:
+    """``<d>/<name>/run.py``; for ``<folder>_speed`` without such a folder,
+    ``<d>/<folder>/speed.py``."""
+    script = d / name / "run.py"
+    if not script.is_file() and name.endswith("_speed"):
+        speed = d / name[: -len("_speed")] / "speed.py"
+        if speed.is_file():
+            return speed
+    return script
 
 
 def run_benchmark(name: str, quick: bool = False, extra: list[str] | None = None) -> int:
     d = benchmarks_dir()
-    script = d / name / "run.py"
+    script = _script(d, name)
     if not script.is_file():
         names = ", ".join(n for n, _ in list_benchmarks()) or "none found"
         raise InputError(

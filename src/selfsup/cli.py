@@ -80,7 +80,8 @@ def _vision_eval(args: argparse.Namespace) -> int:
 
         res = evaluate_protocol(args.run, args.protocol, args.dataset, args.target, k=args.k,
                                 n_way=args.n_way, k_shot=args.k_shot, n_tasks=args.n_tasks,
-                                max_train=args.max_train, seed=args.seed, n_grid=args.n_grid)
+                                max_train=args.max_train, seed=args.seed, n_grid=args.n_grid,
+                                maps=not args.no_maps)
     _print_results(_console(), args.run, res)
     return 0
 
@@ -203,24 +204,31 @@ def build_parser() -> argparse.ArgumentParser:
                       "SD, joint), writes eval.json. linear: the L-BFGS linear probe on frozen "
                       "features (L2 weight chosen on the validation split, refit on train+val); "
                       "knn: weighted cosine kNN; fewshot: N-way K-shot over sampled tasks (mean "
-                      "and 95%% interval); these write eval_<protocol>[_<dataset>][_<target>]"
-                      ".json. --dataset evaluates on another data set (transfer), --target "
+                      "and 95%% interval); dense: a linear segmentation probe on frozen feature "
+                      "maps of fmnist-mosaic (mIoU, pixel accuracy); these write "
+                      "eval_<protocol>[_<dataset>][_<target>].json. --dataset evaluates on "
+                      "another data set (transfer), --target "
                       "predicts another label (tinted-fashion-mnist: item_colour, "
                       "background_colour, position, scale).")
     e.add_argument("run", help="run directory")
     e.add_argument("--split", default="test", choices=["test", "val"],
                    help="split of --protocol rules")
-    e.add_argument("--protocol", default="rules", choices=["rules", "linear", "knn", "fewshot"])
+    e.add_argument("--protocol", default="rules",
+                   choices=["rules", "linear", "knn", "fewshot", "dense"])
     e.add_argument("--dataset", help="another data set (e.g. mnist) for transfer")
     e.add_argument("--target", default="class", help="the label to predict (default class)")
     e.add_argument("--k", type=int, default=20, help="kNN neighbours")
     e.add_argument("--n-way", type=int, default=5)
     e.add_argument("--k-shot", type=int, default=5)
     e.add_argument("--n-tasks", type=int, default=2000, help="few-shot tasks")
-    e.add_argument("--max-train", type=int, help="at most this many training images (probes)")
+    e.add_argument("--max-train", type=int,
+                   help="at most this many training images (probes; dense: training patches)")
     e.add_argument("--n-grid", type=int, default=45,
                    help="L2 values the linear probe tries, log-spaced in [1e-6, 1e5]")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--no-maps", action="store_true",
+                   help="dense: skip the figure RUN/artefacts/dense_maps.png (masks, the "
+                   "probe's prediction, attention and patch-similarity maps of a few mosaics)")
     e.set_defaults(func=_vision_eval)
     x = sv.add_parser("export", help="export the backbone's weights (torchvision names)",
                       description="Write the selected weights' backbone as a plain state dict "

@@ -7,7 +7,15 @@ Protocols (features of the run's selected weights, a single centre view of each 
   train + val, top-1 and mean per-class accuracy on the test split;
 - ``knn``: weighted cosine kNN of the test images against the training images;
 - ``fewshot``: N-way K-shot logistic regression over sampled tasks of the test split, mean and
-  95% interval.
+  95% interval;
+- ``dense``: a linear segmentation probe on the frozen ``backbone.forward_features`` maps of the
+  ``fmnist-mosaic`` images (the run's own data when it trained on them, else made at the run's
+  image size and brought to its channels): mIoU over the 11 classes (background and the 10
+  items) and pixel accuracy (:mod:`selfsup.vision.evaluate.dense`); ``max_train`` caps the
+  training patches (default 20000), ``max_test`` the test mosaics. Unless ``maps=False`` it also
+  draws ``RUN/artefacts/dense_maps.png`` (:mod:`selfsup.vision.evaluate.maps`: a few test
+  mosaics with their masks, the probe's prediction, an attention map for a ViT and a
+  patch-similarity map), which the run report shows.
 
 ``dataset`` evaluates on another data set (transfer): its images are brought to the run's
 channels (grey <-> RGB) and size and normalised as the run's training images were. ``target``
@@ -29,7 +37,10 @@ import torch.nn.functional as F
 from ..errors import ConfigError, InputError
 from ..io import atomic_write_json
 
-PROTOCOLS = ("rules", "linear", "knn", "fewshot")
+PROTOCOLS = ("rules", "linear", "knn", "fewshot", "dense")
+DENSE_DATASET = "fmnist-mosaic"
+DENSE_MAX_TRAIN = 20000  # training patches of the dense probe (drawn with the seed)
+DENSE_MAX_VAL = 5000  # validation patches (the L2 choice)
 
 
 def adapt_images(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
@@ -79,14 +90,15 @@ def evaluate_protocol(run_path: str | os.PathLike, protocol: str = "linear",
                       k: int = 20, n_way: int = 5, k_shot: int = 5, n_tasks: int = 2000,
                       n_query: int = 15, max_train: int | None = None,
                       max_test: int | None = None, seed: int = 0, n_grid: int = 45,
-                      batch_size: int = 512) -> dict[str, Any]:
+                      batch_size: int = 512, maps: bool = True) -> dict[str, Any]:
     """Evaluate a run's selected weights with ``protocol``; writes
     ``RUN/eval_<protocol>[_<dataset>][_<target>].json`` and returns its contents.
 
     ``target`` may be a list of labels: the features are then extracted once and the result is
     ``{target: result}``. ``max_train`` / ``max_test`` use at most that many images (drawn with
     ``seed``; the test images are the first ``max_test``). ``n_grid``: how many L2 values the
-    linear probe tries (log-spaced in [1e-6, 1e5]; 45 in the AugSelf paper)."""
+    linear probe tries (log-spaced in [1e-6, 1e5]; 45 in the AugSelf paper). ``maps``
+    (``dense`` only): also draw ``RUN/artefacts/dense_maps.png``."""
     from .evaluate import extract_features, few_shot_eval, knn_evaluate, linear_probe
     from .train import _prepare, evaluate, load_selected
 
@@ -98,9 +110,16 @@ def evaluate_protocol(run_path: str | os.PathLike, protocol: str = "linear",
             raise ConfigError("--protocol rules uses the run's own classifier on its own data; "
                               "use linear, knn or fewshot with --dataset or --target")
         return evaluate(run_path)
+    if protocol == "dense" and (targets != ["class"] or dataset not in (None, DENSE_DATASET)):
+        raise ConfigError(f"--protocol dense scores segmentations of {DENSE_DATASET}; drop "
+                          "--target and --dataset")
     t0 = time.perf_counter()
     run, cfg, model, data = load_selected(run_path)
     channels, size = int(data.train_x.shape[1]), int(data.train_x.shape[-1])
+    if protocol == "dense":
+        return _dense(run, cfg, model, data, channels, size, max_train=max_train,
+                      max_test=max_test, seed=seed, n_grid=n_grid, batch_size=batch_size, t0=t0,
+                      maps=maps)
     if dataset:
         import dataclasses
 
@@ -163,3 +182,54 @@ def evaluate_protocol(run_path: str | os.PathLike, protocol: str = "linear",
         atomic_write_json(run.path / f"eval_{'_'.join(parts_)}.json", out)
         results[t] = out
     return results[targets[0]] if isinstance(target, str) else results
+
+
+def _dense(run, cfg, model, data, channels: int, size: int, *, max_train: int | None,
+           max_test: int | None, seed: int, n_grid: int, batch_size: int,
+           t0: float, maps: bool = True) -> dict[str, Any]:
+    """The ``dense`` protocol (module text); writes ``RUN/eval_dense.json``."""
+    import dataclasses
+
+    from .evaluate.dense import dense_evaluate
+    from .train import _prepare
+
+    if "test" not in data.masks:  # another data set: the mosaics at the run's size
+        if size % 2:
+            raise ConfigError(f"--protocol dense makes {DENSE_DATASET} at the run's image size, "
+                              f"which must be even; this run's is {size}")
+        other = dataclasses.replace(cfg, data=dataclasses.replace(
+            cfg.data, name=DENSE_DATASET, image_size=size, per_class=None, imbalance_ratio=1.0,
+            unlabeled=False, lazy=False, path=None))
+        data = _prepare(other)
+    n_test = min(len(data.test_y), max_test or len(data.test_y))
+    mean, std = model._mean.flatten().tolist(), model._std.flatten().tolist()
+    res = dense_evaluate(
+        model.backbone, data.train_x, data.masks["train"], data.val_x, data.masks["val"],
+        data.test_x[:n_test], data.masks["test"][:n_test], mean, std,
+        max_train=max_train or DENSE_MAX_TRAIN, max_val=DENSE_MAX_VAL, n_grid=n_grid,
+        seed=seed, batch_size=batch_size, prepare=lambda x: adapt_images(x, channels, size))
+    out: dict[str, Any] = {
+        "protocol": "dense", "dataset": DENSE_DATASET, "target": "mask",
+        "dense_miou": res["miou"], "dense_pixel_accuracy": res["pixel_accuracy"],
+        "dense_patch_accuracy": res["patch_accuracy"], "iou_per_class": res["iou_per_class"],
+        "l2": res["l2"], "n_grid": n_grid, "refit_converged": res["refit_converged"],
+        "n_train_patches": res["n_train_patches"], "n_val_patches": res["n_val_patches"],
+        "n_test": res["n_test"], "feature_map": res["feature_map"],
+        "feature_dim": res["feature_dim"], "patch_label": "majority pixel class of the cell",
+    }
+    out = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in out.items()}
+    out["iou_per_class"] = [None if v is None else round(v, 6) for v in out["iou_per_class"]]
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    if maps:  # the figure of a few test mosaics (not counted in "seconds")
+        from .evaluate.maps import write_dense_maps
+
+        write_dense_maps(
+            run.artefact_dir / "dense_maps.png", model.backbone, res["probe"],
+            data.test_x[:n_test], data.masks["test"][:n_test], mean, std,
+            head=getattr(model, "agg", None), seed=seed,
+            prepare=lambda x: adapt_images(x, channels, size),
+            title=f"{run.path.name}: {cfg.method}, {cfg.model.backbone}, dense probe mIoU "
+                  f"{out['dense_miou']:.3f}")
+        out["maps"] = "artefacts/dense_maps.png"
+    atomic_write_json(run.path / "eval_dense.json", out)
+    return out
