@@ -1,6 +1,6 @@
 """The ``selfsup`` command: one entry point, subcommands grouped by domain.
 
-    selfsup vision {train,eval}     SLA and its baselines (more vision methods to come)
+    selfsup vision {train,eval}     SLA, two-view methods with AugSelf, DINO, SelfPatch, MAE, RotNet
     selfsup chem   {...}            molecular objectives, optimisation and retrosynthesis
     selfsup data   {list,fetch,path}
     selfsup demo                    the README's demo
@@ -185,11 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     pv = sub.add_parser("vision", help="vision methods: train and evaluate",
                         description="Vision: SLA (joint class x transformation labels) and its "
                         "baselines; two-view self-supervision (SimCLR, MoCo v2, BYOL, SimSiam, "
-                        "supervised) with AugSelf; frozen-feature evaluation.")
+                        "supervised) with AugSelf; ViT methods (DINO, SelfPatch, MAE, RotNet); "
+                        "frozen-feature and dense evaluation.")
     sv = pv.add_subparsers(dest="cmd", metavar="{train,eval,export}")
     t = sv.add_parser("train", help="train a vision model (writes a run directory)",
                       description="Train a vision method: method=sla (default; sla.mode=baseline|"
-                      "da|mt|sla|sla_sd), simclr, moco, byol, simsiam or supervised; "
+                      "da|mt|sla|sla_sd), simclr, moco, byol, simsiam, supervised, dino, "
+                      "selfpatch, mae or rotnet; "
                       "augself.kinds=[crop,colour] adds AugSelf to a two-view method. Writes "
                       "runs/<name>-<time>/ with config.yaml, metrics.jsonl/csv, tensorboard/, "
                       "checkpoints/, results.json.",
