@@ -116,15 +116,42 @@ class Method(nn.Module):
 
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{rule: (B, n_classes) logits}`` of normalised images; empty when the method has no
-        classifier (then a kNN monitor selects the model)."""
-        return {}
+        classifier (then a kNN monitor selects the model). By default the online probe's logits
+        on :meth:`features` when the method has one (``self.probe``)."""
+        probe = getattr(self, "probe", None)
+        if probe is None:
+            return {}
+        with torch.no_grad():
+            return {"single": probe(self.features(x))}
 
     def primary_rule(self) -> str:
         return "single"
 
     def has_classifier(self) -> bool:
-        """Whether :meth:`predict` gives class logits (else a kNN monitor selects the model)."""
-        return False
+        """Whether :meth:`predict` gives class logits (else a kNN monitor selects the model); by
+        default whether the method has an online probe."""
+        return getattr(self, "probe", None) is not None
+
+    def online_probe_loss(self, labels: torch.Tensor | None,
+                          features_of: Callable[[torch.Tensor], torch.Tensor],
+                          logs: dict[str, Any]) -> torch.Tensor | None:
+        """The online linear probe's cross-entropy on the labelled images of the batch (label
+        >= 0), or None (no probe, no labels, or none labelled).
+
+        ``features_of(keep)`` gives the detached features ``(n, D)`` of the rows ``keep`` (a bool
+        mask over the batch): the probe changes nothing in the backbone. Adds
+        ``train_probe_loss`` and ``train_probe_acc`` to ``logs``."""
+        probe = getattr(self, "probe", None)
+        if probe is None or labels is None:
+            return None
+        keep = labels >= 0
+        if not bool(keep.any()):
+            return None
+        logits = probe(features_of(keep))
+        loss = F.cross_entropy(logits, labels[keep])
+        logs["train_probe_loss"] = loss.detach()
+        logs["train_probe_acc"] = (logits.argmax(1) == labels[keep]).float().mean()
+        return loss
 
     @torch.no_grad()
     def eval_counts(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

@@ -350,14 +350,9 @@ class DINO(Method):
         logs = {f"train_{k}": v for k, v in logs.items()}
         logs["train_ssl_loss"] = loss.detach()
         logs["train_teacher_temp"] = tau_t
-        if self.probe is not None and labels is not None:
-            keep = labels >= 0
-            if bool(keep.any()):
-                logits = self.probe(f1.detach()[keep])
-                probe_loss = F.cross_entropy(logits, labels[keep])
-                loss = loss + probe_loss
-                logs["train_probe_loss"] = probe_loss.detach()
-                logs["train_probe_acc"] = (logits.argmax(1) == labels[keep]).float().mean()
+        probe_loss = self.online_probe_loss(labels, lambda keep: f1.detach()[keep], logs)
+        if probe_loss is not None:
+            loss = loss + probe_loss
         return loss, logs
 
     def before_optimizer_step(self, step: int, total_steps: int, optimizer: Any) -> None:
@@ -388,11 +383,3 @@ class DINO(Method):
         return [g for g in groups if g["params"]]
 
     # ---------------------------------------------------------------------------- inference
-    def has_classifier(self) -> bool:
-        return self.probe is not None
-
-    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.probe is None:
-            return {}
-        with torch.no_grad():
-            return {"single": self.probe(self.features(x))}

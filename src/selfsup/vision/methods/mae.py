@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError, InputError
@@ -258,24 +257,14 @@ class MAE(Method):
         loss = masked_mse(pred, self.target(x), mask)
         logs: dict[str, Any] = {"train_ssl_loss": loss.detach(),
                                 "train_mask_ratio": mask.mean().detach()}
-        if self.probe is not None and labels is not None:
-            keep = labels >= 0
-            if bool(keep.any()):
-                with torch.no_grad():
-                    feats = self.backbone(x[keep])  # the whole view, no gradient
-                logits = self.probe(feats)
-                probe_loss = F.cross_entropy(logits, labels[keep])
-                loss = loss + probe_loss
-                logs["train_probe_loss"] = probe_loss.detach()
-                logs["train_probe_acc"] = (logits.argmax(1) == labels[keep]).float().mean()
+        probe_loss = self.online_probe_loss(labels, lambda keep: self._whole_view(x[keep]), logs)
+        if probe_loss is not None:
+            loss = loss + probe_loss
         return loss, logs
 
-    # ---------------------------------------------------------------------------- inference
-    def has_classifier(self) -> bool:
-        return self.probe is not None
+    @torch.no_grad()
+    def _whole_view(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features of the whole (unmasked) views, without gradient (the probe's)."""
+        return self.backbone(x)
 
-    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.probe is None:
-            return {}
-        with torch.no_grad():
-            return {"single": self.probe(self.backbone(x))}
+    # ---------------------------------------------------------------------------- inference

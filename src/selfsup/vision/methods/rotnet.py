@@ -114,26 +114,14 @@ class RotNet(Method):
         loss = F.cross_entropy(logits, rot)
         logs: dict[str, Any] = {"train_rot_loss": loss.detach(),
                                 "train_rot_acc": (logits.argmax(1) == rot).float().mean()}
-        if self.probe is not None and labels is not None:
-            keep = labels >= 0
-            if bool(keep.any()):
-                f0 = f[0::N_ROTATIONS].detach()  # the unrotated copies, (B, D)
-                plog = self.probe(f0[keep])
-                probe_loss = F.cross_entropy(plog, labels[keep])
-                loss = loss + probe_loss
-                logs["train_probe_loss"] = probe_loss.detach()
-                logs["train_probe_acc"] = (plog.argmax(1) == labels[keep]).float().mean()
+        # the probe sees the unrotated copies, (B, D)
+        probe_loss = self.online_probe_loss(
+            labels, lambda keep: f[0::N_ROTATIONS].detach()[keep], logs)
+        if probe_loss is not None:
+            loss = loss + probe_loss
         return loss, logs
 
     # ---------------------------------------------------------------------------- inference
-    def has_classifier(self) -> bool:
-        return self.probe is not None
-
-    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.probe is None:
-            return {}
-        with torch.no_grad():
-            return {"single": self.probe(self.backbone(x))}
 
     @torch.no_grad()
     def predict_rotation(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
@@ -116,14 +115,9 @@ class TwoViewMethod(Method):
             aux, aux_logs = self._augself_loss(f1, f2, v1.params, v2.params, spec)
             loss = loss + aux
             logs.update({f"train_{k.replace('/', '_')}": v for k, v in aux_logs.items()})
-        if self.probe is not None and labels is not None:
-            keep = labels >= 0
-            if bool(keep.any()):
-                logits = self.probe(f1.detach()[keep])
-                probe_loss = F.cross_entropy(logits, labels[keep])
-                loss = loss + probe_loss
-                logs["train_probe_loss"] = probe_loss.detach()
-                logs["train_probe_acc"] = (logits.argmax(1) == labels[keep]).float().mean()
+        probe_loss = self.online_probe_loss(labels, lambda keep: f1.detach()[keep], logs)
+        if probe_loss is not None:
+            loss = loss + probe_loss
         return loss, logs
 
     def _augself_loss(self, f1, f2, p1, p2, spec) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -134,11 +128,3 @@ class TwoViewMethod(Method):
                             blur_sigma=spec.blur_sigma)
 
     # ---------------------------------------------------------------------------- inference
-    def has_classifier(self) -> bool:
-        return self.probe is not None
-
-    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.probe is None:
-            return {}
-        with torch.no_grad():
-            return {"single": self.probe(self.backbone(x))}
