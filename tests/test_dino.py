@@ -216,6 +216,22 @@ def test_dino_head_is_weight_normalised():
     assert learnt.last_layer.norm is not None and learnt.last_layer.norm.requires_grad
 
 
+def test_head_batch_norm_normalises_hidden_units_over_every_row():
+    torch.manual_seed(0)
+    head = DINOHead(12, 20, hidden=16, bottleneck=8, layers=3, bn=True)
+    assert sum(isinstance(x, torch.nn.BatchNorm1d) for x in head.mlp) == 2
+    tokens = torch.randn(3, 5, 12) * 4 + 2  # (B, N, D): patch tokens go through as 15 rows
+    out = head(tokens)
+    assert out.shape == (3, 5, 20)
+    hidden = head.mlp[1](head.mlp[0](tokens.reshape(15, 12)))  # after the first BatchNorm
+    assert torch.allclose(hidden.mean(0), torch.zeros(16), atol=1e-5)
+    assert torch.allclose(hidden.var(0, unbiased=False), torch.ones(16), atol=1e-3)
+    flat = head(tokens.reshape(15, 12)).reshape(3, 5, 20)
+    assert torch.allclose(out, flat, atol=1e-6)  # same rows, same statistics
+    cfg = load_config(VisionTrainConfig, overrides=["method=dino", *TINY, "dino.head_bn=true"])
+    assert cfg.dino.head_bn is True
+
+
 def test_views_and_features():
     m = _dino()
     views = m.recipe(_images(), torch.Generator().manual_seed(0))

@@ -62,6 +62,9 @@ class DINOConfig:
     hidden: int = 2048  # the head MLP's hidden width
     bottleneck: int = 256  # the head MLP's output, L2-normalised before the last layer
     head_layers: int = 3  # linear layers of the head MLP before the bottleneck output
+    # BatchNorm after each hidden linear layer of the head (DINO's use_bn_in_head: off for ViTs
+    # in the paper, on for ResNets); statistics over every row the head sees in a step
+    head_bn: bool = False
     norm_last_layer: bool = True  # weight-normalised last layer with its norm g fixed at 1
     momentum_teacher: float = 0.996  # teacher EMA momentum, cosine to 1 over training
     teacher_temp: float = 0.04  # tau_t after the warm-up
@@ -103,19 +106,20 @@ class NormedLinear(nn.Module):
 
 
 class DINOHead(nn.Module):
-    """``(..., in_dim) -> (..., out_dim)``: MLP (``layers`` linear layers, GELU between, hidden
-    ``hidden``, output ``bottleneck``) -> L2 normalisation -> :class:`NormedLinear` to
-    ``out_dim``. Linear weights start from a truncated normal (std 0.02), biases at 0."""
+    """``(..., in_dim) -> (..., out_dim)``: MLP (``layers`` linear layers, GELU between, after a
+    BatchNorm with ``bn``; hidden ``hidden``, output ``bottleneck``) -> L2 normalisation ->
+    :class:`NormedLinear` to ``out_dim``. Linear weights start from a truncated normal (std
+    0.02), biases at 0."""
 
     def __init__(self, in_dim: int, out_dim: int, hidden: int = 2048, bottleneck: int = 256,
-                 layers: int = 3, norm_last_layer: bool = True) -> None:
+                 layers: int = 3, norm_last_layer: bool = True, bn: bool = False) -> None:
         super().__init__()
         if layers < 1:
             raise ConfigError(f"dino.head_layers={layers}: use 1 or more.")
         mods: list[nn.Module] = []
         d = in_dim
         for _ in range(layers - 1):
-            mods += [nn.Linear(d, hidden), nn.GELU()]
+            mods += [nn.Linear(d, hidden)] + ([nn.BatchNorm1d(hidden)] if bn else []) + [nn.GELU()]
             d = hidden
         mods.append(nn.Linear(d, bottleneck))
         self.mlp = nn.Sequential(*mods)
@@ -126,7 +130,9 @@ class DINOHead(nn.Module):
         self.last_layer = NormedLinear(bottleneck, out_dim, learn_norm=not norm_last_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.last_layer(F.normalize(self.mlp(x), dim=-1))
+        lead = x.shape[:-1]  # BatchNorm1d wants (rows, features): patch tokens are flattened
+        z = self.mlp(x.reshape(-1, x.shape[-1])).reshape(*lead, -1)
+        return self.last_layer(F.normalize(z, dim=-1))
 
 
 # ============================================================================ loss pieces
@@ -247,7 +253,7 @@ class DINO(Method):
     def build_head(self, in_dim: int, out_dim: int) -> DINOHead:
         c = self.cfg
         return DINOHead(in_dim, out_dim, c.hidden, c.bottleneck, c.head_layers,
-                        c.norm_last_layer)
+                        c.norm_last_layer, bn=c.head_bn)
 
     @staticmethod
     def _check(c: DINOConfig, section: str) -> None:
