@@ -15,7 +15,9 @@ the same EMA teacher (momentum 0.996 -> 1, cosine). Only the head, the loss and 
   ``update_center`` (tau_s 0.1, tau_t 0.04, centre momentum 0.9);
 - ``lightly``: lightly's ``DINOProjectionHead`` (the same sizes, no BatchNorm,
   ``norm_last_layer=True``) and ``DINOLoss`` (the same temperatures and centre momentum, no
-  temperature warm-up).
+  temperature warm-up);
+- ``selfsup_bn`` (``--arms``): ours with BatchNorm in the head (``dino.head_bn``, DINO's
+  ``use_bn_in_head``).
 
 Data: the first 10,000 Fashion-MNIST training images (single items, 28 px brought to 32 px);
 metric ``loss_<step>`` (mean loss of the 25 steps up to that step), ``knn_init`` / ``knn_end``
@@ -26,7 +28,9 @@ this checkout's sources on the path:
     PYTHONPATH=src:benchmarks /work/peers/lightly-venv/bin/python \\
         benchmarks/selfpatch/dino_peer_check.py [--steps 250] [--threads 2]
 
-Results: ``benchmarks/results/dino_peer_check.{json,md}`` (``--out DIR`` elsewhere).
+Results: ``benchmarks/results/<name>.{json,md}`` (``--name``, default ``dino_peer_check``;
+``--out DIR`` elsewhere). ``--arms selfsup selfsup_bn --name dino_head_bn`` compares the heads
+with and without BatchNorm (lightly is then not imported).
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from selfsup.vision.methods.dino import (  # noqa: E402
 from selfsup.vision.views import build_views  # noqa: E402
 
 K, BATCH, LR, WD, SEED = 2048, 128, 5e-4, 0.04, 0
-ARMS = ("selfsup", "lightly")
+ARMS = ("selfsup", "lightly", "selfsup_bn")
 SETTING = "fashion-mnist/vit_pico-multicrop"
 
 
@@ -71,8 +75,9 @@ def build(arm: str):
         torch.manual_seed(SEED)
         bb = build_backbone("vit_pico", img_size=32, patch_size=4, in_channels=1,
                             cls_token=False)
-        if arm == "selfsup":
-            return torch.nn.Sequential(bb, DINOHead(bb.out_dim, K, 256, 128, 3, True)), None
+        if arm in ("selfsup", "selfsup_bn"):
+            head = DINOHead(bb.out_dim, K, 256, 128, 3, True, bn=arm == "selfsup_bn")
+            return torch.nn.Sequential(bb, head), None
         from lightly.loss import DINOLoss
         from lightly.models.modules import DINOProjectionHead
 
@@ -109,21 +114,25 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--arms", nargs="+", choices=ARMS, default=["selfsup", "lightly"])
+    ap.add_argument("--name", default="dino_peer_check", help="results file name")
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     started, t0 = now(), time.time()
-    print(f"[dino_peer_check] results into {args.out or REPO / 'benchmarks' / 'results'}",
+    print(f"[dino_peer_check] results into {args.out or REPO / 'benchmarks' / 'results'}"
+          f"/{args.name}.json",
           flush=True)
     d = load_vision_data("fashion-mnist", val_size=5000)
     train_x, train_y = to32(d.train_x[:10000]), d.train_y[:10000]
     test_x, test_y = to32(d.test_x[:2000]), d.test_y[:2000]
     views = build_views("multi_crop", 32, local_size=16, n_local=4, global_scale=(0.25, 1.0),
                         local_scale=(0.05, 0.25), mean=d.mean, std=d.std)
-    arms = {a: build(a) for a in ARMS}
+    chosen = tuple(args.arms)
+    arms = {a: build(a) for a in chosen}
     probe = (d.mean, d.std, train_x[:5000], train_y[:5000], test_x, test_y)
-    figures: dict[str, dict[str, float]] = {a: {} for a in ARMS}
-    for a in ARMS:
+    figures: dict[str, dict[str, float]] = {a: {} for a in chosen}
+    for a in chosen:
         figures[a]["knn_init"] = knn(arms[a]["student"][0], *probe)
     perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(SEED))
     span = len(train_x) - BATCH
@@ -135,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         warm = min(1.0, (step + 1) / max(1, int(0.1 * args.steps)))
         lr = LR * warm * 0.5 * (1 + math.cos(math.pi * step / args.steps))
         m = 1 - (1 - 0.996) * (math.cos(math.pi * step / args.steps) + 1) / 2
-        for a in ARMS:  # interleaved: both arms see this step's views before the next step
+        for a in chosen:  # interleaved: both arms see this step's views before the next step
             st = arms[a]
             out = torch.cat([st["student"](glob), st["student"](loc)])
             student = list(out[:len(glob)].chunk(2)) + list(out[len(glob):].chunk(len(vs) - 2))
@@ -158,23 +167,23 @@ def main(argv: list[str] | None = None) -> int:
                     pt.mul_(m).add_(ps.detach(), alpha=1 - m)
             st["loss"].append(float(loss.detach()))
         if (step + 1) % 25 == 0:
-            for a in ARMS:
+            for a in chosen:
                 figures[a][f"loss_{step + 1}"] = float(np.mean(arms[a]["loss"][-25:]))
             print(f"[dino_peer_check] step {step + 1}/{args.steps}: "
-                  + ", ".join(f"{a} {figures[a][f'loss_{step + 1}']:.3f}" for a in ARMS)
+                  + ", ".join(f"{a} {figures[a][f'loss_{step + 1}']:.3f}" for a in chosen)
                   + f" (log K {math.log(K):.3f}; {time.time() - t0:.0f} s)", flush=True)
-    for a in ARMS:
+    for a in chosen:
         figures[a]["knn_end"] = knn(arms[a]["student"][0], *probe)
         print(f"[dino_peer_check] {a}: kNN {figures[a]['knn_init']:.4f} -> "
               f"{figures[a]['knn_end']:.4f}", flush=True)
-    rows = [row(SETTING, a, k, [v]) for a in ARMS for k, v in figures[a].items()]
+    rows = [row(SETTING, a, k, [v]) for a in chosen for k, v in figures[a].items()]
     notes = (f"Two DINO students side by side (see the script's docstring): {args.steps} steps "
              f"of batch {BATCH}, one seed, log K = {math.log(K):.3f} (the loss of a uniform "
              "teacher and student). Only the head, the loss and the centre differ between "
              "the arms.")
     command = "PYTHONPATH=src:benchmarks python benchmarks/selfpatch/dino_peer_check.py " + \
         " ".join(argv if argv is not None else sys.argv[1:])
-    jp, mp = write_results("dino_peer_check", "full", command.strip(), started,
+    jp, mp = write_results(args.name, "full", command.strip(), started,
                            time.time() - t0, rows, Path(args.out) if args.out else None, notes)
     print(f"[dino_peer_check] wrote {jp} and {mp}", flush=True)
     return 0
