@@ -1,13 +1,17 @@
-"""Shared helpers of the benchmark scripts: the one results format (JSON + Markdown)."""
+"""Shared helpers of the benchmark scripts: the one results format (JSON + Markdown), --verify,
+and the resumable units of the vision benchmarks (augself, selfpatch): plan, unit cache, run
+folders, report tables."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import platform
 import statistics
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -313,3 +317,471 @@ def previous_vision_run(run_root: Path, name: str, config: dict,
                     and all((path / f).is_file() for f in finished_files))):
             found = path
     return found
+
+
+# ------------------------------------------------------------------ resumable units of a vision
+# benchmark (augself, selfpatch): one unit = one (setting, seed, arm), trained, evaluated and
+# kept in a unit cache that several runners may share
+REPO = Path(__file__).resolve().parents[1]
+
+
+def unit_key(setting: str, seed: int, arm: str) -> str:
+    """A unit's key in the cache: ``<setting>|<seed>|<arm>``."""
+    return f"{setting}|{seed}|{arm}"
+
+
+def run_name(setting: str, arm: str, seed: int) -> str:
+    """A unit's run name (no ``/``): ``<setting with - for />-<arm>-s<seed>``."""
+    return f"{setting.replace('/', '-')}-{arm}-s{seed}"
+
+
+def unit_overrides(setting: str, spec: dict, arm: str, seed: int, threads: int | None,
+                   run_root: Path, arm_overrides: dict[str, list[str]]) -> list[str]:
+    """The config overrides of one unit: the setting's recipe (``spec["overrides"]``), the
+    arm's (``arm_overrides[arm]``), the torch threads (if any), seed, run name and run
+    folder."""
+    extra = [f"trainer.threads={threads}"] if threads else []
+    return (list(spec["overrides"]) + arm_overrides[arm] + extra
+            + [f"seed={seed}", f"name={run_name(setting, arm, seed)}", f"run_root={run_root}"])
+
+
+def arm_seeds(arm: str, seeds: list[int] | None, reference_seeds: list[int] | None,
+              quick: bool, references: tuple[str, ...],
+              default_reference_seeds: tuple[int, ...]) -> list[int]:
+    """Seeds of an arm: --seeds (default 0 1 2, quick 0); the ``references`` arms
+    --reference-seeds (default ``default_reference_seeds``), kept to --seeds when only --seeds
+    is given."""
+    default = [0] if quick else [0, 1, 2]
+    if arm not in references:
+        return list(seeds or default)
+    if reference_seeds:
+        return list(reference_seeds)
+    return [s for s in default_reference_seeds if seeds is None or s in seeds]
+
+
+def plan_units(chosen: dict[str, dict], arms: list[str] | None, seeds: list[int] | None,
+               reference_seeds: list[int] | None, quick: bool, references: tuple[str, ...],
+               default_reference_seeds: tuple[int, ...]) -> list[tuple[str, int, str]]:
+    """Units in running order, seed-major (a benchmark stopped part way has whole seeds over
+    the arms): (setting, seed, arm). ``chosen``: setting -> spec with its ``"arms"``; ``arms``:
+    only these (None: all); seeds as :func:`arm_seeds`."""
+    def of(a: str) -> list[int]:
+        return arm_seeds(a, seeds, reference_seeds, quick, references, default_reference_seeds)
+
+    units = []
+    for setting, spec in chosen.items():
+        use = [a for a in spec["arms"] if not arms or a in arms]
+        all_seeds = sorted({s for a in use for s in of(a)})
+        for s in all_seeds:
+            units += [(setting, s, a) for a in use if s in of(a)]
+    return units
+
+
+def unit_planners(arm_overrides: dict[str, list[str]], references: tuple[str, ...],
+                  default_reference_seeds: tuple[int, ...]):
+    """:func:`unit_overrides`, :func:`arm_seeds` and :func:`plan_units` bound to a benchmark's
+    arms (``arm_overrides``) and reference arms with their default seeds: (unit_overrides(
+    setting, spec, arm, seed, threads, run_root), arm_seeds(arm, seeds, reference_seeds,
+    quick), plan(chosen, arms, seeds, reference_seeds, quick))."""
+    import functools
+
+    return (functools.partial(unit_overrides, arm_overrides=arm_overrides),
+            functools.partial(arm_seeds, references=references,
+                              default_reference_seeds=default_reference_seeds),
+            functools.partial(plan_units, references=references,
+                              default_reference_seeds=default_reference_seeds))
+
+
+def previous_selected_run(run_root: Path, name: str, config: dict) -> Path | None:
+    """The unit's run left by a killed benchmark (:func:`previous_vision_run`); a finished one
+    needs its selected weights too (the evaluation reads them)."""
+    return previous_vision_run(run_root, name, config,
+                               finished_files=("results.json", "checkpoints/best.pt"))
+
+
+def init_vision_run(overrides: list[str]):
+    """``random_init``: a finished run whose selected weights are the initial model of the
+    config's seed (built as a training run builds it: ``seed_everything(seed)``, then the
+    method), never trained. Returns (run, results)."""
+    import lightning as L
+
+    from selfsup.io import atomic_torch_save
+    from selfsup.runs import start_run
+    from selfsup.vision.train import VisionTrainConfig, _prepare, build_model
+
+    def body(run, cfg) -> dict:
+        data = _prepare(cfg)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        model = build_model(cfg, data.n_classes, data.in_channels, data.mean, data.std,
+                            image_size=int(data.train_x.shape[-1]), total_steps=1)
+        atomic_torch_save(model.state_dict(), run.checkpoint_dir / "best.pt")
+        atomic_write_json(run.path / "data.json", data.summary())
+        results = {"method": cfg.method, "steps": 0, "untrained": True,
+                   "dataset": cfg.data.name, "data": data.summary()}
+        run.finish(results)
+        return results
+
+    return start_run("vision.train", VisionTrainConfig, None, overrides, body)
+
+
+def log_rows(run_dir: Path) -> list[dict]:
+    """The records of a run's ``metrics.jsonl`` (none if it has no log; bad lines skipped)."""
+    rows = []
+    p = Path(run_dir) / "metrics.jsonl"
+    if p.is_file():
+        for line in p.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    return rows
+
+
+def stored_path(path) -> str:
+    """A path as a unit cache stores it: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def train_unit(overrides: list[str], run_root: Path, untrained: bool, tag: str,
+               threads: int | None):
+    """Train one unit's run on ``threads`` torch threads (None: as they are), go on with the
+    one a killed benchmark left (:func:`previous_selected_run`), or (``untrained``) make its
+    untrained run (:func:`init_vision_run`). Returns (run, results, config dict, resumed-from
+    path or None, seconds)."""
+    import torch
+
+    from selfsup.config import load_config, to_dict
+    from selfsup.vision.train import VisionTrainConfig, resume, train
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = to_dict(load_config(VisionTrainConfig, None, overrides))
+    t0 = time.perf_counter()
+    old = previous_selected_run(run_root, cfg["name"], cfg)
+    if old is not None:
+        print(f"{tag}   going on with {old}", flush=True)
+        run, res = resume(old)
+        resumed = str(old)
+    elif untrained:
+        run, res = init_vision_run(overrides)
+        resumed = None
+    else:
+        run, res = train(None, overrides)
+        resumed = None
+    return run, res, cfg, resumed, time.perf_counter() - t0
+
+
+def finish_unit(unit: dict, run_path, resumed: str | None, train_s: float,
+                eval_s: float) -> dict:
+    """Add a unit's run folder, resumed-from folder, wall times, torch threads and provenance
+    to its cache entry ``unit`` (in place; returned)."""
+    import torch
+
+    unit.update(run=stored_path(run_path), resumed_from=resumed and stored_path(resumed),
+                train_seconds=round(train_s, 1), eval_seconds=round(eval_s, 1),
+                unit_seconds=round(train_s + eval_s, 1), threads=torch.get_num_threads())
+    unit["provenance"] = provenance()
+    return unit
+
+
+def pending_metrics(store: Path, metrics, params_of) -> tuple[dict, list[str]]:
+    """A unit's stored evaluation (``store``: metric -> record with its ``params``) and the
+    ``metrics`` still to evaluate: those not stored with the arguments ``params_of(metric)``."""
+    done = load_json(store)
+    return done, [m for m in metrics
+                  if not (m in done and done[m].get("params") == params_of(m))]
+
+
+def loss_summary(rows: list[dict], keys) -> dict:
+    """The training loss of a run's log ``rows``: the first of ``keys`` it logs, its first and
+    last value and how many were not finite ({} when it logs none)."""
+    loss_key = next((k for k in keys if any(k in r for r in rows)), None)
+    if not loss_key:
+        return {}
+    losses = [r[loss_key] for r in rows if loss_key in r]
+    return dict(loss_name=loss_key, loss_first=losses[0], loss_last=losses[-1],
+                nonfinite_losses=sum(1 for v in losses if not math.isfinite(v)))
+
+
+def merge_cache(path: Path, cache: dict) -> dict:
+    """The cache on disk with this runner's entries added (units finish many minutes apart, so
+    merging right before each write is enough for runners that share the file); invocations
+    are united, a finished record winning over its unfinished copy."""
+    disk = load_json(path)
+    out = {**cache, **disk}
+    runs: dict = {}
+    for i in [*cache.get("invocations", []), *disk.get("invocations", [])]:
+        k = (i["started"], i["command"])
+        if k not in runs or i.get("seconds") is not None:
+            runs[k] = i
+    if runs:
+        out["invocations"] = sorted(runs.values(), key=lambda i: i["started"])
+    return out
+
+
+def units_of(cache: dict) -> dict[str, dict]:
+    """The unit entries of a cache (keys ``setting|seed|arm``), invocations etc. aside."""
+    return {k: v for k, v in cache.items() if k.count("|") == 2 and isinstance(v, dict)}
+
+
+def run_units(units: list[tuple[str, int, str]], cache: dict, cache_path: Path,
+              run_root: Path, run_unit, chosen: dict[str, dict], threads: int | None,
+              started: str, t0: float, tag: str, shown: tuple[str, ...]) -> dict:
+    """Run the planned units not in the cache yet, each under its lock (:func:`claim_unit`;
+    one a live runner holds is skipped), ``run_unit(setting, spec, arm, seed, threads,
+    run_root)`` giving its entry, written to ``cache_path`` at once (merged with the file on
+    disk before every write). The invocation (``started``, the command line, its seconds since
+    ``t0`` once done) is recorded too. Prints progress under ``tag`` and a unit's ``shown``
+    figures. Returns the cache."""
+    invocation = {"started": started, "command": "python " + " ".join(sys.argv),
+                  "seconds": None}
+    cache = merge_cache(cache_path, cache)
+    cache.setdefault("invocations", []).append(invocation)
+    atomic_write_json(cache_path, cache)
+    for i, (setting, seed, arm) in enumerate(units):
+        key = unit_key(setting, seed, arm)
+        if key in (cache := merge_cache(cache_path, cache)):
+            continue
+        lock = claim_unit(run_root, key)
+        if lock is None:
+            print(f"{tag} another runner is on {key}; skipped here", flush=True)
+            continue
+        print(f"{tag} {i + 1}/{len(units)} {key}", flush=True)
+        try:
+            unit = run_unit(setting, chosen[setting], arm, seed, threads, run_root)
+        finally:
+            lock.unlink(missing_ok=True)
+        print(f"{tag}   " + " ".join(f"{m} {unit[m]:.4f}" for m in shown)
+              + f" ({unit['train_seconds']:.0f}s training, {unit['eval_seconds']:.0f}s "
+              "evaluation)", flush=True)
+        cache = merge_cache(cache_path, cache)
+        cache[key] = unit
+        atomic_write_json(cache_path, cache)
+    invocation["seconds"] = round(time.perf_counter() - t0, 1)
+    cache = merge_cache(cache_path, {**cache, "invocations": [invocation]})
+    atomic_write_json(cache_path, cache)
+    return cache
+
+
+def unit_parser(description: str, all_arms, seeds_help: str,
+                reference_seeds_help: str) -> argparse.ArgumentParser:
+    """The command line of a unit benchmark: --quick, --only, --arms (of ``all_arms``), --seeds,
+    --reference-seeds, --threads, --out, --report."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", nargs="*", default=None, help="settings to run (default: all)")
+    ap.add_argument("--arms", nargs="+", default=None, choices=all_arms)
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help=seeds_help)
+    ap.add_argument("--reference-seeds", type=int, nargs="+", default=None,
+                    help=reference_seeds_help)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument("--out", default=None, help="output folder (cache, runs, results)")
+    ap.add_argument("--report", action="store_true",
+                    help="write the results from the cache without training anything")
+    return ap
+
+
+def chosen_settings(table: dict[str, dict], only: list[str] | None) -> dict[str, dict]:
+    """The settings of ``table`` named in --only (None or empty: all); an unknown one ends the
+    program with the valid names."""
+    if only and (bad := [s for s in only if s not in table]):
+        raise SystemExit(f"unknown setting in --only {bad}; valid: {', '.join(table)}")
+    return {k: v for k, v in table.items() if not only or k in only}
+
+
+def missing_units(cache: dict, units: list[tuple[str, int, str]]) -> list[str]:
+    """The keys of the planned ``units`` (setting, seed, arm) that the cache lacks."""
+    return [k for k in (unit_key(*u) for u in units) if k not in cache]
+
+
+def output_folders(name: str, out: str | None, quick: bool,
+                   results: Path = RESULTS) -> tuple[Path, Path, Path]:
+    """(output folder, unit cache, run folder) of a unit benchmark: ``out``, else a new
+    runs/bench-<name>-quick-<time> (quick) or ``results`` (full: the committed cache; its runs,
+    checkpoints and all, go to runs/bench-<name>-full, never committed). Makes the output
+    folder."""
+    folder = Path(out) if out else (
+        REPO / "runs" / f"bench-{name}-quick-{time.strftime('%Y%m%d-%H%M%S')}" if quick
+        else results)
+    folder.mkdir(parents=True, exist_ok=True)
+    run_root = (REPO / "runs" / f"bench-{name}-full" if folder.resolve() == results.resolve()
+                else folder / "runs")
+    return folder, folder / f"{name}_cache.json", run_root
+
+
+# ------------------------------------------------------------------ unit reports
+def unit_values(cache: dict, setting: str, arm: str, metric: str) -> dict[int, float]:
+    """seed -> figure of ``metric`` for the arm's units of the setting (seed order; units
+    without it, or with null, left out)."""
+    out = {}
+    for key, u in units_of(cache).items():
+        s, seed, a = key.split("|")
+        if s == setting and a == arm and metric in u and u[metric] is not None:
+            out[int(seed)] = float(u[metric])
+    return dict(sorted(out.items()))
+
+
+def unit_rows(cache: dict, setting: str, arms: list[str], metrics) -> list[dict]:
+    """Result rows (:func:`row` with ``seed_ids``) of every arm x metric with figures, then
+    each arm's ``unit_minutes`` (a unit's wall time)."""
+    rows = []
+    for arm in arms:
+        for metric in (*metrics, "unit_minutes"):
+            if metric == "unit_minutes":
+                vals = {int(k.split("|")[1]): u["unit_seconds"] / 60
+                        for k, u in units_of(cache).items()
+                        if k.split("|")[0] == setting and k.split("|")[2] == arm
+                        and "unit_seconds" in u}
+                vals = dict(sorted(vals.items()))
+            else:
+                vals = unit_values(cache, setting, arm, metric)
+            if vals:
+                r = row(setting, arm, metric, list(vals.values()))
+                r["seed_ids"] = list(vals)
+                rows.append(r)
+    return rows
+
+
+def paired_difference(cache: dict, setting: str, base: str, other: str, metric: str,
+                      label: str = "other") -> dict | None:
+    """``other`` minus ``base`` over the seeds both arms finished (paired by seed): mean,
+    sample std of the per-seed differences, the seed std of each arm, ``spread`` (the largest
+    of the three) and the per-seed differences. ``label`` names ``other`` and its std in the
+    record (``<label>``, ``<label>_std``). None: no seed in common."""
+    a, b = unit_values(cache, setting, base, metric), unit_values(cache, setting, other, metric)
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    d = [b[s] - a[s] for s in seeds]
+    sd = statistics.stdev(d) if len(d) > 1 else 0.0
+    sa = statistics.stdev([a[s] for s in seeds]) if len(seeds) > 1 else 0.0
+    sb = statistics.stdev([b[s] for s in seeds]) if len(seeds) > 1 else 0.0
+    return {"setting": setting, "base": base, label: other, "metric": metric,
+            "mean": statistics.fmean(d), "std": sd, "base_std": sa, f"{label}_std": sb,
+            "spread": max(sd, sa, sb), "seeds": seeds, "differences": d}
+
+
+def pm(vals: list[float], scale: float = 100.0) -> str:
+    """``mean ± sample std`` of ``vals`` times ``scale`` (one value: the mean alone), .1f."""
+    m = statistics.fmean(vals) * scale
+    if len(vals) == 1:
+        return f"{m:.1f}"
+    return f"{m:.1f} ± {statistics.stdev(vals) * scale:.1f}"
+
+
+def arms_table(cache: dict, setting: str, arms: list[str], columns, headers: dict) -> str:
+    """Arms x ``columns`` (metrics, headed ``headers[m]``), mean ± sample std over the seeds
+    (in %); arms without units left out."""
+    lines = ["| arm | seeds | " + " | ".join(headers[m] for m in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for arm in arms:
+        cells, n = [], 0
+        for m in columns:
+            v = unit_values(cache, setting, arm, m)
+            n = max(n, len(v))
+            cells.append(pm(list(v.values())) if v else "-")
+        if n:
+            lines.append(f"| {arm} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def diff_table(cache: dict, setting: str, arms: list[str], pairs, columns, corner: str,
+               headers: dict | None = None) -> str:
+    """``other - base`` of each (base, other) of ``pairs`` whose arms are both shown, paired by
+    seed (:func:`paired_difference`), in points: mean (± std and spread with 2+ seeds). Columns
+    headed ``headers[m]`` (None: the metric names), first column ``corner``. "" when no pair has
+    a figure."""
+    lines = [f"| {corner} | seeds | "
+             + " | ".join(headers[m] if headers else m for m in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    any_row = False
+    for base, other in pairs:
+        if base not in arms or other not in arms:
+            continue
+        cells, seeds = [], []
+        for m in columns:
+            d = paired_difference(cache, setting, base, other, m)
+            if d is None:
+                cells.append("-")
+                continue
+            seeds = d["seeds"]
+            cells.append(f"{d['mean'] * 100:+.1f}" + (
+                f" ± {d['std'] * 100:.1f} (spread {d['spread'] * 100:.1f})"
+                if len(d["seeds"]) > 1 else ""))
+        if seeds:
+            any_row = True
+            lines.append(f"| {other} - {base} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if any_row else ""
+
+
+def diagnostic_units(cache: dict, setting: str, arms: list[str], metrics,
+                     checks: dict | None = None):
+    """(arm, seed, unit, training diagnostics, flags) of each of the setting's units of
+    ``arms``, in cache order. Flags: non-finite losses, each flag of ``checks`` (flag ->
+    predicate of the diagnostics) that holds, a missing or non-finite figure of ``metrics``."""
+    for key, u in units_of(cache).items():
+        s, seed, arm = key.split("|")
+        if s != setting or arm not in arms:
+            continue
+        d = u.get("train", {})
+        flags = []
+        if d.get("nonfinite_losses"):
+            flags.append(f"{d['nonfinite_losses']} non-finite losses")
+        flags += [flag for flag, holds in (checks or {}).items() if holds(d)]
+        if any(v is None or not math.isfinite(float(v)) for m in metrics
+               for v in [u.get(m)]):
+            flags.append("NaN metric")
+        yield arm, seed, u, d, flags
+
+
+def generator_meta(spec: dict) -> dict:
+    """The data part of a setting's results: data set name, generator seed, validation size
+    and images per class (None: all), read from its overrides."""
+    ov = dict(o.split("=", 1) for o in spec["overrides"])
+    return {"name": ov["data.name"], "generator_seed": int(ov["data.generator_seed"]),
+            "val_size": int(ov["data.val_size"]),
+            "per_class": int(ov["data.per_class"]) if "data.per_class" in ov else None}
+
+
+def write_unit_results(name: str, mode: str, started: str, t0: float, rows: list[dict],
+                       out_dir: Path | None, notes: list[str], chosen: dict, meta: dict,
+                       diffs: list[dict], claims: list[dict], missing: list[str],
+                       cache_path: Path, cache: dict, claim_line) -> None:
+    """:func:`write_results` of a unit benchmark (wall time since ``t0``; the settings' notes
+    joined), with its data, settings, differences, claims, missing units, cache path and
+    invocations; then prints each claim's ``claim_line`` and where it wrote."""
+    command = "python " + " ".join(sys.argv)
+    extra = {"data": meta, "settings": dict(chosen), "differences": diffs, "claims": claims,
+             "missing_units": missing, "cache": str(cache_path),
+             "invocations": cache.get("invocations", [])}
+    jp, mp = write_results(name, mode, command, started, time.perf_counter() - t0, rows,
+                           out_dir, "\n\n".join(notes), extra)
+    for c in claims:
+        print(claim_line(c))
+    print(f"wrote {jp} and {mp}" + (f" ({len(missing)} units missing)" if missing else ""))
+
+
+def notes_tail(cache: dict, setting: str, missing: list[str], quick: bool) -> list[str]:
+    """The closing lines of a setting's notes: time of its finished units, their provenance
+    census, the invocations, the missing units and, in quick mode, that it tests nothing."""
+    lines = []
+    units = [u for k, u in units_of(cache).items() if k.split("|")[0] == setting]
+    if units:
+        total = sum(u.get("unit_seconds", 0) for u in units)
+        lines.append(f"Time: {len(units)} finished unit(s), {total / 3600:.2f} h in all "
+                     "(training + evaluation, each on its recorded threads).")
+    census = provenance_census(units)
+    if census:
+        lines.append(census)
+    for inv in cache.get("invocations", []):
+        took = (f"{inv['seconds'] / 60:.1f} min" if inv.get("seconds") is not None
+                else "stopped before its end, or still running")
+        lines.append(f"Started {inv['started']}: {took} (`{inv['command']}`).")
+    if missing:
+        shown = ", ".join(missing[:12]) + (", ..." if len(missing) > 12 else "")
+        lines += ["", f"Missing units ({len(missing)}; all in the JSON): {shown}."]
+    if quick:
+        lines += ["", "Quick mode: a smoke test of the pipeline (a few training steps), not a "
+                  "test of the claim."]
+    return lines

@@ -52,35 +52,23 @@ cache: each merges the file from disk before it writes, and a lock file per unit
 
 from __future__ import annotations
 
-import argparse
 import copy
 import functools
-import json
 import math
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import (  # noqa: E402
-    claim_unit as _claim,
-)
-from common import (
-    load_json,
-    now,
-    previous_vision_run,
-    provenance_census,
-    row,
-    write_results,
-)
+import common  # noqa: E402
+from common import load_json, now, run_name, unit_key, units_of  # noqa: E402, F401
 from selfsup.io import atomic_write_json  # noqa: E402
-from selfsup.provenance import provenance  # noqa: E402
 
 NAME = "augself"
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"
+TAG = "[augself bench]"
 
 AUGSELF = ["augself.kinds=[crop,colour]", "augself.weight=1.0"]
 ARM_OVERRIDES = {
@@ -157,101 +145,24 @@ def settings(quick: bool) -> dict[str, dict]:
                  "n_tasks": 1000, "n_grid": 23, "seed": 0}}}
 
 
-def unit_key(setting: str, seed: int, arm: str) -> str:
-    return f"{setting}|{seed}|{arm}"
-
-
-def run_name(setting: str, arm: str, seed: int) -> str:
-    return f"{setting.replace('/', '-')}-{arm}-s{seed}"
-
-
-def unit_overrides(setting: str, spec: dict, arm: str, seed: int, threads: int | None,
-                   run_root: Path) -> list[str]:
-    extra = [f"trainer.threads={threads}"] if threads else []
-    return (list(spec["overrides"]) + ARM_OVERRIDES[arm] + extra
-            + [f"seed={seed}", f"name={run_name(setting, arm, seed)}", f"run_root={run_root}"])
-
-
-def arm_seeds(arm: str, seeds: list[int] | None, reference_seeds: list[int] | None,
-              quick: bool) -> list[int]:
-    """Seeds of an arm: --seeds (default 0 1 2, quick 0); the references --reference-seeds
-    (default 0), kept to --seeds when only --seeds is given."""
-    default = [0] if quick else [0, 1, 2]
-    if arm not in REFERENCES:
-        return list(seeds or default)
-    if reference_seeds:
-        return list(reference_seeds)
-    return [s for s in REFERENCE_SEEDS if seeds is None or s in seeds]
-
-
-def plan(chosen: dict[str, dict], arms: list[str] | None, seeds: list[int] | None,
-         reference_seeds: list[int] | None, quick: bool) -> list[tuple[str, int, str]]:
-    """Units in running order, seed-major (a benchmark stopped part way has whole seeds over
-    the arms): (setting, seed, arm)."""
-    units = []
-    for setting, spec in chosen.items():
-        use = [a for a in spec["arms"] if not arms or a in arms]
-        all_seeds = sorted({s for a in use for s in arm_seeds(a, seeds, reference_seeds, quick)})
-        for s in all_seeds:
-            units += [(setting, s, a) for a in use
-                      if s in arm_seeds(a, seeds, reference_seeds, quick)]
-    return units
+# unit_overrides(setting, spec, arm, seed, threads, run_root), arm_seeds(arm, seeds,
+# reference_seeds, quick), plan(chosen, arms, seeds, reference_seeds, quick): common's
+unit_overrides, arm_seeds, plan = common.unit_planners(ARM_OVERRIDES, REFERENCES, REFERENCE_SEEDS)
 
 
 # ------------------------------------------------------------------------------ run folders
-def previous_run(run_root: Path, name: str, config: dict) -> Path | None:
-    """The unit's run left by a killed benchmark (:func:`common.previous_vision_run`); a
-    finished one needs its selected weights too (the evaluation reads them)."""
-    return previous_vision_run(run_root, name, config,
-                               finished_files=("results.json", "checkpoints/best.pt"))
-
-
-def init_run(overrides: list[str]):
-    """``random_init``: a finished run whose selected weights are the initial model of the
-    config's seed (built as a training run builds it: ``seed_everything(seed)``, then the
-    method), never trained. Returns (run, results)."""
-    import lightning as L
-
-    from selfsup.io import atomic_torch_save
-    from selfsup.runs import start_run
-    from selfsup.vision.train import VisionTrainConfig, _prepare, build_model
-
-    def body(run, cfg) -> dict:
-        data = _prepare(cfg)
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        model = build_model(cfg, data.n_classes, data.in_channels, data.mean, data.std,
-                            image_size=int(data.train_x.shape[-1]), total_steps=1)
-        atomic_torch_save(model.state_dict(), run.checkpoint_dir / "best.pt")
-        atomic_write_json(run.path / "data.json", data.summary())
-        results = {"method": cfg.method, "steps": 0, "untrained": True,
-                   "dataset": cfg.data.name, "data": data.summary()}
-        run.finish(results)
-        return results
-
-    return start_run("vision.train", VisionTrainConfig, None, overrides, body)
+previous_run = common.previous_selected_run  # the unit's run left by a killed benchmark
 
 
 def train_diagnostics(run_dir: Path, res: dict, cfg: dict) -> dict:
     """What the training logged that tells a healthy run from a broken one: losses (first and
     last), SimSiam's z_std (collapse: towards 0; healthy about 1/sqrt(proj_dim)), the validation
     kNN and online-probe accuracy per epoch, non-finite losses."""
-    rows = []
-    p = run_dir / "metrics.jsonl"
-    if p.is_file():
-        for line in p.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue
+    rows = common.log_rows(run_dir)
     out: dict = {k: res[k] for k in ("steps", "epochs", "best_val_acc", "best_epoch",
                                      "selected_by", "test_acc", "test_knn_acc", "epoch_seconds")
                  if k in res}
-    loss_key = next((k for k in ("train_ssl_loss", "train_ce", "train_loss")
-                     if any(k in r for r in rows)), None)
-    if loss_key:
-        losses = [r[loss_key] for r in rows if loss_key in r]
-        out.update(loss_name=loss_key, loss_first=losses[0], loss_last=losses[-1],
-                   nonfinite_losses=sum(1 for v in losses if not math.isfinite(v)))
+    out.update(common.loss_summary(rows, ("train_ssl_loss", "train_ce", "train_loss")))
     aug = [r["train_augself_total"] for r in rows if "train_augself_total" in r]
     if aug:
         out.update(augself_loss_first=aug[0], augself_loss_last=aug[-1])
@@ -318,9 +229,7 @@ def evaluate_unit(run_dir: Path, ev: dict, metrics: tuple[str, ...] = tuple(METR
     from selfsup.vision.train import _prepare, load_selected
 
     store = run_dir / "augself_eval.json"
-    done = load_json(store)
-    todo = [m for m in metrics
-            if not (m in done and done[m].get("params") == eval_params(m, ev))]
+    done, todo = common.pending_metrics(store, metrics, lambda m: eval_params(m, ev))
     if not todo:
         return {m: done[m] for m in metrics}
     _, cfg, model, own = load_selected(run_dir)
@@ -390,115 +299,36 @@ def evaluate_unit(run_dir: Path, ev: dict, metrics: tuple[str, ...] = tuple(METR
 
 
 # ------------------------------------------------------------------------------ one unit
-def _stored(path) -> str:
-    """A path as the cache stores it: relative to the repository when inside it."""
-    path = Path(path).resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-
-
 def run_unit(setting: str, spec: dict, arm: str, seed: int, threads: int | None,
              run_root: Path) -> dict:
     """Train (or resume, or find finished) and evaluate one unit; its cache entry."""
-    import torch
-
-    from selfsup.config import load_config, to_dict
-    from selfsup.vision.train import VisionTrainConfig, resume, train
-
-    if threads:
-        torch.set_num_threads(threads)
     overrides = unit_overrides(setting, spec, arm, seed, threads, run_root)
-    cfg = to_dict(load_config(VisionTrainConfig, None, overrides))
-    t0 = time.perf_counter()
-    old = previous_run(run_root, cfg["name"], cfg)
-    if old is not None:
-        print(f"[augself bench]   going on with {old}", flush=True)
-        run, res = resume(old)
-        resumed = str(old)
-    elif arm == "random_init":
-        run, res = init_run(overrides)
-        resumed = None
-    else:
-        run, res = train(None, overrides)
-        resumed = None
-    train_s = time.perf_counter() - t0
+    run, res, cfg, resumed, train_s = common.train_unit(overrides, run_root,
+                                                        arm == "random_init", TAG, threads)
     t1 = time.perf_counter()
     figures = evaluate_unit(Path(run.path), spec["eval"])
     eval_s = time.perf_counter() - t1
     unit: dict = {m: figures[m]["value"] for m in METRICS}
     unit["eval"] = figures
     unit["train"] = train_diagnostics(Path(run.path), res, cfg)
-    unit.update(run=_stored(run.path), resumed_from=resumed and _stored(resumed),
-                train_seconds=round(train_s, 1), eval_seconds=round(eval_s, 1),
-                unit_seconds=round(train_s + eval_s, 1), threads=torch.get_num_threads())
-    unit["provenance"] = provenance()
-    return unit
+    return common.finish_unit(unit, run.path, resumed, train_s, eval_s)
 
 
 # ------------------------------------------------------------------------------ cache
-def merged(path: Path, cache: dict) -> dict:
-    """The cache on disk with this runner's entries added (units finish many minutes apart, so
-    merging right before each write is enough for runners that share the file); invocations
-    are united, a finished record winning over its unfinished copy."""
-    disk = load_json(path)
-    out = {**cache, **disk}
-    runs: dict = {}
-    for i in [*cache.get("invocations", []), *disk.get("invocations", [])]:
-        k = (i["started"], i["command"])
-        if k not in runs or i.get("seconds") is not None:
-            runs[k] = i
-    if runs:
-        out["invocations"] = sorted(runs.values(), key=lambda i: i["started"])
-    return out
-
-
-def units_of(cache: dict) -> dict[str, dict]:
-    return {k: v for k, v in cache.items() if k.count("|") == 2 and isinstance(v, dict)}
+merged = common.merge_cache  # the cache on disk with this runner's entries added
+_claim = common.claim_unit  # a unit's lock
 
 
 # ------------------------------------------------------------------------------ report
-def _values(cache: dict, setting: str, arm: str, metric: str) -> dict[int, float]:
-    out = {}
-    for key, u in units_of(cache).items():
-        s, seed, a = key.split("|")
-        if s == setting and a == arm and metric in u and u[metric] is not None:
-            out[int(seed)] = float(u[metric])
-    return dict(sorted(out.items()))
-
-
 def build_rows(cache: dict, setting: str, arms: list[str]) -> list[dict]:
-    rows = []
-    for arm in arms:
-        for metric in (*METRICS, "unit_minutes"):
-            if metric == "unit_minutes":
-                vals = {int(k.split("|")[1]): u["unit_seconds"] / 60
-                        for k, u in units_of(cache).items()
-                        if k.split("|")[0] == setting and k.split("|")[2] == arm
-                        and "unit_seconds" in u}
-                vals = dict(sorted(vals.items()))
-            else:
-                vals = _values(cache, setting, arm, metric)
-            if vals:
-                r = row(setting, arm, metric, list(vals.values()))
-                r["seed_ids"] = list(vals)
-                rows.append(r)
-    return rows
+    return common.unit_rows(cache, setting, arms, METRICS)
 
 
 def difference(cache: dict, setting: str, base: str, aug: str, metric: str) -> dict | None:
     """AugSelf minus base over the seeds both arms finished (paired by seed): mean, sample std
     of the per-seed differences, the seed std of each arm, ``spread`` (the largest of the
     three) and the per-seed differences."""
-    a, b = _values(cache, setting, base, metric), _values(cache, setting, aug, metric)
-    seeds = sorted(set(a) & set(b))
-    if not seeds:
-        return None
-    d = [b[s] - a[s] for s in seeds]
-    sd = statistics.stdev(d) if len(d) > 1 else 0.0
-    sa = statistics.stdev([a[s] for s in seeds]) if len(seeds) > 1 else 0.0
-    sb = statistics.stdev([b[s] for s in seeds]) if len(seeds) > 1 else 0.0
-    return {"setting": setting, "base": base, "augself": aug, "metric": metric,
-            "mean": statistics.fmean(d), "std": sd, "base_std": sa, "augself_std": sb,
-            "spread": max(sd, sa, sb), "seeds": seeds, "differences": d}
+    return common.paired_difference(cache, setting, base, aug, metric, label="augself")
 
 
 def claim(cache: dict, setting: str, base: str, aug: str) -> dict | None:
@@ -531,53 +361,19 @@ def claim(cache: dict, setting: str, base: str, aug: str) -> dict | None:
             "verdict": verdict}
 
 
-def _pm(vals: list[float], scale: float = 100.0) -> str:
-    m = statistics.fmean(vals) * scale
-    if len(vals) == 1:
-        return f"{m:.1f}"
-    return f"{m:.1f} ± {statistics.stdev(vals) * scale:.1f}"
+SHORT = {"linear_class": "class", "linear_item_colour": "item colour",
+         "linear_background_colour": "bg colour", "linear_position": "position",
+         "knn_class": "kNN class", "transfer_mnist_linear": "MNIST linear",
+         "fewshot_mnist_5way5shot": "MNIST 5w5s"}
 
 
 def arms_table(cache: dict, setting: str, arms: list[str]) -> str:
     """Arms x metrics, mean ± sample std over the seeds (accuracy in %), n where not 3."""
-    short = {"linear_class": "class", "linear_item_colour": "item colour",
-             "linear_background_colour": "bg colour", "linear_position": "position",
-             "knn_class": "kNN class", "transfer_mnist_linear": "MNIST linear",
-             "fewshot_mnist_5way5shot": "MNIST 5w5s"}
-    lines = ["| arm | seeds | " + " | ".join(short[m] for m in METRICS) + " |",
-             "|---|---|" + "---|" * len(METRICS)]
-    for arm in arms:
-        cells, n = [], 0
-        for m in METRICS:
-            v = _values(cache, setting, arm, m)
-            n = max(n, len(v))
-            cells.append(_pm(list(v.values())) if v else "-")
-        if n:
-            lines.append(f"| {arm} | {n} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return common.arms_table(cache, setting, arms, METRICS, SHORT)
 
 
 def diff_table(cache: dict, setting: str, arms: list[str]) -> str:
-    lines = ["| AugSelf - base | seeds | " + " | ".join(METRICS) + " |",
-             "|---|---|" + "---|" * len(METRICS)]
-    any_row = False
-    for base, aug in PAIRS:
-        if base not in arms or aug not in arms:
-            continue
-        cells, seeds = [], []
-        for m in METRICS:
-            d = difference(cache, setting, base, aug, m)
-            if d is None:
-                cells.append("-")
-                continue
-            seeds = d["seeds"]
-            cells.append(f"{d['mean'] * 100:+.1f}" + (
-                f" ± {d['std'] * 100:.1f} (spread {d['spread'] * 100:.1f})"
-                if len(d["seeds"]) > 1 else ""))
-        if seeds:
-            any_row = True
-            lines.append(f"| {aug} - {base} | {len(seeds)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) if any_row else ""
+    return common.diff_table(cache, setting, arms, PAIRS, METRICS, "AugSelf - base")
 
 
 def claim_line(c: dict) -> str:
@@ -596,19 +392,8 @@ def claim_line(c: dict) -> str:
 def diagnostics_table(cache: dict, setting: str, arms: list[str]) -> str:
     lines = ["| unit | steps | loss first -> last | z_std last (healthy) | val kNN per epoch | "
              "train min | eval min | flags |", "|---|---|---|---|---|---|---|---|"]
-    for key, u in units_of(cache).items():
-        s, seed, arm = key.split("|")
-        if s != setting or arm not in arms:
-            continue
-        d = u.get("train", {})
-        flags = []
-        if d.get("nonfinite_losses"):
-            flags.append(f"{d['nonfinite_losses']} non-finite losses")
-        if collapsed(d):
-            flags.append("COLLAPSED")
-        if any(v is None or not math.isfinite(float(v)) for m in METRICS
-               for v in [u.get(m)]):
-            flags.append("NaN metric")
+    for arm, seed, u, d, flags in common.diagnostic_units(cache, setting, arms, METRICS,
+                                                          {"COLLAPSED": collapsed}):
         loss = (f"{d['loss_first']:.3f} -> {d['loss_last']:.3f}" if "loss_last" in d else "-")
         z = (f"{d['z_std_last']:.4f} ({d['z_std_healthy']:.4f})" if "z_std_last" in d else "-")
         knn = ", ".join(f"{v:.3f}" for v in d.get("val_knn_per_epoch", [])) or "-"
@@ -670,24 +455,7 @@ def make_notes(cache: dict, setting: str, spec: dict, arms: list[str], missing: 
     lines += ["Training diagnostics (SimSiam collapse: z_std of the l2-normalised projections "
               "towards 0; healthy about 1/sqrt(d)):", "",
               diagnostics_table(cache, setting, arms), ""]
-    units = [u for k, u in units_of(cache).items() if k.split("|")[0] == setting]
-    if units:
-        total = sum(u.get("unit_seconds", 0) for u in units)
-        lines.append(f"Time: {len(units)} finished unit(s), {total / 3600:.2f} h in all "
-                     "(training + evaluation, each on its recorded threads).")
-    census = provenance_census(units)
-    if census:
-        lines.append(census)
-    for inv in cache.get("invocations", []):
-        took = (f"{inv['seconds'] / 60:.1f} min" if inv.get("seconds") is not None
-                else "stopped before its end, or still running")
-        lines.append(f"Started {inv['started']}: {took} (`{inv['command']}`).")
-    if missing:
-        shown = ", ".join(missing[:12]) + (", ..." if len(missing) > 12 else "")
-        lines += ["", f"Missing units ({len(missing)}; all in the JSON): {shown}."]
-    if quick:
-        lines += ["", "Quick mode: a smoke test of the pipeline (a few training steps), not a "
-                  "test of the claim."]
+    lines += common.notes_tail(cache, setting, missing, quick)
     return "\n".join(lines), diffs, claims
 
 
@@ -695,11 +463,8 @@ def data_meta(spec: dict) -> dict:
     """The tinted generator's parameters of the setting (from the library; no images kept)."""
     from selfsup.vision.tinted import tinted_fashion_mnist
 
-    ov = dict(o.split("=", 1) for o in spec["overrides"])
-    seed = int(ov["data.generator_seed"])
-    out = {"name": ov["data.name"], "generator_seed": seed,
-           "val_size": int(ov["data.val_size"]),
-           "per_class": int(ov["data.per_class"]) if "data.per_class" in ov else None}
+    out = common.generator_meta(spec)
+    seed = out["generator_seed"]
     try:
         out["train"] = copy.deepcopy(tinted_fashion_mnist("train", seed=seed, n=1).meta)
         out["test"] = copy.deepcopy(tinted_fashion_mnist("test", seed=seed, n=1).meta)
@@ -726,67 +491,23 @@ def share_tinted_sets() -> None:
 
 # ------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", nargs="*", default=None, help="settings to run (default: all)")
-    ap.add_argument("--arms", nargs="+", default=None, choices=ALL_ARMS)
-    ap.add_argument("--seeds", type=int, nargs="+", default=None,
-                    help="seeds of the method arms (default 0 1 2; quick 0)")
-    ap.add_argument("--reference-seeds", type=int, nargs="+", default=None,
-                    help="seeds of supervised and random_init (default 0)")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    ap.add_argument("--out", default=None, help="output folder (cache, runs, results)")
-    ap.add_argument("--report", action="store_true",
-                    help="write the results from the cache without training anything")
-    args = ap.parse_args(argv)
+    args = common.unit_parser(__doc__.splitlines()[0], ALL_ARMS,
+                              "seeds of the method arms (default 0 1 2; quick 0)",
+                              "seeds of supervised and random_init (default 0)").parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     started, t0 = now(), time.perf_counter()
     mode = "quick" if args.quick else "full"
-    table = settings(args.quick)
-    if args.only and (bad := [s for s in args.only if s not in table]):
-        raise SystemExit(f"unknown setting in --only {bad}; valid: {', '.join(table)}")
-    chosen = {k: v for k, v in table.items() if not args.only or k in args.only}
-    out = Path(args.out) if args.out else (
-        REPO / "runs" / f"bench-augself-quick-{time.strftime('%Y%m%d-%H%M%S')}" if args.quick
-        else RESULTS)
-    out.mkdir(parents=True, exist_ok=True)
-    cache_path = out / f"{NAME}_cache.json"
+    chosen = common.chosen_settings(settings(args.quick), args.only)
     # full mode's cache is committed in benchmarks/results; its runs (checkpoints) never are
-    run_root = (REPO / "runs" / "bench-augself-full" if out.resolve() == RESULTS.resolve()
-                else out / "runs")
+    out, cache_path, run_root = common.output_folders(NAME, args.out, args.quick, RESULTS)
     cache = load_json(cache_path)
     units = plan(chosen, args.arms, args.seeds, args.reference_seeds, args.quick)
     if not args.report:
-        invocation = {"started": started, "command": "python " + " ".join(sys.argv),
-                      "seconds": None}
-        cache = merged(cache_path, cache)
-        cache.setdefault("invocations", []).append(invocation)
-        atomic_write_json(cache_path, cache)
         share_tinted_sets()
-        for i, (setting, seed, arm) in enumerate(units):
-            key = unit_key(setting, seed, arm)
-            if key in (cache := merged(cache_path, cache)):
-                continue
-            lock = _claim(run_root, key)
-            if lock is None:
-                print(f"[augself bench] another runner is on {key}; skipped here", flush=True)
-                continue
-            print(f"[augself bench] {i + 1}/{len(units)} {key}", flush=True)
-            try:
-                unit = run_unit(setting, chosen[setting], arm, seed, args.threads, run_root)
-            finally:
-                lock.unlink(missing_ok=True)
-            print("[augself bench]   " + " ".join(f"{m} {unit[m]:.4f}" for m in METRICS)
-                  + f" ({unit['train_seconds']:.0f}s training, {unit['eval_seconds']:.0f}s "
-                  "evaluation)", flush=True)
-            cache = merged(cache_path, cache)
-            cache[key] = unit
-            atomic_write_json(cache_path, cache)
-        invocation["seconds"] = round(time.perf_counter() - t0, 1)
-        cache = merged(cache_path, {**cache, "invocations": [invocation]})
-        atomic_write_json(cache_path, cache)
+        cache = common.run_units(units, cache, cache_path, run_root, run_unit, chosen, args.threads,
+                                 started, t0, TAG, tuple(METRICS))
     else:
         cache = merged(cache_path, cache)
 
@@ -795,25 +516,17 @@ def main(argv: list[str] | None = None) -> int:
         # rows cover every arm of the mode that has units (a runner given --arms must not drop
         # the other runner's rows from the report)
         shown = list(spec["arms"])
-        want = [unit_key(s, seed, a) for s, seed, a in plan({setting: spec}, None, None, None,
-                                                             args.quick)]
-        missing += [k for k in want if k not in cache]
+        gone = common.missing_units(cache, plan({setting: spec}, None, None, None, args.quick))
+        missing += gone
         rows += build_rows(cache, setting, shown)
         meta[setting] = data_meta(spec)
-        text, d, c = make_notes(cache, setting, spec, shown, [k for k in want if k not in cache],
-                                meta[setting], args.quick)
+        text, d, c = make_notes(cache, setting, spec, shown, gone, meta[setting], args.quick)
         notes.append(f"## {setting}\n\n{text}")
         diffs += d
         claims += c
-    command = "python " + " ".join(sys.argv)
-    extra = {"data": meta, "settings": {k: v for k, v in chosen.items()},
-             "differences": diffs, "claims": claims, "missing_units": missing,
-             "cache": str(cache_path), "invocations": cache.get("invocations", [])}
-    jp, mp = write_results(NAME, mode, command, started, time.perf_counter() - t0, rows,
-                           out if args.out or args.quick else None, "\n\n".join(notes), extra)
-    for c in claims:
-        print(claim_line(c))
-    print(f"wrote {jp} and {mp}" + (f" ({len(missing)} units missing)" if missing else ""))
+    common.write_unit_results(NAME, mode, started, t0, rows,
+                              out if args.out or args.quick else None, notes, chosen, meta,
+                              diffs, claims, missing, cache_path, cache, claim_line)
     return 0
 
 

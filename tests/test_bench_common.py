@@ -1,0 +1,144 @@
+"""The resumable-unit helpers the vision benchmarks (augself, selfpatch) share in
+``benchmarks/common.py``: command line, unit plan, run-log summaries, stored evaluations, cache
+entries and the report tables (no training)."""
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import common  # noqa: E402
+
+S = "data/net-1ep"
+
+
+def _cache(figures: dict) -> dict:
+    """figures: (seed, arm) -> {metric: value}"""
+    return {f"{S}|{seed}|{arm}": {**f, "unit_seconds": 60.0 * (seed + 1), "train": {}}
+            for (seed, arm), f in figures.items()}
+
+
+def test_keys_names_overrides_and_plan():
+    assert common.unit_key(S, 1, "a") == f"{S}|1|a"
+    assert common.run_name(S, "a", 1) == "data-net-1ep-a-s1"
+    spec = {"overrides": ["x=1"], "arms": ("a", "b", "ref")}
+    ov = common.unit_overrides(S, spec, "b", 2, 4, Path("r"), {"b": ["method=b"]})
+    assert ov == ["x=1", "method=b", "trainer.threads=4", "seed=2", "name=data-net-1ep-b-s2",
+                  "run_root=r"]
+    assert common.unit_overrides(S, spec, "b", 0, None, Path("r"), {"b": []})[1] == "seed=0"
+    refs, ref_seeds = ("ref",), (0,)
+    assert common.arm_seeds("a", None, None, False, refs, ref_seeds) == [0, 1, 2]
+    assert common.arm_seeds("a", None, None, True, refs, ref_seeds) == [0]
+    assert common.arm_seeds("ref", [1, 2], None, False, refs, ref_seeds) == []
+    assert common.arm_seeds("ref", [1], [3], False, refs, ref_seeds) == [3]
+    units = common.plan_units({S: spec}, None, None, None, False, refs, ref_seeds)
+    assert units[:3] == [(S, 0, "a"), (S, 0, "b"), (S, 0, "ref")] and len(units) == 7
+    assert common.plan_units({S: spec}, ["b"], [2], None, False, refs, ref_seeds) == [(S, 2, "b")]
+    assert common.missing_units({f"{S}|0|a": {}}, units[:2]) == [f"{S}|0|b"]
+    overrides, seeds_of, plan = common.unit_planners({"b": ["method=b"]}, refs, ref_seeds)
+    assert overrides(S, spec, "b", 2, 4, Path("r")) == ov
+    assert seeds_of("ref", None, None, False) == [0]
+    assert plan({S: spec}, None, None, None, False) == units
+
+
+def test_command_line_settings_and_folders(tmp_path):
+    ap = common.unit_parser("demo", ("a", "b"), "method seeds", "reference seeds")
+    args = ap.parse_args(["--arms", "b", "--seeds", "1", "2", "--report"])
+    assert args.arms == ["b"] and args.seeds == [1, 2] and args.report and args.threads == 1
+    assert args.reference_seeds is None and args.out is None and not args.quick
+    with pytest.raises(SystemExit):
+        ap.parse_args(["--arms", "c"])
+    table = {"s1": {}, "s2": {}}
+    assert list(common.chosen_settings(table, None)) == ["s1", "s2"]
+    assert list(common.chosen_settings(table, ["s2"])) == ["s2"]
+    with pytest.raises(SystemExit, match="unknown setting"):
+        common.chosen_settings(table, ["s3"])
+    out, cache, runs = common.output_folders("demo", str(tmp_path / "o"), False)
+    assert out.is_dir() and cache == out / "demo_cache.json" and runs == out / "runs"
+    # the committed results folder: the runs go to runs/bench-<name>-full
+    res = tmp_path / "results"
+    out, cache, runs = common.output_folders("demo", None, False, results=res)
+    assert out == res and runs == common.REPO / "runs" / "bench-demo-full"
+
+
+def test_run_log_loss_and_stored_evaluation(tmp_path):
+    assert common.log_rows(tmp_path) == []
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"train_ssl_loss": 2.0}\nnot json\n{"train_ssl_loss": NaN}\n{"train_ssl_loss": 1.0}\n')
+    rows = common.log_rows(tmp_path)
+    assert len(rows) == 3
+    s = common.loss_summary(rows, ("train_ce", "train_ssl_loss"))
+    assert s == {"loss_name": "train_ssl_loss", "loss_first": 2.0, "loss_last": 1.0,
+                 "nonfinite_losses": 1}
+    assert common.loss_summary(rows, ("train_ce",)) == {}
+    store = tmp_path / "eval.json"
+    store.write_text(json.dumps({"m1": {"value": 1, "params": {"k": 1}},
+                                 "m2": {"value": 2, "params": {"k": 1}}}))
+    done, todo = common.pending_metrics(store, ("m1", "m2", "m3"),
+                                        lambda m: {"k": 2 if m == "m2" else 1})
+    assert done["m1"]["value"] == 1 and todo == ["m2", "m3"]
+
+
+def test_unit_entry_paths_and_provenance(tmp_path):
+    inside = common.REPO / "runs" / "x"
+    assert common.stored_path(inside) == os.path.join("runs", "x")
+    assert common.stored_path(tmp_path) == str(tmp_path.resolve())
+    unit = common.finish_unit({"m": 0.5}, inside, None, 10.04, 5.0)
+    assert list(unit) == ["m", "run", "resumed_from", "train_seconds", "eval_seconds",
+                          "unit_seconds", "threads", "provenance"]
+    assert unit["resumed_from"] is None and unit["unit_seconds"] == 15.0
+    assert unit["train_seconds"] == 10.0 and isinstance(unit["provenance"], dict)
+    assert common.finish_unit({}, inside, str(inside), 1, 1)["resumed_from"] == unit["run"]
+
+
+def test_values_rows_differences_and_tables():
+    cache = _cache({(0, "a"): {"m": 0.5, "n": None}, (1, "a"): {"m": 0.7},
+                    (0, "b"): {"m": 0.6}, (1, "b"): {"m": 0.9}, (0, "c"): {"m": 0.1}})
+    cache["invocations"] = []
+    assert common.unit_values(cache, S, "a", "m") == {0: 0.5, 1: 0.7}
+    assert common.unit_values(cache, S, "a", "n") == {}
+    rows = common.unit_rows(cache, S, ["a"], ("m", "n"))
+    assert [(r["metric"], r["seed_ids"]) for r in rows] == [("m", [0, 1]),
+                                                            ("unit_minutes", [0, 1])]
+    assert rows[1]["seeds"] == [1.0, 2.0]
+    d = common.paired_difference(cache, S, "a", "b", "m", label="aug")
+    assert d["aug"] == "b" and "aug_std" in d and d["differences"] == pytest.approx([0.1, 0.2])
+    assert d["spread"] == pytest.approx(max(d["std"], d["base_std"], d["aug_std"]))
+    assert list(d) == ["setting", "base", "aug", "metric", "mean", "std", "base_std", "aug_std",
+                       "spread", "seeds", "differences"]
+    assert "other" in common.paired_difference(cache, S, "a", "b", "m")
+    assert common.paired_difference(cache, S, "a", "x", "m") is None
+    assert common.pm([0.5]) == "50.0" and common.pm([0.5, 0.7]) == "60.0 ± 14.1"
+    t = common.arms_table(cache, S, ["a", "x", "c"], ("m",), {"m": "M"})
+    assert t.splitlines() == ["| arm | seeds | M |", "|---|---|---|", "| a | 2 | 60.0 ± 14.1 |",
+                              "| c | 1 | 10.0 |"]
+    dt = common.diff_table(cache, S, ["a", "b"], (("a", "b"), ("a", "x")), ("m", "n"), "diff")
+    assert dt.splitlines()[0] == "| diff | seeds | m | n |"
+    assert dt.splitlines()[2].startswith("| b - a | 2 | +15.0 ± 7.1 (spread ") and "| - |" in dt
+    assert common.diff_table(cache, S, ["a"], (("a", "b"),), ("m",), "diff") == ""
+    headed = common.diff_table(cache, S, ["a", "b"], (("a", "b"),), ("m",), "d", {"m": "M"})
+    assert headed.startswith("| d | seeds | M |")
+
+
+def test_diagnostics_flags_notes_and_data_meta():
+    cache = _cache({(0, "a"): {"m": math.nan}, (1, "a"): {"m": 0.5}, (0, "b"): {"m": 0.5}})
+    cache[f"{S}|1|a"]["train"] = {"nonfinite_losses": 2, "bad": True}
+    got = list(common.diagnostic_units(cache, S, ["a"], ("m",), {"BAD": lambda d: "bad" in d}))
+    assert [(arm, seed, flags) for arm, seed, _, _, flags in got] == [
+        ("a", "0", ["NaN metric"]), ("a", "1", ["2 non-finite losses", "BAD"])]
+    cache["invocations"] = [{"started": "t0", "command": "x", "seconds": 120.0},
+                            {"started": "t1", "command": "y", "seconds": None}]
+    tail = common.notes_tail(cache, S, [f"{S}|2|a"], True)
+    assert tail[0].startswith("Time: 3 finished unit(s), 0.07 h")
+    assert "Units by provenance: 3 without provenance" in tail[1]
+    assert tail[2] == "Started t0: 2.0 min (`x`)." and "still running" in tail[3]
+    assert "Missing units (1;" in tail[5] and tail[-1].startswith("Quick mode")
+    assert common.notes_tail({}, S, [], False) == []
+    meta = common.generator_meta({"overrides": ["data.name=d", "data.generator_seed=3",
+                                                "data.val_size=10", "x=1"]})
+    assert meta == {"name": "d", "generator_seed": 3, "val_size": 10, "per_class": None}
