@@ -153,34 +153,6 @@ def test_cpu_config_loads():
 # ------------------------------------------------------------------- the mosaic data set
 
 
-def _items(n: int, seed: int):
-    """Fashion-MNIST-like items: (n, 28, 28) uint8 rectangles of 255, labels 0..9."""
-    rng = np.random.default_rng(seed)
-    x = np.zeros((n, 28, 28), dtype=np.uint8)
-    for i in range(n):
-        h, w = rng.integers(8, 24, 2)
-        r, c = rng.integers(0, 28 - h), rng.integers(0, 28 - w)
-        x[i, r : r + h, c : c + w] = 255
-    return x, (np.arange(n) % 10).astype(np.int64)
-
-
-@pytest.fixture
-def fake_fmnist(tmp_path, monkeypatch):
-    """A tiny Fashion-MNIST in idx files (120 train, 40 test items) served by a fake fetch."""
-    from selfsup.data import images as image_io
-    from selfsup.data import registry
-    from selfsup.vision import data as vdata
-
-    d = tmp_path / "fmnist"
-    for prefix, (x, y) in (("train", _items(120, 1)), ("t10k", _items(40, 2))):
-        image_io.write_idx(d / f"{prefix}-images-idx3-ubyte", x)
-        image_io.write_idx(d / f"{prefix}-labels-idx1-ubyte", y.astype(np.uint8))
-    monkeypatch.setattr(registry, "fetch", lambda name, root=None, force=False: d)
-    vdata._load_mosaic.cache_clear()
-    yield d
-    vdata._load_mosaic.cache_clear()
-
-
 def test_mosaic_labels_by_hand():
     from selfsup.vision.data import mosaic_labels
 
