@@ -582,6 +582,58 @@ def unit_parser(description: str, all_arms, seeds_help: str,
     return ap
 
 
+def unit_benchmark_main(bench, argv: list[str] | None, seeds_help: str,
+                        reference_seeds_help: str, metrics: tuple[str, ...], notes,
+                        before_run=None) -> int:
+    """The ``main`` of a unit benchmark script (augself, selfpatch): parse the command line, run
+    the planned units into the cache (unless --report), then write the results of every setting
+    from the cache.
+
+    ``bench`` is the script's namespace (``SimpleNamespace(**globals())``); it provides
+    ``__doc__``, ``NAME``, ``RESULTS``, ``TAG``, ``ALL_ARMS``, ``settings(quick)``, ``plan(...)``,
+    ``run_unit``, ``build_rows``, ``data_meta`` and ``claim_line``.
+    ``notes(cache, setting, spec, shown, missing, meta, quick)`` gives a setting's (Markdown,
+    differences, claims); ``before_run()`` is called before the units run (e.g. to share data
+    sets between them)."""
+    args = unit_parser(bench.__doc__.splitlines()[0], bench.ALL_ARMS, seeds_help,
+                       reference_seeds_help).parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    started, t0 = now(), time.perf_counter()
+    mode = "quick" if args.quick else "full"
+    chosen = chosen_settings(bench.settings(args.quick), args.only)
+    # full mode's cache is committed in benchmarks/results; its runs (checkpoints) never are
+    out, cache_path, run_root = output_folders(bench.NAME, args.out, args.quick, bench.RESULTS)
+    cache = load_json(cache_path)
+    units = bench.plan(chosen, args.arms, args.seeds, args.reference_seeds, args.quick)
+    if not args.report:
+        if before_run is not None:
+            before_run()
+        cache = run_units(units, cache, cache_path, run_root, bench.run_unit, chosen,
+                          args.threads, started, t0, bench.TAG, tuple(metrics))
+    else:
+        cache = merge_cache(cache_path, cache)
+
+    rows, text, diffs, claims, meta, missing = [], [], [], [], {}, []
+    for setting, spec in chosen.items():
+        # rows cover every arm of the mode that has units (a runner given --arms must not drop
+        # the other runner's rows from the report)
+        shown = list(spec["arms"])
+        gone = missing_units(cache, bench.plan({setting: spec}, None, None, None, args.quick))
+        missing += gone
+        rows += bench.build_rows(cache, setting, shown)
+        meta[setting] = bench.data_meta(spec)
+        md, d, c = notes(cache, setting, spec, shown, gone, meta[setting], args.quick)
+        text.append(f"## {setting}\n\n{md}")
+        diffs += d
+        claims += c
+    write_unit_results(bench.NAME, mode, started, t0, rows,
+                       out if args.out or args.quick else None, text, chosen, meta, diffs,
+                       claims, missing, cache_path, cache, bench.claim_line)
+    return 0
+
+
 def chosen_settings(table: dict[str, dict], only: list[str] | None) -> dict[str, dict]:
     """The settings of ``table`` named in --only (None or empty: all); an unknown one ends the
     program with the valid names."""

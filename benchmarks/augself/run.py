@@ -58,6 +58,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -491,43 +492,10 @@ def share_tinted_sets() -> None:
 
 # ------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
-    args = common.unit_parser(__doc__.splitlines()[0], ALL_ARMS,
-                              "seeds of the method arms (default 0 1 2; quick 0)",
-                              "seeds of supervised and random_init (default 0)").parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    started, t0 = now(), time.perf_counter()
-    mode = "quick" if args.quick else "full"
-    chosen = common.chosen_settings(settings(args.quick), args.only)
-    # full mode's cache is committed in benchmarks/results; its runs (checkpoints) never are
-    out, cache_path, run_root = common.output_folders(NAME, args.out, args.quick, RESULTS)
-    cache = load_json(cache_path)
-    units = plan(chosen, args.arms, args.seeds, args.reference_seeds, args.quick)
-    if not args.report:
-        share_tinted_sets()
-        cache = common.run_units(units, cache, cache_path, run_root, run_unit, chosen, args.threads,
-                                 started, t0, TAG, tuple(METRICS))
-    else:
-        cache = merged(cache_path, cache)
-
-    rows, notes, diffs, claims, meta, missing = [], [], [], [], {}, []
-    for setting, spec in chosen.items():
-        # rows cover every arm of the mode that has units (a runner given --arms must not drop
-        # the other runner's rows from the report)
-        shown = list(spec["arms"])
-        gone = common.missing_units(cache, plan({setting: spec}, None, None, None, args.quick))
-        missing += gone
-        rows += build_rows(cache, setting, shown)
-        meta[setting] = data_meta(spec)
-        text, d, c = make_notes(cache, setting, spec, shown, gone, meta[setting], args.quick)
-        notes.append(f"## {setting}\n\n{text}")
-        diffs += d
-        claims += c
-    common.write_unit_results(NAME, mode, started, t0, rows,
-                              out if args.out or args.quick else None, notes, chosen, meta,
-                              diffs, claims, missing, cache_path, cache, claim_line)
-    return 0
+    return common.unit_benchmark_main(
+        SimpleNamespace(**globals()), argv, "seeds of the method arms (default 0 1 2; quick 0)",
+        "seeds of supervised and random_init (default 0)", tuple(METRICS), make_notes,
+        before_run=share_tinted_sets)
 
 
 if __name__ == "__main__":
