@@ -16,7 +16,9 @@ mean of the patch tokens), 4 epochs over all 55,000 training mosaics (5,000 held
 validation), batch 128 (1,716 steps), AdamW lr 5e-4, cosine with 10% warm-up, weight decay 0.04
 (DINO/SelfPatch: cosine to 0.4). DINO and SelfPatch as in ``configs/selfpatch/*_cpu.yaml``:
 multi-crop 2 x 32 px (scale 0.25-1) + 4 x 16 px (0.05-0.25), heads out 2048 / hidden 256 /
-bottleneck 128, teacher momentum 0.996 -> 1, tau_t 0.04, tau_s 0.1, centre momentum 0.9, last
+bottleneck 128 with BatchNorm in the head's MLP (``head_bn``: without it DINO's loss stays near
+log K at this scale, in ours and in lightly's DINO alike; benchmarks/results/dino_peer_check.md,
+dino_head_bn.md), teacher momentum 0.996 -> 1, tau_t 0.04, tau_s 0.1, centre momentum 0.9, last
 layer frozen for the first 2% of the steps, per-parameter clipping 3.0; SelfPatch: k = 4 of the
 8 neighbours, border rule ``valid``, patch head out 512, 2 class-attention blocks, weight 0.1.
 Arms, seeds 0 1 2: ``dino``, ``dino_selfpatch`` (method ``selfpatch``). References, seed 0:
@@ -147,6 +149,7 @@ WITHIN = 0.01  # "without hurting": image_linear at most a point below DINO (fra
 # DINO's and SelfPatch's shared settings (configs/selfpatch/fmnist_mosaic_*_cpu.yaml)
 DINO_RECIPE = {
     "out_dim": "2048", "hidden": "256", "bottleneck": "128", "norm_last_layer": "true",
+    "head_bn": "true",
     "momentum_teacher": "0.996", "teacher_temp": "0.04", "warmup_teacher_temp": "0.04",
     "student_temp": "0.1", "center_momentum": "0.9", "weight_decay_end": "0.4",
     "freeze_last_layer": "0.02", "clip_grad": "3.0", "global_size": "32", "local_size": "16",
