@@ -85,6 +85,47 @@ def test_encode_skips_and_counts(vocab):
     assert enc.n_skipped == 3
 
 
+def test_encode_cache_tokenises_once_and_changes_nothing(vocab, monkeypatch):
+    import selfsup.chem.lstm.model as model_mod
+
+    cache: dict = {}
+    encode_smiles(["CCO", "C[Si](C)C", "C[C", "C" * 30, "CN"], vocab, max_len=20, cache=cache)
+    assert cache["CCO"] == vocab.encode("CCO") and cache["CN"] == vocab.encode("CN")
+    assert (cache["C[Si](C)C"], cache["C[C"], cache["C" * 30]) == (
+        "unknown_token", "untokenizable", "too_long")
+    seen: list[str] = []
+    real = model_mod.tokenize
+    monkeypatch.setattr(model_mod, "tokenize", lambda s: seen.append(s) or real(s))
+    second = ["CN", "c1ccccc1O", "C[C", "CCO", "C" * 30, "C[Si](C)C"]
+    cached = encode_smiles(second, vocab, max_len=20, cache=cache)
+    assert seen == ["c1ccccc1O"]  # only the new SMILES is tokenised
+    plain = encode_smiles(second, vocab, max_len=20)
+    assert torch.equal(cached.tokens, plain.tokens) and cached.tokens.shape == (3, 11)
+    assert torch.equal(cached.lengths, plain.lengths) and cached.lengths.tolist() == [4, 11, 5]
+    assert cached.index == plain.index == [0, 1, 3]
+    assert cached.skipped == plain.skipped == {"untokenizable": 1, "unknown_token": 1,
+                                               "too_long": 1}
+    assert encode_smiles([], vocab).tokens.shape == (0, 2)
+
+
+def test_train_likelihood_with_a_token_cache_is_bit_identical(vocab):
+    smiles = corpus()[:80] + ["C[Si](C)C"]
+    warm: dict = {}
+    encode_smiles(smiles, vocab, cache=warm)
+    runs = []
+    for cache in (None, {}, warm):
+        model = tiny(vocab)
+        adam = torch.optim.Adam(model.parameters(), lr=1e-2)
+        losses = [train_likelihood(model, smiles[i:], vocab, steps=3, batch_size=16,
+                                   generator=torch.Generator().manual_seed(5), optimizer=adam,
+                                   cache=cache) for i in (0, 20)]  # two overlapping rounds
+        runs.append((losses, [p.detach().clone() for p in model.parameters()]))
+    (ref_losses, ref_params), *others = runs
+    for losses, params in others:
+        assert losses == ref_losses
+        assert all(torch.equal(a, b) for a, b in zip(params, ref_params))
+
+
 def test_sampling_is_deterministic_and_reports_log_likelihoods(vocab):
     model = tiny(vocab)
     a = model.sample(40, vocab, max_len=30, generator=torch.Generator().manual_seed(3),

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from selfsup.chem.lstm.corpus import batch_tokens
 from selfsup.chem.lstm.model import SmilesLSTM, encode_smiles
 from selfsup.chem.molecules import Vocabulary
 from selfsup.device import gradient_step
@@ -44,6 +43,9 @@ def train_likelihood(
     optimizer: torch.optim.Optimizer | None = None,
     grad_clip: float = 1.0,
     max_len: int | None = None,
+    cache: dict[str, list[int] | str] | None = None,
+    precision: str = "32",
+    length_groups: int = 1,
 ) -> float:
     """``steps`` maximum-likelihood steps on ``smiles_list``; returns the mean loss of the steps.
 
@@ -52,20 +54,37 @@ def train_likelihood(
     used up). SMILES that cannot be encoded (unknown tokens, too long for ``max_len``) are skipped;
     ``nan`` is returned (and nothing trained) when none is left. Pass ``optimizer`` to keep Adam's
     moments across rounds; otherwise a fresh Adam(``lr``) is made. The model's train/eval mode is
-    restored afterwards.
+    restored afterwards. ``cache``: see :func:`encode_smiles` (a loop that trains on overlapping
+    lists tokenises each SMILES once).
+
+    Two settings trade bit-exactness with the default for speed (other rounding, same loss):
+    ``precision="bf16"`` runs the forward under bfloat16 autocast (the LSTM and the head in
+    bfloat16, fp32 weights, loss and Adam; fast on CPUs with AMX / AVX-512 BF16 and on GPUs);
+    ``length_groups=n`` sorts each batch by length and runs it as ``n`` groups, each trimmed to
+    its own longest row (less padding), the loss still the mean over every target token of the
+    batch.
+
+    The encoded list goes to ``device`` once; each batch is cut from it there (trimmed to its
+    longest row, the width read from the lengths kept on the CPU), and the losses are read back
+    once at the end, so a GPU step waits for no copy. Cost on the CPU: nearly all of it is the
+    LSTM's forward and backward (``benchmarks/results/gegl_speed.md``).
     """
+    if precision not in ("32", "bf16") or length_groups < 1:
+        raise InputError(f"train_likelihood needs precision '32' or 'bf16' and length_groups "
+                         f">= 1, got {precision!r}, {length_groups}")
     if steps < 1 or batch_size < 1:
         raise InputError(f"train_likelihood needs steps >= 1 and batch_size >= 1, got {steps}, "
                          f"{batch_size}")
-    enc = encode_smiles(list(smiles_list), vocab, max_len=max_len)
+    enc = encode_smiles(list(smiles_list), vocab, max_len=max_len, cache=cache)
     if len(enc) == 0:
         return float("nan")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if optimizer is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    tokens = enc.tokens.to(device)  # (N, T) long, on the device once
     was_training = model.training
     model.train()
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []
     perm = torch.randperm(len(enc), generator=generator)
     pos = 0
     try:
@@ -74,9 +93,31 @@ def train_likelihood(
                 perm, pos = torch.randperm(len(enc), generator=generator), 0
             idx = perm[pos : pos + batch_size]
             pos += batch_size
-            loss = model.loss(batch_tokens(enc, idx, device))
+            with torch.autocast(device.type, dtype=torch.bfloat16,
+                                enabled=precision == "bf16"):
+                loss = _batch_loss(model, tokens, enc.lengths, idx, length_groups)
             gradient_step(model, loss, optimizer, grad_clip)
-            losses.append(float(loss.detach()))
+            losses.append(loss.detach())
     finally:
         model.train(was_training)
-    return sum(losses) / len(losses)
+    values = torch.stack(losses).tolist()  # one read-back
+    return sum(values) / len(values)
+
+
+def _batch_loss(model: SmilesLSTM, tokens: torch.Tensor, lengths: torch.Tensor,
+                idx: torch.Tensor, groups: int) -> torch.Tensor:
+    """Mean token NLL of rows ``idx`` of ``tokens`` (N, T) on the model's device; ``lengths``
+    (N,) on the CPU. ``groups > 1``: the rows sorted by length, in that many groups, each trimmed
+    to its longest row; the sum of their NLLs over the batch's target count."""
+    device = tokens.device
+    if groups == 1:
+        width = int(lengths[idx].max())
+        return model.loss(tokens[idx.to(device), :width])  # (b, width) batch
+    idx = idx[torch.argsort(lengths[idx], stable=True)]
+    n_targets = int((lengths[idx] - 1).sum())
+    total = None
+    for part in idx.chunk(groups):
+        width = int(lengths[part].max())
+        nll = model.token_nll(tokens[part.to(device), :width]).sum()
+        total = nll if total is None else total + nll
+    return total / max(n_targets, 1)

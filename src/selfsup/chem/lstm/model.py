@@ -120,6 +120,7 @@ def encode_smiles(
     vocab: Vocabulary,
     max_len: int | None = None,
     dtype: torch.dtype = torch.long,
+    cache: dict[str, list[int] | str] | None = None,
 ) -> EncodedSmiles:
     """Encode a list of SMILES into one padded tensor, skipping and counting what cannot be encoded.
 
@@ -127,34 +128,45 @@ def encode_smiles(
     ``vocab`` (``unknown_token``) or, with ``max_len``, whose tokens plus ``<eos>`` exceed
     ``max_len`` (``too_long``; the same count as :meth:`SmilesLSTM.sample`'s ``max_len``).
     ``dtype`` may be narrower (``torch.int16``) to hold a large corpus; cast batches with
-    ``.long()``.
+    ``.long()``. ``cache`` (a dict kept by the caller for one ``vocab`` and ``max_len``) holds the
+    ids, or the skip reason, of each SMILES already seen, so a loop that encodes overlapping lists
+    (GEGL's queues, every round) tokenises each SMILES once; the result is the same.
     """
     rows: list[list[int]] = []
     index: list[int] = []
     skipped = {"untokenizable": 0, "unknown_token": 0, "too_long": 0}
     for i, s in enumerate(smiles):
-        try:
-            toks = tokenize(s)
-        except InputError:
-            skipped["untokenizable"] += 1
+        row = cache.get(s) if cache is not None else None
+        if row is None:
+            row = _encode_one(s, vocab, max_len)
+            if cache is not None:
+                cache[s] = row
+        if isinstance(row, str):
+            skipped[row] += 1
             continue
-        if not toks:
-            skipped["untokenizable"] += 1
-            continue
-        if any(t not in vocab for t in toks):
-            skipped["unknown_token"] += 1
-            continue
-        if max_len is not None and len(toks) + 1 > max_len:
-            skipped["too_long"] += 1
-            continue
-        rows.append([vocab.bos_id, *(vocab.token_to_id(t) for t in toks), vocab.eos_id])
+        rows.append(row)
         index.append(i)
     width = max((len(r) for r in rows), default=2)
-    out = torch.full((len(rows), width), vocab.pad_id, dtype=dtype)  # (N, T)
-    for j, r in enumerate(rows):
-        out[j, : len(r)] = torch.tensor(r, dtype=dtype)
+    pad = [vocab.pad_id] * width
+    padded = [r + pad[len(r):] for r in rows]
+    out = torch.tensor(padded, dtype=dtype).view(len(rows), width)  # (N, T)
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)  # (N,)
     return EncodedSmiles(tokens=out, lengths=lengths, index=index, skipped=skipped)
+
+
+def _encode_one(s: str, vocab: Vocabulary, max_len: int | None) -> list[int] | str:
+    """``[<bos>, ids..., <eos>]`` of one SMILES, or why :func:`encode_smiles` skips it."""
+    try:
+        toks = tokenize(s)
+    except InputError:
+        return "untokenizable"
+    if not toks:
+        return "untokenizable"
+    if any(t not in vocab for t in toks):
+        return "unknown_token"
+    if max_len is not None and len(toks) + 1 > max_len:
+        return "too_long"
+    return [vocab.bos_id, *(vocab.token_to_id(t) for t in toks), vocab.eos_id]
 
 
 class SmilesLSTM(nn.Module):

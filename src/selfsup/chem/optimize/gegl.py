@@ -75,6 +75,10 @@ def _check(g: GEGLConfig) -> None:
         bad.append(f"gegl.n_expert={g.n_expert}")
     if bad:
         raise ConfigError(f"{', '.join(bad)}: these must be positive (n_expert may be 0)")
+    if g.imitation_precision not in ("32", "bf16") or g.imitation_length_groups < 1:
+        raise ConfigError(f"gegl.imitation_precision={g.imitation_precision!r} must be '32' or "
+                          f"'bf16' and gegl.imitation_length_groups="
+                          f"{g.imitation_length_groups} >= 1")
     if not 0.0 <= g.mutation_rate <= 1.0 or g.temperature < 0 or g.lr <= 0:
         raise ConfigError("gegl.mutation_rate must be in [0, 1], gegl.temperature >= 0, "
                           "gegl.lr > 0")
@@ -94,6 +98,7 @@ def run_gegl(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.Gener
     apprentice_q = MaxRewardQueue(g.queue_size, canonicalize=False)
     expert_q = MaxRewardQueue(g.queue_size, canonicalize=False)
     progress = Progress(ctx, name, g.patience, g.stale_rounds)
+    tokens: dict[str, list[int] | str] = {}  # token ids of the queue molecules, encoded once
     seed_queue(ctx, cfg, rng, apprentice_q, progress)
     while progress.start_round():
         # 1. apprentice: sample, canonicalise, drop invalid, score
@@ -115,10 +120,13 @@ def run_gegl(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.Gener
         loss = float("nan")
         if adam is not None and not ctx.exhausted:
             union = list(dict.fromkeys(apprentice_q.smiles() + expert_q.smiles()))
+            tokens = {s: tokens[s] for s in union if s in tokens}  # drop those that left
             if union:
                 loss = train_likelihood(model, union, vocab, steps=g.imitation_steps,
                                         batch_size=g.imitation_batch, generator=batch_gen,
-                                        device=device, optimizer=adam, max_len=g.sample_max_len)
+                                        device=device, optimizer=adam, max_len=g.sample_max_len,
+                                        cache=tokens, precision=g.imitation_precision,
+                                        length_groups=g.imitation_length_groups)
         best = max(apprentice_q.scores()[:1] + expert_q.scores()[:1], default=float("nan"))
         progress.report(best=best, imitation_loss=loss)
 
