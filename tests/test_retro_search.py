@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import random
@@ -292,6 +293,120 @@ def test_search_reuses_cached_expansions_but_counts_each_iteration():
     assert first.iterations == second.iterations == 4
     assert model.n_calls == 8 and model.n_cache_hits == 4
     assert second.stats["model_calls"] == 4 and second.stats["model_cache_hits"] == 4
+
+
+def test_repeated_proposals_give_the_same_answer_and_count_invalid_each_time():
+    model = _Recorder()
+    first = model.propose(["CCCCO"], top_k=10)
+    model.clear_cache()
+    again = model.propose(["OCCCC"], top_k=10)  # computed again from the same raw proposals
+    assert again == first and again[0][0].metadata == {"id": 1, "n_merged": 3}
+    assert model.n_invalid == 4 and model.n_model_calls == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Pinned search figures: the search's results may not change when its code is made faster
+# ----------------------------------------------------------------------------------------------
+
+
+def _pinned_world(seed: int):
+    rng = random.Random(seed)
+    mols = ["C" * n for n in range(1, 25)]
+    table = {}
+    for m in mols:
+        entries = []
+        for _ in range(rng.randint(0, 6)):
+            reactants = tuple(sorted(rng.sample(mols, rng.randint(1, 3))))
+            if any(reactants == e[0] for e in entries):
+                continue
+            entries.append((reactants, round(rng.uniform(0.001, 1.0), 3)))
+        table[m] = entries
+    return table, rng.sample(mols[:-1], 6), mols[-1]
+
+
+class _OrderModel(FixedReactionModel):
+    """Records the length of each product it computes (the molecules are C, CC, CCC, ...)."""
+
+    def _propose(self, products, top_k):
+        self.order.extend(len(p) for p in products)
+        return super()._propose(products, top_k)
+
+
+# (seed, stop on first solution, value V(m) = 0.05 * atoms) -> success, iterations, first
+# solution, stop reason, best cost, routes, their summed cost, molecule / reaction / open nodes,
+# cycle-rejected reactions, dead ends, depth-limited molecules, products in expansion order.
+# Recorded with the search as it was before the issue-20 speed-up (dataclass nodes, sweeps).
+PINNED = [
+    (0, True, False, True, 3, 3, "solved", 1.4209419234, 1, 1.4209419234, 17, 12, 9, 0, 0, 0,
+     [24, 4, 12]),
+    (0, False, False, True, 60, 3, "max_iterations", 0.8289852315, 19, 33.9463288144, 232, 128,
+     69, 57, 6, 17, [24, 4, 12, 11, 6, 8, 5, 18, 3, 10, 13, 22, 16, 14, 15]),
+    (2, False, False, True, 50, 1, "exhausted", 1.6144504543, 2, 4.6380711566, 118, 62, 40, 26,
+     27, 6, [24, 15, 1, 13, 5, 6, 19, 20, 12, 22, 17, 9, 2, 18]),
+    (4, True, False, True, 40, 40, "solved", 5.3354947348, 2, 11.2099859704, 108, 60, 33, 12, 8,
+     0, [24, 18, 21, 13, 9, 7, 6, 10, 8, 17, 11, 14, 20]),
+    (4, False, False, True, 60, 40, "max_iterations", 5.3354947348, 2, 11.2099859704, 143, 80,
+     26, 30, 10, 7, [24, 18, 21, 13, 9, 7, 6, 10, 8, 17, 11, 14, 20, 22]),
+    (4, True, True, True, 35, 35, "solved", 5.3354947348, 2, 11.2099859704, 99, 54, 33, 9, 8, 0,
+     [24, 6, 13, 18, 21, 9, 7, 8, 10, 17, 11, 20, 14]),
+    (5, False, False, True, 17, 1, "exhausted", 0.9014021194, 1, 0.9014021194, 35, 20, 11, 4, 7,
+     0, [24, 7, 13, 22, 5, 6, 1, 3, 19, 11, 23, 10]),
+]
+
+
+@pytest.mark.parametrize("pinned", PINNED, ids=[f"{p[0]}-{p[1]}-{p[2]}" for p in PINNED])
+def test_search_figures_are_pinned(pinned):
+    seed, first, value = pinned[:3]
+    table, stock_smiles, target = _pinned_world(seed)
+    model = _OrderModel(table)
+    model.order = []
+    r = RetroStar(model, Stock.from_smiles(stock_smiles),
+                  (lambda s: 0.05 * len(s)) if value else None, max_iterations=60, max_depth=6,
+                  top_k=4, stop_on_first_solution=first, max_routes=20).run(target)
+    st = r.stats
+    got = (r.success, r.iterations, r.first_solution_iteration, r.stop_reason,
+           round(r.best_cost, 10), len(r.routes), round(sum(x.total_cost for x in r.routes), 10),
+           st["n_molecule_nodes"], st["n_reaction_nodes"], st["n_open_molecules"],
+           st["n_cycle_rejected"], st["n_dead_ends"], st["n_depth_limited"], model.order)
+    assert got == tuple(pinned[3:])
+    # the node counts kept during the search are those of the finished tree
+    nodes = list(iter_nodes(r.root))
+    mols = [n for n in nodes if isinstance(n, MoleculeNode)]
+    assert (len(mols), len(nodes) - len(mols), sum(m.is_open for m in mols)) == (
+        st["n_molecule_nodes"], st["n_reaction_nodes"], st["n_open_molecules"])
+
+
+class _GcProbe(FixedReactionModel):
+    def _propose(self, products, top_k):
+        self.gc_seen.append(gc.isenabled())
+        if self.fail:
+            raise RuntimeError("model failure")
+        return super()._propose(products, top_k)
+
+
+def test_search_pauses_the_collector_and_restores_it():
+    world = dead_end_world()
+    model = _GcProbe(world.reactions)
+    model.gc_seen, model.fail = [], False
+    assert gc.isenabled()
+    RetroStar(model, world.stock()).run(world.target)
+    assert model.gc_seen == [False] * 4 and gc.isenabled()
+    model.clear_cache()
+    model.gc_seen = []
+    RetroStar(model, world.stock(), pause_gc=False).run(world.target)
+    assert model.gc_seen == [True] * 4
+    model.clear_cache()
+    model.fail, model.gc_seen = True, []
+    with pytest.raises(RuntimeError):
+        RetroStar(model, world.stock()).run(world.target)
+    assert model.gc_seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        model.fail = False
+        RetroStar(model, world.stock()).run(world.target)
+        assert not gc.isenabled()  # a collector the caller turned off stays off
+    finally:
+        gc.enable()
 
 
 # ----------------------------------------------------------------------------------------------

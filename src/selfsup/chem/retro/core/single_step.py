@@ -17,6 +17,7 @@ and every reactant set a template yields gets that template's probability before
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from selfsup.errors import InputError
 from .reactions import apply_retro_template, canonical_reactants
 
 __all__ = ["FixedReactionModel", "Proposal", "SingleStepModel", "TemplateModel"]
+
+_MAX_REACTANTS_MEMO = 200_000
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ class SingleStepModel:
         self.max_cache_size = max_cache_size
         self.renormalize = renormalize
         self._cache: OrderedDict[tuple[str, int], list[Proposal]] = OrderedDict()
+        # raw reactant tuple -> canonical_reactants(it): a pure function, memoised because a
+        # search sees the same proposals again and again (bounded; invalid sets not kept)
+        self._reactants_memo: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.reset_counts()
 
     # -- to implement ----------------------------------------------------------------------
@@ -145,14 +151,25 @@ class SingleStepModel:
     # -- internals -----------------------------------------------------------------------
     def _finalise(self, product: str, raw: Sequence[Proposal], top_k: int) -> list[Proposal]:
         merged: dict[tuple[str, ...], list] = {}
+        memo = self.__dict__.setdefault("_reactants_memo", {})
         for prop in raw:
+            key = prop.reactants
             try:
-                reactants = canonical_reactants(prop.reactants)
-            except InputError:
-                self.n_invalid += 1
-                continue
+                reactants = memo.get(key) if type(key) is tuple else None
+            except TypeError:  # an unhashable element: not memoised
+                reactants, key = None, None
+            if reactants is None:
+                try:
+                    reactants = canonical_reactants(prop.reactants)
+                except InputError:
+                    self.n_invalid += 1
+                    continue
+                if type(key) is tuple:
+                    if len(memo) >= _MAX_REACTANTS_MEMO:
+                        memo.clear()
+                    memo[key] = reactants
             p = float(prop.probability)
-            if product in reactants or not np.isfinite(p) or p < 0:
+            if product in reactants or not math.isfinite(p) or p < 0:
                 self.n_invalid += 1
                 continue
             entry = merged.get(reactants)
