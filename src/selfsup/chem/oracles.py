@@ -32,7 +32,8 @@ Metrics (:func:`pmo_metrics`): top-1, mean of the top-10 and top-100, and AUC of
 top-10 mean against the number of calls (PMO): the running mean of the k best scores is taken
 every ``freq_log`` (100) calls and at the last call, integrated by the trapezoid rule from
 (0 calls, 0), held flat from the last call up to the budget if the run stopped early, and divided
-by the budget.
+by the budget. :class:`RunningMetrics` gives the same figures, bit for bit, for a stream of
+scores at a constant cost per call (the oracle keeps one and :meth:`Oracle.metrics` reads it).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import io
 import json
 import math
 import os
+from bisect import insort
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +65,7 @@ __all__ = [
     "Oracle",
     "OracleBatch",
     "OracleCall",
+    "RunningMetrics",
     "auc_top_k",
     "load_record",
     "pmo_metrics",
@@ -229,6 +232,99 @@ def pmo_metrics(scores: Sequence[float], budget: int | None = None,
     }
 
 
+class RunningMetrics:
+    """:func:`pmo_metrics` of a stream of call-ordered scores, kept up to date as they arrive.
+
+    Each :meth:`add` costs a constant amount of work (a binary search into the 100 best so far,
+    and at every ``freq_log``-th call one mean of at most 100 numbers per AUC), and so does
+    :meth:`metrics`, however many calls came before; :func:`pmo_metrics` re-sorts every score
+    instead. The figures are equal bit for bit to ``pmo_metrics(scores, budget, freq_log)``: the
+    same sorted top-k values (ties in call order, as Python's stable sort leaves them) are
+    averaged by the same ``np.mean``, the trapezoids are added in the same order at the same
+    checkpoints, and the trapezoid to the last call and the flat finish to the budget are added
+    when the metrics are asked for. Scores past ``budget`` are ignored, as there. A ``nan`` score
+    has no place in a sorted order (``sorted`` leaves it where the comparisons happen to put
+    it), so once one is seen, :meth:`metrics` computes :func:`pmo_metrics` of the kept scores.
+    """
+
+    KEEP = 100  # the largest k of pmo_metrics
+    KS = (1, 10, 100)  # the AUCs of pmo_metrics
+
+    def __init__(self, budget: int | None = None, freq_log: int = 100) -> None:
+        if not isinstance(freq_log, int) or isinstance(freq_log, bool) or freq_log <= 0:
+            raise InputError(f"freq_log must be a positive integer, got {freq_log!r}")
+        if budget is not None and budget <= 0:
+            raise InputError(f"budget must be positive, got {budget}")
+        self.budget = budget
+        self.freq_log = freq_log
+        self.n = 0  # scores taken (at most the budget)
+        self.has_nan = False
+        self._values: list[float] = []  # every score taken, for the nan case
+        # the KEEP best as (-score, call number), ascending: best first, ties in call order
+        self._top: list[tuple[float, int]] = []
+        self._area = dict.fromkeys(self.KS, 0.0)  # trapezoids up to the last checkpoint
+        self._last = dict.fromkeys(self.KS, (0, 0.0))  # (calls, top-k mean) at that checkpoint
+
+    def add(self, score: float) -> None:
+        """Take the next call's score."""
+        if self.budget is not None and self.n >= self.budget:
+            return
+        v = float(score)
+        self.n += 1
+        self._values.append(v)
+        if v != v:
+            self.has_nan = True
+            return
+        top = self._top
+        key = (-v, self.n)  # negation is exact: -key[0] is v, signed zeros included
+        if len(top) < self.KEEP:
+            insort(top, key)
+        elif key < top[-1]:
+            insort(top, key)
+            top.pop()
+        if self.n % self.freq_log == 0 and not self.has_nan:
+            for k in self.KS:
+                x0, y0 = self._last[k]
+                y = self._mean(k)
+                self._area[k] += (self.n - x0) * (y + y0) / 2.0
+                self._last[k] = (self.n, y)
+
+    def _mean(self, k: int) -> float:
+        """:func:`top_k_mean` of the scores so far."""
+        ordered = [-key[0] for key in self._top[:k]]
+        return float(np.mean(ordered)) if ordered else 0.0
+
+    def _auc(self, k: int, y: float) -> float:
+        """:func:`auc_top_k` of the scores so far; ``y`` is the top-``k`` mean now."""
+        n = self.n
+        if n == 0:
+            return 0.0
+        area = self._area[k]
+        x0, y0 = self._last[k]
+        if x0 != n:  # the last call is a checkpoint of its own
+            area += (n - x0) * (y + y0) / 2.0
+            y0 = y
+        total = self.budget if self.budget is not None else n
+        if n < total:
+            area += (total - n) * y0
+        return area / total
+
+    def metrics(self) -> dict[str, float]:
+        """``pmo_metrics(scores, budget, freq_log)`` of the scores taken so far."""
+        if self.has_nan:
+            return pmo_metrics(self._values, self.budget, self.freq_log)
+        means = {k: self._mean(k) for k in self.KS}
+        return {
+            "top1": -self._top[0][0] if self._top else 0.0,
+            "top10_mean": means[10],
+            "top100_mean": means[100],
+            "auc_top1": self._auc(1, means[1]),
+            "auc_top10": self._auc(10, means[10]),
+            "auc_top100": self._auc(100, means[100]),
+            "n_calls": float(self.n),
+        }
+
+
 # ---------------------------------------------------------------------------------- oracle
 class Oracle:
     """Caching, budgeted scorer of SMILES batches (see the module docstring for the policy).
@@ -268,6 +364,7 @@ class Oracle:
         self.n_too_large = 0
         self._cache: dict[str, float] = {}
         self._records: list[OracleCall] = []
+        self._running = RunningMetrics(budget, freq_log)  # the PMO metrics, call by call
         self.n_invalid = 0
         self.n_cache_hits = 0
         self.n_over_budget = 0
@@ -291,6 +388,10 @@ class Oracle:
     def records(self) -> list[OracleCall]:
         """Every paid call in order (a copy)."""
         return list(self._records)
+
+    def records_since(self, start: int) -> list[OracleCall]:
+        """The paid calls after the first ``start`` (a copy of those alone)."""
+        return self._records[start:]
 
     def __len__(self) -> int:
         return self.n_calls
@@ -350,6 +451,8 @@ class Oracle:
         over = [False] * n
         scores = [math.nan] * n
         pending: dict[str, list[int]] = {}  # new canonical SMILES -> positions, in input order
+        # new molecules given as their canonical SMILES (a GA's children): the parse is reused
+        parsed: dict[str, Chem.Mol] = {}
         for i, s in enumerate(items):
             mol = mol_from_smiles(s)
             size = None if mol is None else self._size_check(mol)
@@ -379,11 +482,13 @@ class Oracle:
                 pending[can].append(i)
             else:
                 pending[can] = [i]
+                if can == s and self.keep_stereo:  # mol is what parsing ``can`` gives
+                    parsed[can] = mol
         to_score = list(pending)
         room = len(to_score) if self.remaining is None else max(self.remaining, 0)
         accepted, rejected = to_score[:room], to_score[room:]
         if accepted:
-            values = self.objective.score_list(accepted)
+            values = self._score(accepted, parsed)
             if len(values) != len(accepted):
                 raise InputError(
                     f"objective {self.objective.name!r} returned {len(values)} scores for "
@@ -393,6 +498,7 @@ class Oracle:
                 v = float(v)
                 self._cache[can] = v
                 self._records.append(OracleCall(len(self._records) + 1, can, v))
+                self._running.add(v)
                 new[pending[can][0]] = True
                 self.n_cache_hits += len(pending[can]) - 1  # repeats within the batch
                 for i in pending[can]:
@@ -411,11 +517,24 @@ class Oracle:
             )
         return batch
 
+    def _score(self, accepted: list[str], parsed: dict[str, Chem.Mol]) -> list[float]:
+        """The objective's scores of ``accepted``; an objective that scores one parsed molecule
+        at a time (``Objective``'s own ``__call__`` and ``score_list``) scores the molecules
+        of ``parsed`` without parsing them again: the same numbers, one RDKit parse fewer."""
+        obj = self.objective
+        kind = type(obj)
+        if (not parsed or kind.__call__ is not Objective.__call__
+                or kind.score_list is not Objective.score_list):
+            return obj.score_list(accepted)
+        return [obj.score_parsed(parsed[s], s) if s in parsed else obj(s) for s in accepted]
+
     # -- metrics
     def metrics(self) -> dict[str, float]:
         """PMO metrics of the calls so far, plus n_calls, n_invalid, n_cache_hits (and
-        n_too_long with ``max_length``, n_too_large with ``max_heavy_atoms``)."""
-        out = pmo_metrics([r.score for r in self._records], self.budget, self.freq_log)
+        n_too_long with ``max_length``, n_too_large with ``max_heavy_atoms``). Equal bit for
+        bit to :func:`pmo_metrics` of the recorded scores, at a constant cost (see
+        :class:`RunningMetrics`)."""
+        out = self._running.metrics()
         out.update(n_invalid=float(self.n_invalid), n_cache_hits=float(self.n_cache_hits))
         if self.max_length is not None:
             out["n_too_long"] = float(self.n_too_long)
@@ -441,6 +560,7 @@ class Oracle:
         for r in load_record(path):
             oracle._cache[r.smiles] = r.score
             oracle._records.append(r)
+            oracle._running.add(r.score)
         return oracle
 
     def __repr__(self) -> str:

@@ -124,20 +124,29 @@ def _time_guard(limit_s: float | None) -> Iterator[None]:
 
 # --------------------------------------------------------------------------- parsed parents
 class _Graph:
-    """A Kekulé parent with its adjacency, cut points and largest ring, computed once."""
+    """A Kekulé parent with its adjacency, bonds, cut points and largest ring, computed once.
+
+    Atoms and bonds are read by index (``GetAtomWithIdx``, ``GetBondWithIdx``): the same objects
+    in the same order as RDKit's ``GetAtoms()``/``GetBonds()``, without their Python-level
+    iterators, which cost more than the reads themselves.
+    """
 
     def __init__(self, mol: Chem.Mol) -> None:
         self.mol = mol
         self.n = mol.GetNumAtoms()
-        self.adj = [[nb.GetIdx() for nb in a.GetNeighbors()] for a in mol.GetAtoms()]
-        self.hs = [a.GetTotalNumHs() for a in mol.GetAtoms()]
+        atoms = [mol.GetAtomWithIdx(i) for i in range(self.n)]
+        self.adj = [[nb.GetIdx() for nb in a.GetNeighbors()] for a in atoms]
+        self.hs = [a.GetTotalNumHs() for a in atoms]
         self.n_frags = len(Chem.GetMolFrags(mol))
         rings = mol.GetRingInfo().AtomRings()
         self.max_ring = max((len(r) for r in rings), default=0)
+        bonds = [mol.GetBondWithIdx(k) for k in range(mol.GetNumBonds())]
+        # (begin, end, bond type) of every bond, in bond order
+        self.bonds = [(b.GetBeginAtomIdx(), b.GetEndAtomIdx(), b.GetBondType()) for b in bonds]
         self.chain_cuts = [
-            (b.GetBeginAtomIdx(), b.GetEndAtomIdx())
-            for b in mol.GetBonds()
-            if b.GetBondType() == Chem.BondType.SINGLE and not b.IsInRing()
+            (i, j)
+            for (i, j, bt), b in zip(self.bonds, bonds)
+            if bt == Chem.BondType.SINGLE and not b.IsInRing()
         ]
         self._ring_cuts: list[tuple] | None = None
 
@@ -231,20 +240,21 @@ def _rings_ok(mol: Chem.Mol, max_ring: int) -> bool:
     rings = mol.GetRingInfo()
     if any(len(r) > max_ring for r in rings.AtomRings()):
         return False
-    for bond in mol.GetBonds():
+    double_to_ring: dict[int, int] = {}  # ring atom -> its double bonds to ring atoms
+    for k in range(mol.GetNumBonds()):
+        bond = mol.GetBondWithIdx(k)
         bt = bond.GetBondType()
         if bt == Chem.BondType.TRIPLE and bond.IsInRing():
             return False  # our addition: no cyclic alkynes / arynes
-        if bt == Chem.BondType.DOUBLE and (bond.IsInRingSize(3) or bond.IsInRingSize(4)):
-            return False
-    for atom in mol.GetAtoms():
-        if atom.IsInRing():
-            n_double = sum(
-                b.GetBondType() == Chem.BondType.DOUBLE and b.GetOtherAtom(atom).IsInRing()
-                for b in atom.GetBonds()
-            )
-            if n_double >= 2:  # an allene inside ring atoms
+        if bt == Chem.BondType.DOUBLE:
+            if bond.IsInRingSize(3) or bond.IsInRingSize(4):
                 return False
+            a, b = bond.GetBeginAtom(), bond.GetEndAtom()
+            if a.IsInRing() and b.IsInRing():
+                for i in (a.GetIdx(), b.GetIdx()):
+                    double_to_ring[i] = double_to_ring.get(i, 0) + 1
+                    if double_to_ring[i] >= 2:  # an allene inside ring atoms
+                        return False
     return True
 
 
@@ -258,11 +268,11 @@ def _assemble(parts, joins) -> tuple[Chem.RWMol, list[int]] | None:
     maps = []
     for graph, keep in parts:
         _check_time()
-        index = {a: rw.AddAtom(Chem.Atom(graph.mol.GetAtomWithIdx(a))) for a in sorted(keep)}
-        for bond in graph.mol.GetBonds():
-            i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+        mol = graph.mol
+        index = {a: rw.AddAtom(mol.GetAtomWithIdx(a)) for a in sorted(keep)}  # adds a copy
+        for i, j, bt in graph.bonds:
             if i in index and j in index:
-                rw.AddBond(index[i], index[j], bond.GetBondType())
+                rw.AddBond(index[i], index[j], bt)
         maps.append(index)
     touched = []
     for (p, a), (q, b), order in joins:

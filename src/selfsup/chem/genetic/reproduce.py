@@ -120,6 +120,7 @@ def reproduce(
     *,
     parent_weights: Sequence[float] | None = None,
     time_limit_s: float | None = OPERATOR_TIME_LIMIT_S,
+    parsed: dict[str, _Graph] | None = None,
 ) -> ReproductionResult:
     """Make children by crossover of parent pairs, then mutation with ``mutation_rate``.
 
@@ -129,7 +130,10 @@ def reproduce(
     children depend only on the state of ``rng`` and on ``n_jobs``. ``max_heavy_atoms``: optional
     size cap on children (default none). ``time_limit_s``: seconds a child slot's crossover, or
     its mutation, may take before it gives up (counted in ``n_timeouts``; None: no limit). Every
-    parent must parse (InputError otherwise).
+    parent must parse (InputError otherwise). ``parsed``: parsed parents by SMILES, kept by the
+    caller from one call to the next (the graph GA's population changes by a few molecules per
+    generation): parents found there are not parsed again, new ones are added. A parse depends
+    on the SMILES alone, so the children are the same with or without it.
     """
     start = time.perf_counter()
     if not parents:
@@ -146,7 +150,12 @@ def reproduce(
         weights = weights / weights.sum()
     graphs = {}
     for i, s in enumerate(parents):  # fail fast on a bad parent, and reuse the parse inline
-        graphs[i] = _parse_or_raise(s)
+        graph = None if parsed is None else parsed.get(s)
+        if graph is None:
+            graph = _parse_or_raise(s)
+            if parsed is not None:
+                parsed[s] = graph
+        graphs[i] = graph
     seeds = [int(s) for s in rng.integers(0, 2**63 - 1, size=n_jobs)]
     shares = [n_children // n_jobs + (j < n_children % n_jobs) for j in range(n_jobs)]
     if time_limit_s is not None and not time_limit_s > 0:

@@ -61,6 +61,11 @@ class Objective:
         mol = mol_from_smiles(smiles)
         if mol is None:
             return float(self.invalid_score)
+        return self.score_parsed(mol, smiles)
+
+    def score_parsed(self, mol: Chem.Mol, smiles: str) -> float:
+        """What ``__call__(smiles)`` returns once ``mol_from_smiles(smiles)`` gave ``mol``: for a
+        caller that parsed ``smiles`` already (the oracle)."""
         try:
             return float(self.score_mol(mol))
         except Exception as exc:  # a scorer failing on one odd molecule must not stop a run

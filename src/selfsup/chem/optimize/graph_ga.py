@@ -164,6 +164,7 @@ def graph_ga(
     population = best(start)
     n_fx = n_fm = n_to = 0
     generation = idle = 0
+    parsed: dict = {}  # the population's parsed graphs, kept from one generation to the next
     while True:
         if not population:
             stopped = "empty population"
@@ -191,12 +192,14 @@ def graph_ga(
             executor,
             parent_weights=_selection_weights([v for _, v in population]),
             time_limit_s=time_limit_s,
+            parsed=parsed,
         )
         n_fx += out.n_failed_crossovers
         n_fm += out.n_failed_mutations
         n_to += out.n_timeouts
         idle = 0 if evaluate(out.children, generation) else idle + 1
         population = best(parents + out.children)
+        parsed = {s: parsed[s] for s, _ in population if s in parsed}
     return GAResult(evaluations, population, generation, n_fx, n_fm, n_to, stopped, idle)
 
 
