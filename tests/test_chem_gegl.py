@@ -205,6 +205,23 @@ def test_gegl_beats_sampling_the_prior_on_qed(prior, pool_file, tmp_path):
     assert g["top1"] >= p["top1"]
 
 
+def test_imitation_options_default_to_the_exact_run_and_reject_bad_values(prior, pool_file,
+                                                                            tmp_path):
+    a, _ = optimize(None, _args(prior, pool_file, tmp_path, "gegl", name="a"))
+    b, _ = optimize(None, _args(prior, pool_file, tmp_path, "gegl", name="b",
+                                **{"gegl.imitation_precision": "32",
+                                   "gegl.imitation_length_groups": 1}))
+    assert _calls(a) == _calls(b)  # the defaults, given explicitly: the same molecules
+    fast, res = optimize(None, _args(prior, pool_file, tmp_path, "gegl", name="fast",
+                                     **{"gegl.imitation_precision": "bf16",
+                                        "gegl.imitation_length_groups": 4}))
+    assert res["n_calls"] == 60 and len({r["smiles"] for r in _calls(fast)}) == 60
+    for key, bad, shown in (("gegl.imitation_precision", "fp16", "'fp16'"),
+                            ("gegl.imitation_length_groups", 0, "0")):
+        with pytest.raises(ConfigError, match=f"{key}={shown}"):
+            optimize(None, _args(prior, pool_file, tmp_path, "gegl", name="bad", **{key: bad}))
+
+
 def test_missing_prior_is_a_clear_error(pool_file, tmp_path):
     args = [a for a in _args("x", pool_file, tmp_path, "gegl") if not a.startswith("prior=")]
     with pytest.raises(ConfigError, match="selfsup chem pretrain"):

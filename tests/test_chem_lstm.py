@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 
 import pytest
 import torch
@@ -124,6 +125,56 @@ def test_train_likelihood_with_a_token_cache_is_bit_identical(vocab):
     for losses, params in others:
         assert losses == ref_losses
         assert all(torch.equal(a, b) for a, b in zip(params, ref_params))
+
+
+def _one_step(vocab, smiles, **options):
+    """Loss of one SGD step of train_likelihood (batch = all of ``smiles``) and the parameters
+    after it. SGD, not Adam: Adam's first step is lr * sign(gradient), which would magnify a
+    rounding difference in a near-zero gradient to a whole step."""
+    model = tiny(vocab)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.5)
+    loss = train_likelihood(model, smiles, vocab, steps=1, batch_size=len(smiles),
+                            generator=torch.Generator().manual_seed(2), optimizer=sgd,
+                            grad_clip=0.0, **options)
+    return loss, [p.detach().clone() for p in model.parameters()]
+
+
+def test_length_groups_give_the_same_loss_and_step(vocab):
+    smiles = corpus()[::3]  # 1 to about 15 tokens: the groups are much narrower than the batch
+    enc = encode_smiles(smiles, vocab)
+    assert int(enc.lengths.min()) < int(enc.lengths.max()) - 8
+    ref_loss, ref_params = _one_step(vocab, smiles)
+    model = tiny(vocab)
+    with torch.no_grad():
+        assert model.loss(enc.tokens).item() == pytest.approx(ref_loss, rel=1e-6)
+    start = [p.detach().clone() for p in model.parameters()]
+    moved = max(float((a - b).abs().max()) for a, b in zip(ref_params, start))
+    assert moved > 1e-3  # the step changed the parameters
+    for groups in (2, 4, len(smiles) + 3):  # more groups than rows: one row per group
+        loss, params = _one_step(vocab, smiles, length_groups=groups)
+        assert loss == pytest.approx(ref_loss, rel=1e-5)
+        for a, b in zip(params, ref_params):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_autocast_trains_close_to_fp32(vocab):
+    smiles = corpus()[::3]
+    ref_loss, ref_params = _one_step(vocab, smiles)
+    for groups in (1, 4):
+        loss, params = _one_step(vocab, smiles, precision="bf16", length_groups=groups)
+        assert math.isfinite(loss) and loss != ref_loss  # bfloat16 rounding: not the same number
+        assert loss == pytest.approx(ref_loss, rel=5e-3)  # measured 1e-4
+        for a, b in zip(params, ref_params):
+            assert a.dtype == torch.float32 and torch.isfinite(a).all()  # fp32 weights
+            torch.testing.assert_close(a, b, rtol=0.0, atol=5e-3)  # measured 6e-4
+
+
+def test_train_likelihood_rejects_unknown_precision_and_groups(vocab):
+    model = tiny(vocab)
+    with pytest.raises(InputError, match="precision '32' or 'bf16'.*'fp16'"):
+        train_likelihood(model, ["CCO"], vocab, steps=1, precision="fp16")
+    with pytest.raises(InputError, match="length_groups >= 1.*, 0"):
+        train_likelihood(model, ["CCO"], vocab, steps=1, length_groups=0)
 
 
 def test_sampling_is_deterministic_and_reports_log_likelihoods(vocab):

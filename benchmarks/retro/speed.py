@@ -1,5 +1,10 @@
 """Retro* iterations per second: selfsup's ``RetroStar`` versus the peer library syntheseus.
 
+Superseded by the Retro* part of ``benchmarks/chem_speed`` (issue 20): here the syntheseus
+adapter builds ``Molecule(s)`` (RDKit parsing and canonicalisation) for every reactant of every
+proposal inside the timed region and our side clears the canonicalisation cache per target, so
+the two sides do not do the same work and the figures are not a fair comparison.
+
 Both searches answer from the same fixed single-step table and the same stock, so only the
 search machinery is timed (no torch on either side):
 

@@ -62,7 +62,8 @@ def train_likelihood(
     bfloat16, fp32 weights, loss and Adam; fast on CPUs with AMX / AVX-512 BF16 and on GPUs);
     ``length_groups=n`` sorts each batch by length and runs it as ``n`` groups, each trimmed to
     its own longest row (less padding), the loss still the mean over every target token of the
-    batch.
+    batch (with dropout > 0 the groups also draw other dropout masks). Neither is on by default:
+    seeded runs with them differ from runs without.
 
     The encoded list goes to ``device`` once; each batch is cut from it there (trimmed to its
     longest row, the width read from the lengths kept on the CPU), and the losses are read back

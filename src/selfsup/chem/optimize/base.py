@@ -44,11 +44,13 @@ class GEGLConfig:
     queue_size: int = 100  # K of each max-reward queue (paper: 1024)
     imitation_steps: int = 8  # Adam steps per round (paper: 8)
     imitation_batch: int = 64  # SMILES per step (paper: 256)
-    # "bf16": bfloat16 autocast of the imitation step (about 1.9x on CPUs with AMX; other
-    # rounding, so other seeded results); "32": float32, bit-exact with earlier runs
+    # "bf16": bfloat16 autocast of the imitation forward (2.3x imitation, 1.8x a whole run on a
+    # CPU with AMX, benchmarks/results/gegl_speed.md; other rounding, so other seeded results);
+    # "32": float32, bit-exact with earlier runs
     imitation_precision: str = "32"
-    # > 1: each imitation batch runs as this many length-sorted groups, less padding (about
-    # 1.3x at 4; the same loss with other rounding, so other seeded results); 1: one batch
+    # > 1: each imitation batch runs as this many length-sorted groups, less padding (1.5x
+    # imitation, 1.3x a whole run at 4; the same loss with other rounding, so seeded results
+    # may differ); 1: one batch
     imitation_length_groups: int = 1
     lr: float = 1e-3  # Adam, kept across rounds (paper: 1e-3)
     mutation_rate: float = 0.01  # expert mutation probability per child (paper: 0.01)

@@ -12,6 +12,9 @@ imitates the union of both queues by maximum likelihood. One round:
    scores them; the expert queue keeps the ``K`` best children seen so far;
 3. imitation: ``imitation_steps`` Adam steps (one Adam kept across rounds) of batch
    ``imitation_batch`` on the SMILES of both queues (mean token negative log-likelihood).
+   Off by default, ``imitation_precision="bf16"`` (bfloat16 autocast of the forward) and
+   ``imitation_length_groups=4`` (length-sorted groups, less padding) make this step faster
+   (``benchmarks/results/gegl_speed.md``) but change the arithmetic, so seeded runs differ.
 
 Rounds repeat until the oracle budget is spent (molecules seen before are free: the oracle caches
 by canonical SMILES), until ``patience`` rounds in a row bring no molecule new to the run, or
