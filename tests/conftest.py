@@ -54,3 +54,11 @@ def fake_fmnist(tmp_path, monkeypatch):
     vdata._load_mosaic.cache_clear()
     yield d
     vdata._load_mosaic.cache_clear()
+
+
+def short_vision_run(*extra: str) -> list[str]:
+    """Overrides of a one-epoch vision run on 96 synthetic images (batch 32, 32 for validation)
+    that logs every step: the short CPU run of the method tests; ``extra`` adds model sizes."""
+    return ["data.name=synthetic", "data.synthetic_size=96", "data.val_size=32",
+            "optim.epochs=1", "optim.batch_size=32", "trainer.progress=false",
+            "trainer.log_every_n_steps=1", *extra]

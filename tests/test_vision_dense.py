@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import short_vision_run
 from selfsup.config import load_config
 from selfsup.errors import ConfigError, InputError
 from selfsup.vision.evaluate.dense import (
@@ -115,9 +116,7 @@ def test_rotnet_same_generator_same_loss():
     assert la.item() == lb.item()
 
 
-RUN = ["data.name=synthetic", "data.synthetic_size=96", "data.val_size=32",
-       "optim.epochs=1", "optim.batch_size=32", "trainer.progress=false",
-       "trainer.log_every_n_steps=1", *SMALL]
+RUN = short_vision_run(*SMALL)
 
 
 def test_short_cpu_run_of_rotnet(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import short_vision_run
 from selfsup.config import load_config
 from selfsup.errors import ConfigError
 from selfsup.vision.heads import ema_update, mlp
@@ -170,9 +171,7 @@ def test_same_generator_same_loss():
 
 # ------------------------------------------------------------------------ runs on the host
 
-RUN = ["data.name=synthetic", "data.synthetic_size=96", "data.val_size=32",
-       "optim.epochs=1", "optim.batch_size=32", "trainer.progress=false",
-       "trainer.log_every_n_steps=1", *SMALL]
+RUN = short_vision_run(*SMALL)
 
 
 @pytest.mark.parametrize("name", ["simclr", "moco", "byol", "simsiam", "supervised"])
