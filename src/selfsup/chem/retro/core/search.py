@@ -37,7 +37,7 @@ from typing import Any
 from selfsup.chem.molecules import canonical_smiles
 from selfsup.errors import InputError
 
-from .routes import MIN_PROBABILITY, Route, RouteStep
+from .routes import MIN_PROBABILITY, Route, RouteStep, reaction_cost
 from .single_step import SingleStepModel
 from .stock import Stock
 
@@ -335,6 +335,8 @@ class RetroStar:
         return v
 
     def _new_molecule(self, smiles: str, depth: int, parent: ReactionNode | None) -> MoleculeNode:
+        # the leaf state of _update_molecule and the memo look-up of _is_in_stock, inlined:
+        # this runs for every molecule node of the search (a few % of a table search)
         node = MoleculeNode(smiles, depth, parent)
         self._n_mol += 1
         hit = self._in_stock.get(smiles)
@@ -359,7 +361,6 @@ class RetroStar:
         proposals = self.model.propose([mol.smiles], self.top_k)[0]
         ancestors = {m.smiles for m in mol.ancestors()}
         depth = mol.depth + 1
-        min_p = self.min_probability
         new_molecule = self._new_molecule
         children = mol.children
         for prop in proposals:
@@ -367,9 +368,8 @@ class RetroStar:
             if any(r in ancestors for r in reactants):
                 self._stats["n_cycle_rejected"] += 1
                 continue
-            p = prop.probability
-            # the cost of routes.reaction_cost, inlined
-            rxn = ReactionNode(mol, reactants, float(p), -math.log(min(max(float(p), min_p), 1.0)),
+            rxn = ReactionNode(mol, reactants, float(prop.probability),
+                               reaction_cost(prop.probability, self.min_probability),
                                dict(prop.metadata))
             rxn.children = [new_molecule(r, depth, rxn) for r in reactants]
             _update_reaction(rxn)
@@ -394,7 +394,8 @@ class RetroStar:
             return None
         mol = root
         while mol.expanded or mol.in_stock or mol.dead:
-            # the first reaction with the smallest _extra(mol, r) (as min() picks it)
+            # the first reaction with the smallest extra(R) = rn(R) - rn(mol) + delta(R),
+            # V_t of the best open leaf under R minus V_t(mol) (INF unless both finite)
             mrn, best, best_extra = mol.rn, None, INF
             for r in mol.children:
                 e = r.rn - mrn + r.delta if _isfinite(r.rn) and _isfinite(r.delta) else INF
@@ -491,7 +492,7 @@ def _update_molecule(m: MoleculeNode) -> None:
             if r.solved:
                 solved = True
         m.rn, m.solved = rn, solved
-        # delta = min over R of _extra(m, R), with the new rn(m)
+        # delta = min over R of extra(R) = rn(R) - rn(m) + delta(R), with the new rn(m)
         delta = INF
         for r in children:
             if _isfinite(r.rn) and _isfinite(r.delta):
@@ -512,13 +513,6 @@ def _update_reaction(r: ReactionNode) -> None:
             delta = m.delta
     r.rn, r.solved = rn, solved
     r.delta = delta if _isfinite(rn) else INF
-
-
-def _extra(m: MoleculeNode, r: ReactionNode) -> float:
-    """``V_t(best open leaf under r) - V_t(m)`` = ``rn(r) - rn(m) + delta(r)``."""
-    if not (_isfinite(r.rn) and _isfinite(r.delta)):
-        return INF
-    return r.rn - m.rn + r.delta
 
 
 def _k_smallest_sums(

@@ -151,7 +151,7 @@ class SingleStepModel:
     # -- internals -----------------------------------------------------------------------
     def _finalise(self, product: str, raw: Sequence[Proposal], top_k: int) -> list[Proposal]:
         merged: dict[tuple[str, ...], list] = {}
-        memo = self.__dict__.setdefault("_reactants_memo", {})
+        memo = self._reactants_memo
         for prop in raw:
             key = prop.reactants
             try:
