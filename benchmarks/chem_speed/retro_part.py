@@ -60,6 +60,25 @@ CONTROLS = {"selfsup_gc_on": ("selfsup", False), "syntheseus_gc_paused": ("synth
 _STATE: dict = {}  # what measure() found, for describe()
 
 
+
+def recording_model(mlp, table: dict[str, list]):
+    """A single-step model that answers with ``mlp`` and writes every answer into ``table``
+    (product -> [[reactants], probability], ...): the fixed proposal table of the Retro* speed
+    comparisons, recorded by our search with the MLP (also ``benchmarks/retro/speed.py``)."""
+    from selfsup.chem.retro.core.single_step import SingleStepModel
+
+    class Recording(SingleStepModel):
+        def __init__(self) -> None:
+            super().__init__(renormalize=False)
+
+        def _propose(self, products, top_k):
+            res = mlp.propose(products, top_k)
+            for p, props in zip(products, res):
+                table[p] = [[list(x.reactants), x.probability] for x in props]
+            return res
+
+    return Recording()
+
 def settings(quick: bool) -> dict:
     if quick:
         return {"targets": 6, "iterations": 30, "passes": 2, "mlp_targets": 4,
@@ -163,7 +182,6 @@ def _prepare(st: dict, args, out: Path, log) -> dict:
     import torch
 
     from selfsup.chem.retro.core.search import RetroStar
-    from selfsup.chem.retro.core.single_step import SingleStepModel
     from selfsup.chem.retro.core.stock import Stock
     from selfsup.chem.retro.models.mlp import MLPSingleStepModel
 
@@ -173,23 +191,12 @@ def _prepare(st: dict, args, out: Path, log) -> dict:
     mlp = MLPSingleStepModel.load(model_path)
     table: dict[str, list] = old["table"] if old.get("key") == key else {}
 
-    class Recording(SingleStepModel):
-        """Answers with the MLP and keeps every (product -> proposals) it gave."""
-
-        def __init__(self) -> None:
-            super().__init__(renormalize=False)
-
-        def _propose(self, products, top_k):
-            res = mlp.propose(products, top_k)
-            for p, props in zip(products, res):
-                table[p] = [[list(x.reactants), x.probability] for x in props]
-            return res
-
     targets = key["targets"]
     if not table:
         t0 = time.perf_counter()
-        rec = RetroStar(Recording(), stock, top_k=TOP_K, max_iterations=st["iterations"],
-                        max_depth=MAX_DEPTH, min_probability=MIN_P)
+        rec = RetroStar(recording_model(mlp, table), stock, top_k=TOP_K,
+                        max_iterations=st["iterations"], max_depth=MAX_DEPTH,
+                        min_probability=MIN_P)
         for t in targets:
             rec.run(t)
         log(f"retro: recorded {len(table)} products with the MLP in "
@@ -219,7 +226,7 @@ def _prepare(st: dict, args, out: Path, log) -> dict:
             break
         todo = sorted(missing)
         for i in range(0, len(todo), 64):
-            Recording().propose(todo[i:i + 64], TOP_K)
+            recording_model(mlp, table).propose(todo[i:i + 64], TOP_K)
     else:
         log("retro: the table is still incomplete after the fill rounds; timed runs count "
             "their misses (a miss is a molecule without proposals)")

@@ -45,6 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from chem_speed.retro_part import recording_model  # noqa: E402
 from common import now, row, write_results  # noqa: E402
 from selfsup.io import atomic_write_json  # noqa: E402
 
@@ -167,7 +168,7 @@ def main() -> None:
 
     from selfsup.chem.molecules import canonical_smiles
     from selfsup.chem.retro.core.search import RetroStar
-    from selfsup.chem.retro.core.single_step import FixedReactionModel, SingleStepModel
+    from selfsup.chem.retro.core.single_step import FixedReactionModel
     from selfsup.chem.retro.core.stock import Stock
     from selfsup.chem.retro.workflows.route_benchmark import (
         build_route_benchmark,
@@ -193,25 +194,13 @@ def main() -> None:
     mlp = MLPSingleStepModel.load(args.model)
     table: dict[str, list] = {}
 
-    class Recording(SingleStepModel):
-        """Answers with the MLP and keeps every (product -> proposals) it gave."""
-
-        def __init__(self) -> None:
-            super().__init__(renormalize=False)
-
-        def _propose(self, products, top_k):
-            res = mlp.propose(products, top_k)
-            for p, props in zip(products, res):
-                table[p] = [[list(x.reactants), x.probability] for x in props]
-            return res
-
     def fill(products) -> None:
         todo = [p for p in products if p not in table]
         for i in range(0, len(todo), 64):
-            Recording().propose(todo[i:i + 64], TOP_K)
+            recording_model(mlp, table).propose(todo[i:i + 64], TOP_K)
 
-    rec_search = RetroStar(Recording(), stock, top_k=TOP_K, max_iterations=st["max_iterations"],
-                           max_depth=MAX_DEPTH)
+    rec_search = RetroStar(recording_model(mlp, table), stock, top_k=TOP_K,
+                           max_iterations=st["max_iterations"], max_depth=MAX_DEPTH)
     t_rec = time.perf_counter()
     mlp_runs = [rec_search.run(t) for t in targets]
     log(f"recorded {len(table)} products with the MLP in {time.perf_counter() - t_rec:.0f} s; "
