@@ -129,6 +129,19 @@ def ga_speed(parents: list[str], n_children: int, rate: float, seed: int,
     return res
 
 
+def gegl_config(objective: str, prior: str, budget: int, size: int, seed: int,
+                overrides=()):
+    """The budgeted GEGL run every part of this script times: N_app = N_exp = K = ``size``,
+    plus ``overrides``."""
+    from selfsup.chem.optimize.base import OptimizeConfig
+    from selfsup.config import load_config
+
+    return load_config(OptimizeConfig, None, [
+        f"objective={objective}", f"budget={budget}", f"prior={prior}", f"seed={seed}",
+        "optimizer=gegl", f"gegl.n_apprentice={size}", f"gegl.n_expert={size}",
+        f"gegl.queue_size={size}", *overrides])
+
+
 def gegl_round_split(objective: str, prior: str, budget: int, size: int, seed: int,
                      overrides: tuple[str, ...] = ()) -> dict[str, list[float]]:
     """Per-round seconds of GEGL's pieces, measured on the real loop through timing wrappers
@@ -142,9 +155,8 @@ def gegl_round_split(objective: str, prior: str, budget: int, size: int, seed: i
 
     import selfsup.chem.optimize.gegl as gegl_mod
     from selfsup.chem.lstm import SmilesLSTM, likelihood
-    from selfsup.chem.optimize.base import OPTIMIZERS, OptimizationContext, OptimizeConfig
+    from selfsup.chem.optimize.base import OPTIMIZERS, OptimizationContext
     from selfsup.chem.oracles import Oracle
-    from selfsup.config import load_config
 
     rounds: list[dict[str, float]] = []
 
@@ -171,10 +183,7 @@ def gegl_round_split(objective: str, prior: str, budget: int, size: int, seed: i
                 if rounds:
                     add("scoring", time.perf_counter() - t)
 
-    cfg = load_config(OptimizeConfig, None, [
-        f"objective={objective}", f"budget={budget}", f"prior={prior}", f"seed={seed}",
-        "optimizer=gegl", f"gegl.n_apprentice={size}", f"gegl.n_expert={size}",
-        f"gegl.queue_size={size}", *overrides])
+    cfg = gegl_config(objective, prior, budget, size, seed, overrides)
     ctx = TimedContext(Oracle(objective, budget=budget), [], None)
     originals = {n: getattr(gegl_mod, n) for n in ("sample_canonical", "reproduce",
                                                      "train_likelihood")}
@@ -258,9 +267,8 @@ def imitation_compare(objective: str, prior: str, budget: int, size: int, seed: 
 
     import selfsup.chem.optimize.gegl as gegl_mod
     from selfsup.chem.lstm import encode_smiles
-    from selfsup.chem.optimize.base import OPTIMIZERS, OptimizationContext, OptimizeConfig
+    from selfsup.chem.optimize.base import OPTIMIZERS, OptimizationContext
     from selfsup.chem.oracles import Oracle
-    from selfsup.config import load_config
 
     names = list(IMITATION_ARMS)
     out = {a: {"seconds": [], "loss": []} for a in names}
@@ -294,10 +302,7 @@ def imitation_compare(objective: str, prior: str, budget: int, size: int, seed: 
                 result = loss
         return result
 
-    cfg = load_config(OptimizeConfig, None, [
-        f"objective={objective}", f"budget={budget}", f"prior={prior}", f"seed={seed}",
-        "optimizer=gegl", f"gegl.n_apprentice={size}", f"gegl.n_expert={size}",
-        f"gegl.queue_size={size}"])
+    cfg = gegl_config(objective, prior, budget, size, seed)
     ctx = OptimizationContext(Oracle(objective, budget=budget), [], None)
     gegl_mod.train_likelihood = compare
     try:
@@ -387,9 +392,8 @@ def quality_runs(objective: str, prior: str, budget: int, size: int, seeds: list
     calls, and the run's wall seconds; arm order rotated by one each seed."""
     import numpy as np
 
-    from selfsup.chem.optimize.base import OPTIMIZERS, OptimizationContext, OptimizeConfig
+    from selfsup.chem.optimize.base import OPTIMIZERS, OptimizationContext
     from selfsup.chem.oracles import Oracle, pmo_metrics
-    from selfsup.config import load_config
 
     names = list(IMITATION_ARMS)
     out = {a: {"top10_mean": [], "auc_top10": [], "wall_seconds": []} for a in names}
@@ -398,11 +402,8 @@ def quality_runs(objective: str, prior: str, budget: int, size: int, seeds: list
                   "length_groups": "gegl.imitation_length_groups"}
     for i, seed in enumerate(seeds):
         for arm in names[i % len(names):] + names[: i % len(names)]:
-            cfg = load_config(OptimizeConfig, None, [
-                f"objective={objective}", f"budget={budget}", f"prior={prior}", f"seed={seed}",
-                "optimizer=gegl", f"gegl.n_apprentice={size}", f"gegl.n_expert={size}",
-                f"gegl.queue_size={size}",
-                *(f"{setting_of[k]}={v}" for k, v in IMITATION_ARMS[arm].items())])
+            cfg = gegl_config(objective, prior, budget, size, seed,
+                              [f"{setting_of[k]}={v}" for k, v in IMITATION_ARMS[arm].items()])
             oracle = Oracle(objective, budget=budget)
             t = time.perf_counter()
             OPTIMIZERS["gegl"](OptimizationContext(oracle, [], None), cfg,
