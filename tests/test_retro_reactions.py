@@ -14,6 +14,7 @@ from selfsup.chem.retro.core.reactions import (
     extract_templates,
     parse_reaction_smiles,
     parse_reactions,
+    template_reproduces,
 )
 from selfsup.chem.retro.core.single_step import TemplateModel
 from selfsup.errors import InputError
@@ -160,3 +161,17 @@ def test_template_model_applies_top_k_merges_and_renormalises():
     assert {p.metadata["template_id"] for p in props} == {3}
     # top_k=1 keeps only the amide template, which does not match the biaryl.
     assert model.propose(["Cc1ccc(-c2ccccc2)cc1"], top_k=1) == [[]]
+
+
+def test_template_reproduces_judges_by_outcome():
+    amide = Reaction.from_smiles(AMIDE)
+    template = extract_retro_template(amide)
+    assert template_reproduces(template, amide)
+    # The same template on another acetamide whose known reactants it does give.
+    other = Reaction.create("O=C(C)NC1CCCCC1", ["CC(=O)O", "NC1CCCCC1"])
+    assert template_reproduces(template, other)
+    # Same product, other recorded reactants (an acid chloride): not reproduced.
+    chloride = Reaction.create("CC(=O)NCc1ccccc1", ["CC(=O)Cl", "NCc1ccccc1"])
+    assert not template_reproduces(template, chloride)
+    # A template that does not compile reproduces nothing instead of raising.
+    assert not template_reproduces("not a template", amide)

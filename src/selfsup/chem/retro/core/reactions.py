@@ -36,6 +36,7 @@ __all__ = [
     "extract_templates",
     "parse_reaction_smiles",
     "parse_reactions",
+    "template_reproduces",
 ]
 
 
@@ -328,6 +329,17 @@ def apply_retro_template(template: str, product_smiles: str) -> list[tuple[str, 
             seen.add(reactants)
             out.append(reactants)
     return sorted(out)
+
+
+def template_reproduces(template: str, reaction: Reaction) -> bool:
+    """Whether applying ``template`` to ``reaction.product`` gives ``reaction.reactants`` among
+    its outcomes: a template judged by what it does, not by its string (two extractions of the
+    same reaction can give different strings that do the same thing). A template that rdchiral
+    cannot compile or apply reproduces nothing."""
+    try:
+        return reaction.reactants in apply_retro_template(template, reaction.product)
+    except InputError:
+        return False
 
 
 def extract_templates(
