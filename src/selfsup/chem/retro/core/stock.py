@@ -14,9 +14,11 @@ import functools
 import gzip
 import io
 import os
+import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from rdkit import Chem, rdBase
 
@@ -24,7 +26,7 @@ from selfsup.errors import DataNotFoundError, InputError
 
 from .reactions import Reaction
 
-__all__ = ["Stock", "inchikey", "stock_from_reactions"]
+__all__ = ["BloomStock", "Stock", "inchikey", "kekule_canonical", "stock_from_reactions"]
 
 
 @functools.lru_cache(maxsize=500_000)
@@ -230,3 +232,155 @@ def stock_from_reactions(
         source=f"{source}: reactants never produced ({len(reactions)} reactions)",
         n_skipped=skipped,
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# A purchasable-molecule Bloom filter as a stock (molbloom)
+# ----------------------------------------------------------------------------------------------
+
+MOLBLOOM_SHIPPED = "zinc-instock-mini"  # the one filter inside the molbloom wheel
+
+
+@functools.lru_cache(maxsize=500_000)
+def kekule_canonical(smiles: str) -> str | None:
+    """RDKit canonical isomeric SMILES in Kekulé form (the strings molbloom's filters hold, as
+    ``molbloom.canon`` writes them), or ``None`` when RDKit cannot parse ``smiles``."""
+    if not isinstance(smiles, str) or not smiles.strip():
+        return None
+    with rdBase.BlockLogs():
+        mol = Chem.MolFromSmiles(smiles.strip())
+        if mol is None or mol.GetNumAtoms() == 0:
+            return None
+        return Chem.MolToSmiles(mol, canonical=True, isomericSmiles=True, kekuleSmiles=True)
+
+
+class BloomStock:
+    """A stock that is a Bloom filter of purchasable molecules (molbloom; White et al.).
+
+    ``smiles in stock`` canonicalises ``smiles`` (``canonicalize``, by default
+    :func:`kekule_canonical`), answers ``True`` for a molecule of ``common`` (molbloom's list of
+    common reagents and solvents) and otherwise asks ``bloom`` (anything with ``__contains__``
+    on strings). A Bloom filter has false positives and no false negatives for the strings it
+    was built from: a "yes" is "probably purchasable", at ``false_positive_rate``; a molecule
+    whose canonical SMILES differs from the one the filter was built with (another RDKit version)
+    is missed. There is no ``__len__`` or iteration: ``describe()['size']`` is the number of
+    molecules the filter was built from, as its maker states.
+
+    Picklable: a filter loaded from a file (``path``) is dropped when pickled and loaded again
+    on first use, so worker processes each load it once.
+    """
+
+    def __init__(
+        self,
+        bloom: Any = None,
+        *,
+        name: str = "bloom",
+        source: str = "in-memory filter",
+        false_positive_rate: float | None = None,
+        n_molecules: int | None = None,
+        common: Iterable[str] = (),
+        canonicalize: Callable[[str], str | None] = kekule_canonical,
+        path: str | None = None,
+    ) -> None:
+        if bloom is None and path is None:
+            raise InputError("BloomStock needs a filter object or the path of a molbloom filter")
+        self._bloom = bloom
+        self._path = path
+        self.name = name
+        self.source = source
+        self.false_positive_rate = false_positive_rate
+        self.n_molecules = n_molecules
+        self.common = frozenset(common)
+        self.canonicalize = canonicalize
+        self._lookup: dict[str, bool] = {}
+
+    @classmethod
+    def from_molbloom(cls, catalog: str = MOLBLOOM_SHIPPED, *, check_common: bool = True
+                      ) -> BloomStock:
+        """The molbloom filter ``catalog`` (needs the ``molbloom`` package: ``pip install
+        'selfsup[retro]'``). Only ``zinc-instock-mini`` (ZINC20 in stock, FPR 0.07 by molbloom's
+        own description) ships in the wheel; the others must already be in molbloom's cache
+        folder (``~/.cache/molbloom/<catalog>.bloom``), since their download is not reachable
+        here. ``check_common`` also accepts molbloom's list of common reagents, as its
+        ``buy()`` does by default."""
+        try:
+            import molbloom
+        except ImportError:
+            raise InputError(
+                f"stock molbloom:{catalog} needs the molbloom package: "
+                "pip install 'selfsup[retro]' (or pip install molbloom)") from None
+        described = molbloom.catalogs()
+        if catalog not in described:
+            raise InputError(f"unknown molbloom catalog {catalog!r}; known: "
+                             f"{', '.join(sorted(described))} (e.g. molbloom:{MOLBLOOM_SHIPPED})")
+        from importlib import resources
+
+        shipped = Path(str(resources.files("molbloom.data").joinpath(f"{catalog}.bloom")))
+        cached = Path.home() / ".cache" / "molbloom" / f"{catalog}.bloom"
+        path = shipped if shipped.is_file() else cached
+        if not path.is_file():
+            raise InputError(
+                f"molbloom catalog {catalog!r} is not in the molbloom wheel and not at {cached}: "
+                f"it must be downloaded first (molbloom.buy(..., catalog={catalog!r}) does it "
+                f"where the internet is reachable), or use molbloom:{MOLBLOOM_SHIPPED}")
+        text = described[catalog]
+        fpr = re.search(r"FPR of ([0-9.eE+-]+)", text)
+        count = re.search(r"\(([0-9,]+) mols\)", text)
+        common: Iterable[str] = ()
+        if check_common:
+            common = getattr(getattr(molbloom, "common", None), "_common", ())
+        version = getattr(molbloom, "__version__", "?")
+        return cls(
+            name=f"molbloom:{catalog}",
+            source=f"molbloom {version} {catalog}: {text}",
+            false_positive_rate=float(fpr.group(1).rstrip(".")) if fpr else None,
+            n_molecules=int(count.group(1).replace(",", "")) if count else None,
+            common=common,
+            path=str(path),
+        )
+
+    def _filter(self) -> Any:
+        if self._bloom is None:
+            from molbloom import BloomFilter
+
+            self._bloom = BloomFilter(str(self._path))
+        return self._bloom
+
+    def __contains__(self, smiles: object) -> bool:
+        if not isinstance(smiles, str):
+            return False
+        hit = self._lookup.get(smiles)
+        if hit is None:
+            canon = self.canonicalize(smiles)
+            hit = canon is not None and (canon in self.common or canon in self._filter())
+            if len(self._lookup) > 1_000_000:
+                self._lookup.clear()
+            self._lookup[smiles] = hit
+        return hit
+
+    def describe(self) -> dict:
+        """``{'name', 'size', 'source', 'skipped', 'kind', 'false_positive_rate',
+        'common_reagents'}``; ``size`` is the number of molecules the filter was built from."""
+        return {
+            "name": self.name,
+            "size": self.n_molecules,
+            "source": self.source,
+            "skipped": 0,
+            "kind": "bloom_filter",
+            "false_positive_rate": self.false_positive_rate,
+            "common_reagents": len(self.common),
+        }
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if state.get("_path") is not None:
+            state["_bloom"] = None  # a C object: loaded again from the file where it is used
+        state["_lookup"] = {}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return (f"BloomStock(name={self.name!r}, false_positive_rate={self.false_positive_rate},"
+                f" source={self.source!r})")

@@ -1,8 +1,11 @@
-"""``selfsup chem plan``: Retro* on many targets, over processes, resumable.
+"""``selfsup chem plan``: Retro* or MCTS on many targets, over processes, resumable.
 
 One run plans every target of a SMILES file (one per line; unparsable lines are skipped and
-counted) with :class:`~selfsup.chem.retro.core.search.RetroStar` (Chen et al., ICML 2020): Retro*-0
-without a value model, Retro* with one (:mod:`selfsup.chem.retro.models.value`). Searches run in a
+counted) with the planner named by ``planner``: ``retro_star`` (default),
+:class:`~selfsup.chem.retro.core.search.RetroStar` (Chen et al., ICML 2020): Retro*-0 without a
+value model, Retro* with one (:mod:`selfsup.chem.retro.models.value`); or ``mcts``,
+:class:`~selfsup.chem.retro.core.mcts.MCTS` (AiZynthFinder's Monte Carlo tree search, options
+under ``mcts.*``). Both count an iteration as one single-step model call. Searches run in a
 process pool (``n_workers``; each worker loads the model once) or on Ray (``executor: ray``,
 imported only then). Each finished target is appended to ``results.jsonl`` at once (flushed), so
 :func:`resume_plan` skips the targets already done after a kill; records are ordered by target
@@ -17,7 +20,10 @@ solved targets, mean iterations (failures counted at ``max_iterations``), and th
 Model and stock specs: a path to a ``model.pt`` of :class:`~selfsup.chem.retro.models.mlp.
 MLPSingleStepModel`, or ``toy:NAME`` / ``toy:all`` for the toy worlds of
 :mod:`selfsup.chem.retro.core.toy` (tests and docs). ``stock: null`` is the USPTO-derived default:
-reactants of all USPTO-50k reactions that never occur as a product.
+reactants of all USPTO-50k reactions that never occur as a product; ``stock:
+molbloom:zinc-instock-mini`` is the general one, ZINC20's in-stock molecules as the Bloom filter
+that the molbloom wheel ships (optional extra ``retro``; false positives in
+benchmarks/results/retro_stock_fpr.md).
 """
 
 from __future__ import annotations
@@ -40,18 +46,23 @@ from selfsup.io import append_jsonl, atomic_write_json, atomic_write_text, dumps
 from selfsup.progress import Progress
 from selfsup.runs import Run, resume_run, start_run
 
+from ..core.mcts import MCTS
 from ..core.routes import Route, draw_route
 from ..core.search import RetroStar
 from ..core.single_step import FixedReactionModel, SingleStepModel
-from ..core.stock import Stock
+from ..core.stock import BloomStock, Stock
 
 __all__ = [
+    "PLANNERS",
     "PlanConfig",
+    "PlanMctsConfig",
     "SearchSpec",
+    "check_planner",
     "load_plan_config",
     "make_model_factory",
     "make_stock",
     "make_value_factory",
+    "mcts_options",
     "plan",
     "plan_targets",
     "read_records",
@@ -60,6 +71,7 @@ __all__ = [
 ]
 
 DEFAULT_SUCCESS_AT = [10, 25, 50, 100, 200, 300, 400, 500]
+PLANNERS = ("retro_star", "mcts")
 
 
 # ============================================================================ config
@@ -80,6 +92,16 @@ class PlanSearchConfig:
 
 
 @dataclass(frozen=True)
+class PlanMctsConfig:
+    """Options of ``planner: mcts`` (AiZynthFinder's defaults; see core/mcts.py)."""
+
+    c: float = 1.4  # exploration constant of the UCB term
+    seed: int | None = None  # tie-breaking generator, seeded per target; None: the run's seed
+    stock_weight: float = 0.95  # reward = w * share in stock + (1 - w) * depth squash
+    depth_midpoint: float = 4.0  # depth at which the squash term is 0.5
+
+
+@dataclass(frozen=True)
 class PlanConfig:
     name: str = "retro-plan"
     seed: int = 0
@@ -88,9 +110,11 @@ class PlanConfig:
     max_targets: int = 0  # plan only the first N targets (0 = all)
     model: str | None = None  # model.pt of a trained single-step model, or toy:NAME (required)
     value_model: str | None = None  # value-network checkpoint (None: Retro*-0)
-    stock: str | None = None  # stock file or toy:NAME; None: USPTO-50k reactants never produced
+    stock: str | None = None  # file, toy:NAME or molbloom:CATALOG; None: USPTO-50k leaves
     data: PlanDataConfig = field(default_factory=PlanDataConfig)
     search: PlanSearchConfig = field(default_factory=PlanSearchConfig)
+    planner: str = "retro_star"  # retro_star | mcts
+    mcts: PlanMctsConfig = field(default_factory=PlanMctsConfig)
     executor: str = "local"  # local (process pool) | ray
     n_workers: int = 1
     start_method: str = "spawn"  # multiprocessing start method of the local pool
@@ -111,7 +135,25 @@ def load_plan_config(
         raise ConfigError("model is required: the model.pt of a single-step run "
                           "(selfsup chem train-single-step) or toy:NAME")
     _check_common(cfg.executor, cfg.n_workers, cfg.search.max_iterations)
+    check_planner(cfg.planner, cfg.value_model)
     return cfg
+
+
+def check_planner(planner: str, value_model: str | None = None) -> None:
+    """A :class:`ConfigError` for an unknown planner or a value model given to MCTS."""
+    if planner not in PLANNERS:
+        raise ConfigError(f"planner must be one of {', '.join(PLANNERS)}, got {planner!r} "
+                          "(e.g. planner=mcts)")
+    if planner == "mcts" and value_model:
+        raise ConfigError("value_model is used by planner retro_star only; drop value_model "
+                          "or set planner=retro_star")
+
+
+def mcts_options(cfg: PlanConfig) -> dict[str, Any]:
+    """Keyword arguments of :class:`MCTS` from ``cfg.mcts`` (seed: ``cfg.seed`` if unset)."""
+    m = cfg.mcts
+    return {"c": m.c, "seed": cfg.seed if m.seed is None else m.seed,
+            "stock_weight": m.stock_weight, "depth_midpoint": m.depth_midpoint}
 
 
 def _check_common(executor: str, n_workers: int, max_iterations: int) -> None:
@@ -183,8 +225,14 @@ def make_value_factory(
     return partial(_load_value, str(path), torch_threads)
 
 
-def make_stock(spec: str | None, root: str | None = None, cache_dir: str | None = None) -> Stock:
-    """A stock file, ``toy:NAME``/``toy:all``, or (``None``) the USPTO-50k-derived default."""
+def make_stock(spec: str | None, root: str | None = None, cache_dir: str | None = None
+               ) -> Stock | BloomStock:
+    """A stock file, ``toy:NAME``/``toy:all``, ``molbloom:CATALOG`` (a purchasable-molecule
+    Bloom filter, e.g. ``molbloom:zinc-instock-mini``: ZINC20 in stock, false positives stated
+    in ``describe()``; needs ``pip install 'selfsup[retro]'``), or (``None``) the
+    USPTO-50k-derived default."""
+    if spec is not None and spec.startswith("molbloom:"):
+        return BloomStock.from_molbloom(spec[len("molbloom:"):])
     if spec is None:
         from .route_benchmark import default_stock, load_uspto_reactions
 
@@ -207,31 +255,39 @@ def make_stock(spec: str | None, root: str | None = None, cache_dir: str | None 
 
 @dataclass(frozen=True)
 class SearchSpec:
-    """Everything a worker needs to build its :class:`RetroStar` (picklable)."""
+    """Everything a worker needs to build its planner (picklable): :class:`RetroStar` for
+    ``planner='retro_star'``, :class:`MCTS` (keyword arguments ``mcts``) for ``'mcts'``."""
 
     model_factory: Callable[[], SingleStepModel]
-    stock: Stock
+    stock: Stock | BloomStock
     value_factory: Callable[[], Callable[[str], float]] | None = None
     top_k: int = 50
     max_iterations: int | None = 500
     time_limit_s: float | None = None
     max_depth: int | None = None
+    planner: str = "retro_star"
+    mcts: dict[str, Any] = field(default_factory=dict)
 
-    def build(self) -> RetroStar:
+    def build(self) -> RetroStar | MCTS:
+        check_planner(self.planner, "value" if self.value_factory is not None else None)
+        if self.planner == "mcts":
+            return MCTS(self.model_factory(), self.stock, top_k=self.top_k,
+                        max_iterations=self.max_iterations, time_limit_s=self.time_limit_s,
+                        max_depth=self.max_depth, **self.mcts)
         value_fn = self.value_factory() if self.value_factory is not None else None
         return RetroStar(self.model_factory(), self.stock, value_fn, top_k=self.top_k,
                          max_iterations=self.max_iterations, time_limit_s=self.time_limit_s,
                          max_depth=self.max_depth)
 
 
-_WORKER: dict[str, RetroStar] = {}
+_WORKER: dict[str, RetroStar | MCTS] = {}
 
 
 def _init_worker(spec: SearchSpec) -> None:
     _WORKER["search"] = spec.build()
 
 
-def _search_one(search: RetroStar, index: int, target: str) -> dict[str, Any]:
+def _search_one(search: RetroStar | MCTS, index: int, target: str) -> dict[str, Any]:
     try:
         res = search.run(target)
     except Exception as err:  # a bad target is recorded and counted, never fatal
@@ -422,6 +478,8 @@ def _execute(run: Run, cfg: PlanConfig) -> dict[str, Any]:
         max_iterations=cfg.search.max_iterations,
         time_limit_s=cfg.search.time_limit_s,
         max_depth=cfg.search.max_depth,
+        planner=cfg.planner,
+        mcts=mcts_options(cfg) if cfg.planner == "mcts" else {},
     )
     jsonl = run.path / "results.jsonl"
     done = read_records(jsonl)
@@ -455,7 +513,9 @@ def _execute(run: Run, cfg: PlanConfig) -> dict[str, Any]:
         "stock": stock.describe(),
         "model": cfg.model,
         "value_model": cfg.value_model,
-        "algorithm": "Retro*" if cfg.value_model else "Retro*-0",
+        "planner": cfg.planner,
+        "algorithm": ("MCTS" if cfg.planner == "mcts"
+                      else "Retro*" if cfg.value_model else "Retro*-0"),
         "seconds_this_call": round(time.perf_counter() - t0, 2),
     })
     run.finish(results)
