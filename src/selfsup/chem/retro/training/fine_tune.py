@@ -29,9 +29,15 @@ from selfsup.device import setup_fabric
 from selfsup.errors import InputError
 from selfsup.runs import Run
 
-from ..core.reactions import Reaction, canonical_reactants, extract_retro_template
+from ..core.reactions import (
+    Reaction,
+    canonical_reactants,
+    extract_retro_template,
+    template_reproduces,
+)
 from ..models.mlp import ForwardTemplateModel, MLPSingleStepModel
 from .metrics import template_topk_accuracy
+from .template_identity import TemplateMatcher
 from .train_single_step import train_epoch
 
 __all__ = ["fine_tune"]
@@ -51,6 +57,8 @@ def fine_tune(
     select: tuple[np.ndarray, np.ndarray] | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
     precision: str = "auto",
+    match_top_k: int = 50,
+    match_scan: bool = True,
 ) -> dict[str, Any]:
     """Continue training ``model.net`` from its current weights on new reactions.
 
@@ -59,10 +67,24 @@ def fine_tune(
 
     ``reactions`` items are ``(input, template)`` pairs, ``input`` the product (backward
     model) or the reactant set (forward model, dotted string or sequence) and ``template`` a
-    template string of ``model.templates`` or its index; or :class:`Reaction` objects with
-    atom-mapped text (their template is extracted with rdchiral). Items whose template is not
-    in the model's vocabulary or that cannot be parsed are skipped and counted. Logs one
-    ``finetune_loss`` row per epoch to ``run`` when given. Returns counts and losses.
+    template string or its index in ``model.templates``; or :class:`Reaction` objects with
+    atom-mapped text. Templates are matched by what they do, never by raw string alone
+    (:class:`~.template_identity.TemplateMatcher`): a template string is found in the vocabulary
+    by string, then by canonical key; a :class:`Reaction`'s template is extracted with rdchiral,
+    the reaction is skipped (``template_not_reproducing``) when that template does not give back
+    its own reactants, and otherwise is labelled with the vocabulary template of the same string
+    or key, else the first of the model's ``match_top_k`` templates for its input that
+    reproduces it, else (``match_scan``) the first vocabulary template that reproduces it (the
+    scan applies only the templates whose product pattern matches the product). Cost, measured
+    on 300 USPTO-50k test reactions against a 13,180-template vocabulary (2 shared CPU cores):
+    134 placed by string, 71 more by key (the vocabulary's keys take ~10 s once); the 87 left
+    to application took 0.29 s each on average (max 1.9 s, 49 templates applied): 46 placed
+    from the model's top-50, 25 by the scan, 16 nowhere (``python -m
+    selfsup.chem.retro.training.template_identity --n 300 --model M``). Items whose template is
+    found nowhere (``unknown_template``), without a template (``no_template``) or that cannot
+    be parsed (``malformed``) are skipped and counted; ``matched`` counts how the others were
+    labelled. Logs one ``finetune_loss`` row per epoch to ``run`` when given. Returns counts
+    and losses.
 
     ``select = (fingerprints, labels)`` of held-out reactions (labels index ``model.templates``,
     ``-1`` unknown) turns on model selection: template top-1 on them is measured before the first
@@ -75,10 +97,12 @@ def fine_tune(
     device; ``auto`` is 32-bit on the CPU.
     """
     forward = isinstance(model, ForwardTemplateModel)
-    index = {t: i for i, t in enumerate(model.templates)}
+    matcher = TemplateMatcher(model.templates)
     inputs: list[str] = []
     labels: list[int] = []
     skipped: dict[str, int] = {}
+    matched: dict[str, int] = {}
+    pending: list[tuple[int, Reaction]] = []  # (position in labels, reaction) to apply
 
     def skip(reason: str) -> None:
         skipped[reason] = skipped.get(reason, 0) + 1
@@ -86,7 +110,6 @@ def fine_tune(
     for item in reactions:
         try:
             if isinstance(item, Reaction):
-                template: str | int = extract_retro_template(item)
                 text = ".".join(item.reactants) if forward else item.product
             else:
                 source, template = item
@@ -95,15 +118,49 @@ def fine_tune(
         except (InputError, TypeError, ValueError):
             skip("malformed")
             continue
-        if isinstance(template, (int, np.integer)):
+        if isinstance(item, Reaction):
+            try:
+                template = extract_retro_template(item)
+            except InputError:
+                skip("no_template")
+                continue
+            if not template_reproduces(template, item):
+                skip("template_not_reproducing")
+                continue
+            label, how = matcher.lookup(template)
+            if label < 0:  # labelled below, by application
+                pending.append((len(labels), item))
+                inputs.append(text)
+                labels.append(-1)
+                continue
+        elif isinstance(template, (int, np.integer)):
             label = int(template) if 0 <= int(template) < len(model.templates) else -1
+            how = "index"
+        elif isinstance(template, str):
+            label, how = matcher.lookup(template)
         else:
-            label = index.get(template, -1)
+            skip("malformed")
+            continue
         if label < 0:
             skip("unknown_template")
             continue
+        matched[how] = matched.get(how, 0) + 1
         inputs.append(text)
         labels.append(label)
+    if pending:  # by application: the model's top-k for the input first, then a scan
+        scores = model.template_scores([inputs[pos] for pos, _ in pending])
+        k = min(int(match_top_k), len(model.templates))
+        for (pos, rxn), row in zip(pending, scores):
+            top = np.argsort(-row, kind="stable")[:k] if k > 0 else []
+            res = matcher.match(rxn, None, top, scan=match_scan)
+            labels[pos] = res.index
+            if res.index >= 0:
+                matched[res.how] = matched.get(res.how, 0) + 1
+            if res.index < 0:
+                skip("unknown_template")
+        keep = [i for i, y in enumerate(labels) if y >= 0]
+        inputs = [inputs[i] for i in keep]
+        labels = [labels[i] for i in keep]
 
     t0 = time.perf_counter()
     losses: list[float] = []
@@ -152,6 +209,7 @@ def fine_tune(
         "n_examples": len(labels),
         "n_skipped": sum(skipped.values()),
         "skipped": skipped,
+        "matched": matched,
         "epochs": epochs if len(labels) >= 2 else 0,
         "losses": losses,
         "seconds": round(time.perf_counter() - t0, 2),

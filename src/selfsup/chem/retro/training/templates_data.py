@@ -20,6 +20,16 @@ keyed by a hash of the source files and the parameters).
 
 Malformed rows never stop preparation: they are skipped and counted per reason in a
 :class:`~selfsup.chem.retro.core.reactions.BulkReport` per split.
+
+Cleaned data (``clean=True``, issue 23): the train and valid reactions whose own template does
+not give back their reactants (:func:`~selfsup.chem.retro.core.reactions.template_reproduces`)
+are dropped and counted (``template_not_reproducing``; the test split is kept whole, so that its
+exact-match accuracy is measured on the same reactions as without cleaning), and templates are
+identified by their canonical key (:func:`~.template_identity.canonical_template`), not their
+string: train templates with one key are one class (named by their most frequent string) and a
+valid/test reaction is labelled by its template's key. ``extra_train`` adds reactions (a table
+written by :func:`write_reaction_table`, e.g. the ORD training group of
+:mod:`selfsup.chem.retro.workflows.ord_split`) to the train split.
 """
 
 from __future__ import annotations
@@ -41,10 +51,11 @@ from typing import Any
 import numpy as np
 
 from selfsup.errors import InputError
-from selfsup.io import atomic_write_bytes, atomic_write_json
+from selfsup.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 from ..core.fingerprints import morgan_fingerprints
 from ..core.reactions import BulkReport, Reaction, extract_retro_template
+from .template_identity import filter_reproducing, template_keys
 
 __all__ = [
     "CACHE_FORMAT",
@@ -56,12 +67,15 @@ __all__ = [
     "parse_template_records",
     "prepare_from_records",
     "prepare_uspto50k",
+    "read_reaction_table",
+    "write_reaction_table",
 ]
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 CACHE_FORMAT = "selfsup.uspto50k_templates/1"
+CHECKED_SPLITS = ("train", "valid")  # the splits that clean=True filters by reproduction
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,13 +185,40 @@ def parse_template_records(
     return out, report
 
 
-def build_vocabulary(templates: Iterable[str], min_count: int = 1) -> list[str]:
-    """Templates seen at least ``min_count`` times, by decreasing count then by string."""
+def build_vocabulary(templates: Iterable[str], min_count: int = 1, *,
+                     by_key: bool = False) -> list[str]:
+    """Templates seen at least ``min_count`` times, by decreasing count then by string.
+
+    ``by_key``: templates with the same canonical key (:func:`~.template_identity.template_keys`)
+    count as one template, named by its most frequent string (ties: the smallest string).
+    """
     if min_count < 1:
         raise InputError(f"min_count must be >= 1, got {min_count}")
     counts = Counter(templates)
+    if by_key:
+        strings = sorted(counts)
+        groups: dict[str, list[str]] = {}
+        for t, key in zip(strings, template_keys(strings)):
+            groups.setdefault(key, []).append(t)
+        named = {min(g, key=lambda t: (-counts[t], t)): sum(counts[t] for t in g)
+                 for g in groups.values()}
+        counts = Counter(named)
     kept = [t for t, c in counts.items() if c >= min_count]
     return sorted(kept, key=lambda t: (-counts[t], t))
+
+
+def _label_index(vocab_list: Sequence[str], templates: Iterable[str], by_key: bool
+                 ) -> dict[str, int]:
+    """Template string -> label for every string in ``templates`` that has one."""
+    index = {t: i for i, t in enumerate(vocab_list)}
+    if not by_key:
+        return index
+    key_index = dict(zip(template_keys(vocab_list), range(len(vocab_list))))
+    strings = sorted(set(templates) - set(index))
+    for t, key in zip(strings, template_keys(strings)):
+        if key in key_index:
+            index[t] = key_index[key]
+    return index
 
 
 def build_split(
@@ -216,12 +257,13 @@ def prepare_from_records(
     radius: int = 2,
     n_bits: int = 2048,
     extra_skips: Mapping[str, int] | None = None,
+    clean: bool = False,
 ) -> tuple[TemplateData, dict[str, Any]]:
     """Prepare splits from in-memory rows (``records[split]``; ``"train"`` is required).
 
     ``extra_skips[split]`` adds rows that were already dropped upstream (by the file reader) to
-    the split's ``malformed_row`` count. Returns the data and the report (see
-    :func:`prepare_uspto50k`).
+    the split's ``malformed_row`` count. ``clean``: see the module docstring. Returns the data
+    and the report (see :func:`prepare_uspto50k`).
     """
     if "train" not in records:
         raise InputError("records need a 'train' split: the template vocabulary comes from it")
@@ -230,6 +272,12 @@ def prepare_from_records(
         t0 = time.perf_counter()
         parsed[split] = parse_template_records(rows, reextract=reextract)
         rep = parsed[split][1]
+        if clean and split in CHECKED_SPLITS:
+            examples = parsed[split][0]
+            keep, _ = filter_reproducing(
+                [(Reaction(product=e[1], reactants=tuple(e[2])), e[3]) for e in examples], rep)
+            rep.n_ok -= len(examples) - len(keep)
+            parsed[split] = ([examples[i] for i in keep], rep)
         n_dropped = int((extra_skips or {}).get(split, 0))
         if n_dropped:
             rep.n_total += n_dropped
@@ -238,8 +286,8 @@ def prepare_from_records(
             "%s: %d/%d reactions parsed in %.1fs", split, rep.n_ok, rep.n_total,
             time.perf_counter() - t0,
         )
-    vocab_list = build_vocabulary((e[3] for e in parsed["train"][0]), min_count)
-    vocab = {t: i for i, t in enumerate(vocab_list)}
+    vocab_list = build_vocabulary((e[3] for e in parsed["train"][0]), min_count, by_key=clean)
+    vocab = _label_index(vocab_list, (e[3] for ex, _ in parsed.values() for e in ex), clean)
     splits = {
         split: build_split(split, ex, vocab, rep, radius=radius, n_bits=n_bits)
         for split, (ex, rep) in parsed.items()
@@ -249,6 +297,7 @@ def prepare_from_records(
         "reextract": bool(reextract),
         "radius": int(radius),
         "n_bits": int(n_bits),
+        **({"clean": True} if clean else {}),
     }
     data = TemplateData(templates=vocab_list, splits=splits, params=params)
     return data, _report(data)
@@ -308,6 +357,16 @@ def _dataset_root(root: str | os.PathLike | None) -> Path:
     return fetch("uspto50k")
 
 
+def _resolve_table(path: str | os.PathLike) -> Path:
+    """``path`` as given when it exists (or is absolute), else under ``<data cache>/derived``
+    (where the ORD split writes its tables by default)."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    alt = _default_cache_dir().parent / p
+    return alt if alt.exists() else p
+
+
 def _default_cache_dir() -> Path:
     from selfsup.data.registry import default_root
 
@@ -324,6 +383,8 @@ def prepare_uspto50k(
     n_bits: int = 2048,
     splits: Sequence[str] = SPLITS,
     use_cache: bool = True,
+    clean: bool = False,
+    extra_train: Sequence[str | os.PathLike] = (),
 ) -> tuple[TemplateData, dict[str, Any]]:
     """Template-classifier data of USPTO-50k, computed once and cached.
 
@@ -338,6 +399,12 @@ def prepare_uspto50k(
     skips per reason (``malformed_row`` for rows the file reader dropped, ``malformed_reaction``,
     ``no_template``), the coverage of the split by the train vocabulary and the number of
     out-of-vocabulary reactions, plus ``n_templates``, ``params`` and ``cache``.
+
+    ``clean`` drops (and counts) train/valid reactions whose template does not reproduce them
+    and identifies templates by canonical key (module docstring); ``extra_train`` lists tables
+    (:func:`write_reaction_table`) whose reactions are added to the train split after
+    USPTO-50k's (their ids as written; unreadable rows counted as ``malformed_row``). Both are
+    part of the cache key (a table by its content).
     """
     from selfsup.data.molecules import load_uspto50k
 
@@ -345,12 +412,24 @@ def prepare_uspto50k(
         raise InputError("splits must include 'train': the template vocabulary comes from it")
     base = _dataset_root(root)
     files = {s: base / f"reaction_templates_50k_{s}.csv" for s in splits}
-    params = {
+    params: dict[str, Any] = {
         "min_count": int(min_count),
         "reextract": bool(reextract),
         "radius": int(radius),
         "n_bits": int(n_bits),
     }
+    if clean:  # only when set, so the key of the default preparation stays what it was
+        params["clean"] = True
+    extra_paths = [_resolve_table(p) for p in extra_train]
+    for p in extra_paths:
+        if not p.is_file():
+            from selfsup.errors import DataNotFoundError
+
+            raise DataNotFoundError(
+                f"missing extra training table {p}; write it with "
+                "`python -m selfsup.chem.retro.workflows.ord_split` (or pass an existing file)")
+    if extra_paths:
+        params["extra_train"] = [_file_digest(p) for p in extra_paths]
     digests = {}
     for s, p in files.items():
         if not p.is_file():
@@ -381,15 +460,59 @@ def prepare_uspto50k(
             warnings.simplefilter("ignore")  # the rows it drops are counted below
             records[s] = load_uspto50k(base, s)
         dropped[s] = _n_data_rows(p) - len(records[s])
+    for p in extra_paths:
+        rows, n_bad = read_reaction_table(p)
+        records["train"] = records["train"] + rows
+        dropped["train"] += n_bad
     data, report = prepare_from_records(
         records, min_count=min_count, reextract=reextract, radius=radius, n_bits=n_bits,
-        extra_skips=dropped,
+        extra_skips=dropped, clean=clean,
     )
+    data.params.update({k: v for k, v in params.items() if k == "extra_train"})
+    if extra_paths:
+        report["extra_train"] = {str(p): d for p, d in zip(extra_paths, params["extra_train"])}
     report["seconds"] = round(time.perf_counter() - t0, 2)
     if use_cache:
         _save_cache(json_path, npz_path, key, data, report)
     report["cache"] = {"hit": False, "path": str(npz_path) if use_cache else None}
     return data, report
+
+
+TABLE_HEADER = ("id", "reaction", "template")
+
+
+def write_reaction_table(path: str | os.PathLike, rows: Iterable[Mapping[str, str]]) -> Path:
+    """Write ``[{"id", "reaction", "template"}]`` as a tab-separated table (atomically): the
+    format of ``extra_train`` (``reaction`` an atom-mapped reaction SMILES, ``template`` its
+    rdchiral retro template or empty)."""
+    lines = ["\t".join(TABLE_HEADER)]
+    for r in rows:
+        cells = [str(r.get(c) or "") for c in TABLE_HEADER]
+        if any("\t" in c or "\n" in c for c in cells):
+            raise InputError(f"row {r.get('id')!r} has a tab or newline in a cell")
+        lines.append("\t".join(cells))
+    return atomic_write_text(Path(path), "\n".join(lines) + "\n")
+
+
+def read_reaction_table(path: str | os.PathLike) -> tuple[list[dict[str, str]], int]:
+    """Rows of a table written by :func:`write_reaction_table`, and the number of malformed
+    lines skipped (wrong number of cells, no reaction)."""
+    p = Path(path)
+    out: list[dict[str, str]] = []
+    bad = 0
+    with _open_text(p) as fh:
+        header = fh.readline().rstrip("\n").split("\t")
+        if tuple(header) != TABLE_HEADER:
+            raise InputError(f"{p}: header must be {'/'.join(TABLE_HEADER)} separated by tabs, "
+                             f"got {header[:3]}")
+        for line in fh:
+            cells = line.rstrip("\n").split("\t")
+            if len(cells) != len(TABLE_HEADER) or ">" not in cells[1]:
+                bad += 1
+                continue
+            out.append(dict(zip(TABLE_HEADER, cells)))
+    return out, bad
+
 
 
 def _save_cache(

@@ -108,6 +108,12 @@ class SSDataConfig:
     reextract: bool = False  # re-extract every template with rdchiral instead of the recorded
     radius: int = 2
     n_bits: int = 2048
+    # issue 23: drop train/valid reactions whose template does not reproduce them, and identify
+    # templates by canonical key (templates_data module docstring)
+    clean: bool = False
+    # tables of extra train reactions (templates_data.write_reaction_table; a relative path not
+    # found here is looked up under <data cache>/derived), e.g. the ORD training group
+    extra_train: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -291,6 +297,8 @@ def _prepare(cfg: SingleStepConfig) -> tuple[TemplateData, dict]:
         reextract=cfg.data.reextract,
         radius=cfg.data.radius,
         n_bits=cfg.data.n_bits,
+        clean=cfg.data.clean,
+        extra_train=tuple(cfg.data.extra_train),
     )
 
 
