@@ -199,3 +199,170 @@ def test_forward_augment_keeps_confident_back_consistent_products():
     aug = forward_augment(kept, Forward(), backward, min_probability=0.8)
     assert [(a.product, a.reactants, a.source) for a in aug] == [
         ("CCOCC", ("CC", "CCO"), "forward")]
+
+
+# ------------------------------------------------------------------ at scale: resume and counts
+
+
+def test_not_top1_marks_reactions_the_model_does_not_rank_first():
+    from selfsup.chem.retro.workflows.self_improve import not_top1
+
+    model = FixedReactionModel({"CCCCO": [(("CC", "CCO"), 0.6), (("CCCCCl",), 0.4)],
+                                "CCCCN": [(("CCCl",), 0.9)]})
+    rxns = [RouteReaction("CCCCO", ("CC", "CCO"), "t1"),   # ranked first
+            RouteReaction("CCCCO", ("CCCCCl",), "t2"),     # second
+            RouteReaction("CCCCN", ("CCCl",), "t3"),       # first
+            RouteReaction("OCCO", ("CO",), "t4")]          # no proposal at all
+    assert not_top1(rxns, model) == [False, True, False, True]
+
+
+def test_plan_resumable_after_a_kill_searches_only_the_rest(tmp_path):
+    from selfsup.chem.retro.core.toy import toy_worlds
+    from selfsup.chem.retro.workflows.plan import SearchSpec, make_model_factory, make_stock
+    from selfsup.chem.retro.workflows.self_improve import plan_resumable
+
+    worlds = toy_worlds()
+    # the two toy targets, an intermediate of each, and a dead molecule (no reaction)
+    targets = [worlds["dead_end"].target, "CCCCN", worlds["cycle"].target, "CC(C)N", "NCCN"]
+    spec = SearchSpec(make_model_factory("toy:all"), make_stock("toy:all"), top_k=5,
+                      max_iterations=20)
+    whole, n_whole = plan_resumable(targets, spec, tmp_path / "whole.jsonl")
+    assert n_whole == 5 and [r["success"] for r in whole] == [True, True, True, True, False]
+    assert whole[0]["iterations"] == worlds["dead_end"].retro_star_0_iterations
+
+    class Killed(Exception):
+        pass
+
+    seen = []
+
+    def kill_after_two(rec):
+        seen.append(rec["index"])
+        if len(seen) == 2:
+            raise Killed
+
+    jsonl = tmp_path / "part.jsonl"
+    with pytest.raises(Killed):
+        plan_resumable(targets, spec, jsonl, on_record=kill_after_two)
+    assert len(jsonl.read_text().splitlines()) == 2  # written before the kill
+    with jsonl.open("a") as f:
+        f.write('{"index": 4, "targ')  # a line cut by the kill
+    again, n_new = plan_resumable(targets, spec, jsonl)
+    assert n_new == 3
+    strip = [{k: v for k, v in r.items() if k != "time_s"} for r in again]
+    assert strip == [{k: v for k, v in r.items() if k != "time_s"} for r in whole]
+    # records of another target list at the same index are not taken as done
+    _, n_new = plan_resumable(targets[::-1], spec, jsonl)
+    assert n_new == 4  # index 2 holds the same target in both orders
+
+
+class _Kill(BaseException):
+    """Stands for a kill: not an Exception, so nothing in between catches it."""
+
+
+def _kill_at_record(monkeypatch, n_records):
+    """Make the self-improvement run stop as its ``n_records + 1``-th planning record is
+    about to be written (counted over all iterations)."""
+    import selfsup.chem.retro.workflows.self_improve as si
+
+    real = si.append_jsonl
+    count = [0]
+
+    def append(path, obj):
+        if count[0] == n_records:
+            raise _Kill
+        count[0] += 1
+        real(path, obj)
+
+    monkeypatch.setattr(si, "append_jsonl", append)
+    return lambda: monkeypatch.setattr(si, "append_jsonl", real)
+
+
+def _final_state(run_path, n_iterations):
+    last = run_path / "iterations" / f"iter_{n_iterations}"
+    model = MLPSingleStepModel.load(last / "model.pt")
+    return ((last / "reactions.csv").read_text(),
+            {k: v.clone() for k, v in model.net.state_dict().items()})
+
+
+@pytest.mark.parametrize(("n_iterations", "kill_at"), [(1, 2), (2, 7)])
+def test_resume_after_a_kill_mid_planning_matches_an_uninterrupted_run(
+        tiny, tmp_path, monkeypatch, n_iterations, kill_at):
+    from selfsup.chem.retro.workflows.self_improve import resume_self_improve
+    from selfsup.runs import Run
+
+    root, model = tiny
+    over = _si_overrides(root, model, tmp_path, n_iterations=n_iterations,
+                         **{"finetune.replay": 0.4})
+    whole, res_whole = self_improve(None, over)
+    # kill_at 2: during iteration 1 (5 targets); 7: during iteration 2, after iteration 1
+    restore = _kill_at_record(monkeypatch, kill_at)
+    with pytest.raises(_Kill):
+        self_improve(None, over)
+    restore()
+    runs = sorted(p for p in (tmp_path / "runs").iterdir() if p != whole.path)
+    killed = runs[-1]
+    assert Run.open(killed).meta["status"] == "failed"
+    it_killed = 1 + kill_at // 5
+    plan = killed / "iterations" / f"iter_{it_killed}" / "plan.jsonl"
+    assert len(plan.read_text().splitlines()) == kill_at % 5
+    done_before = {}
+    if it_killed == 2:
+        done_before = {p.name: p.read_bytes() for p in (killed / "iterations" / "iter_1")
+                       .iterdir()}
+    run, res = resume_self_improve(killed)
+    assert run.path == killed and Run.open(killed).meta["status"] == "finished"
+    it = res["iterations"][it_killed - 1]
+    assert it["n_planned_this_call"] == 5 - kill_at % 5 and it["n_targets"] == 5
+    assert it["n_plan_calls"] == 2  # the killed call recorded its time, then the resumed one
+    if it_killed == 2:  # the finished iteration was read back, not run again
+        assert {p.name: p.read_bytes() for p in (killed / "iterations" / "iter_1")
+                .iterdir()} == done_before
+        assert res["iterations"][0] == json.loads(done_before["summary.json"])
+    csv_a, w_a = _final_state(whole.path, n_iterations)
+    csv_b, w_b = _final_state(killed, n_iterations)
+    assert csv_a == csv_b
+    assert all(torch.equal(w_a[k], w_b[k]) for k in w_a)
+    for a, b in zip(res_whole["iterations"], res["iterations"]):
+        for key in ("n_solved", "n_route_reactions", "n_kept", "n_not_top1", "n_replay",
+                    "n_finetune_examples", "onestep"):
+            assert a[key] == b[key], key
+    # a finished run asked to resume is returned as it is
+    again, res_again = resume_self_improve(killed)
+    assert res_again == json.loads((killed / "results.json").read_text())
+
+
+def test_per_iteration_counts_add_up_and_the_value_network_is_trained(tiny, tmp_path):
+    from selfsup.chem.retro.models.value import ValueModel
+
+    root, model = tiny
+    with pytest.raises(ConfigError, match="value.epochs"):
+        self_improve(None, _si_overrides(root, model, tmp_path,
+                                         **{"value.train": "true", "value.epochs": 0}))
+    run, res = self_improve(None, _si_overrides(root, model, tmp_path, n_iterations=2,
+                                                **{"finetune.replay": 0.4,
+                                                   "value.train": "true",
+                                                   "value.epochs": 3}))
+    for it in res["iterations"]:
+        assert it["n_targets"] == 5 and it["n_solved"] <= it["n_targets"]
+        assert it["n_kept"] <= it["n_route_reactions"] == it["n_in"]
+        assert it["n_kept"] + it["n_not_ranked"] + it["n_low_probability"] == it["n_in"]
+        assert 0 <= it["n_not_top1"] <= it["n_kept"]
+        assert it["n_forward_augmented"] == 0
+        assert it["n_replay"] == round(0.4 * it["n_kept"])
+        assert it["n_finetune_examples"] + it["n_finetune_skipped"] == (
+            it["n_kept"] + it["n_replay"])
+        assert set(it["stage_seconds"]) == {"plan", "plan_search_seconds", "filter", "forward",
+                                            "finetune", "value", "eval"}
+        assert all(v >= 0 for v in it["stage_seconds"].values())
+        d = run.path / "iterations" / f"iter_{it['iteration']}"
+        assert json.loads((d / "summary.json").read_text()) == it
+        # value network: every solved route of >= 1 reaction (the 5 train targets), and
+        # one example per distinct non-leaf molecule of those routes
+        assert it["value"]["n_routes"] == 5 and it["value"]["n_examples"] == 5
+        v = ValueModel.load(d / "value.pt")
+        assert v.extra["iteration"] == it["iteration"] and v.extra["n_routes"] == 5
+        assert (v.predict(["OCCN"]) >= 0).all()
+    # iteration 1 plans with the reference model itself: every kept reaction is its top-1
+    assert res["iterations"][0]["n_not_top1"] == 0
+    assert res["value_models"] == [str(run.path / "iterations" / f"iter_{i}" / "value.pt")
+                                   for i in (1, 2)]

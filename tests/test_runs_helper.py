@@ -142,7 +142,7 @@ def test_resume_run_returns_a_finished_run_unchanged(events):
 
 @pytest.mark.parametrize(("kind", "how"), [
     ("chem.pretrain", "resume it with `selfsup chem pretrain --resume "),
-    ("chem.self_improve", "`selfsup chem self-improve` runs cannot be resumed"),
+    ("demo", "`selfsup demo` runs cannot be resumed"),
 ])
 def test_resume_run_refuses_a_run_of_another_kind(kind, how):
     run = _stopped(kind)

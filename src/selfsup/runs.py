@@ -74,7 +74,7 @@ KINDS: dict[str, tuple[str, bool]] = {
     "chem.pretrain": ("selfsup chem pretrain", True),
     "chem.train_single_step": ("selfsup chem train-single-step", True),
     "chem.plan": ("selfsup chem plan", True),
-    "chem.self_improve": ("selfsup chem self-improve", False),
+    "chem.self_improve": ("selfsup chem self-improve", True),
     "demo": ("selfsup demo", False),
 }
 

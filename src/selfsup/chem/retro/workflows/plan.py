@@ -343,8 +343,12 @@ def plan_targets(
         with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx,
                                  initializer=_init_worker, initargs=(spec,)) as pool:
             futures = [pool.submit(_worker_task, i, t) for i, t in todo]
-            for fut in as_completed(futures):
-                take(fut.result())
+            try:
+                for fut in as_completed(futures):
+                    take(fut.result())
+            except BaseException:  # Ctrl-C or a failing callback: drop the queued targets
+                pool.shutdown(wait=False, cancel_futures=True)  # (else exit waits for all)
+                raise
     return sorted(records, key=lambda r: r["index"])
 
 

@@ -22,6 +22,30 @@ Each iteration ``i = 1..n_iterations``:
 ``mode: random_control`` skips planning and fine-tunes on ``control_n_reactions`` true training
 reactions drawn at random (the same number the self-improvement iteration kept), to separate the
 effect of the planned data from that of more fine-tuning.
+
+At scale (the paper plans on all its training targets; ``configs/retro/self_improve_scale.yaml``
+plans on 5,000 per iteration) planning runs over ``n_workers`` processes and is resumable at
+target granularity: every finished target is appended to ``iterations/iter_i/plan.jsonl`` at
+once, an iteration is finished when its ``summary.json`` is written (after its model), and
+``selfsup chem self-improve --resume RUN`` (:func:`resume_self_improve`) skips the finished
+iterations (their model and reactions are read back) and plans only the targets of the current
+iteration that ``plan.jsonl`` lacks; the stages after planning are deterministic (seeded), so a
+resumed run ends with the same reactions and models as one never stopped.
+
+Each iteration reports (``results.json`` ``iterations[i]`` and ``iterations/iter_i/summary.json``)
+``n_targets`` planned, ``n_solved``, ``n_route_reactions`` collected, ``n_kept`` by the filter,
+``n_not_top1`` (kept reactions the current model does not already rank first: the ones that can
+teach it something; the search sees probabilities renormalised over the proposals, so with
+``min_probability`` > 0.5 every kept reaction is the reference model's top-1, and at iteration 1,
+where the current model is the reference, ``n_not_top1`` is 0 by construction: the paper's filter
+keeps only what the model already answers), ``n_forward_augmented`` and ``stage_seconds``
+(plan, filter, forward, finetune, value, eval; plan summed over the calls that planned this
+iteration, a call killed without a chance to record its time excepted, and
+``plan_search_seconds`` the summed per-target search time over all workers).
+``value.train: true`` also trains Retro*'s value network
+(:mod:`selfsup.chem.retro.models.value`) on the solved routes of the iteration's planning, route
+costs under the iteration's fine-tuned model, saved as ``iterations/iter_i/value.pt``
+(``benchmarks/retro/value_si.py`` compares Retro* with it against Retro*-0).
 """
 
 from __future__ import annotations
@@ -30,20 +54,28 @@ import csv
 import io
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from selfsup.config import load_config
 from selfsup.errors import ConfigError, InputError
-from selfsup.io import atomic_write_json, atomic_write_text, dumps_json
+from selfsup.io import append_jsonl, atomic_write_json, atomic_write_text, read_json_file
 from selfsup.progress import Progress
-from selfsup.runs import Run, start_run
+from selfsup.runs import Run, resume_run, start_run
 
 from ..core.single_step import SingleStepModel
-from .plan import PlanSearchConfig, SearchSpec, _check_common, make_model_factory, plan_targets
+from .plan import (
+    PlanSearchConfig,
+    SearchSpec,
+    _check_common,
+    make_model_factory,
+    plan_targets,
+    read_records,
+)
 
 __all__ = [
     "RouteReaction",
@@ -52,6 +84,9 @@ __all__ = [
     "confidence_filter",
     "forward_augment",
     "load_self_improve_config",
+    "not_top1",
+    "plan_resumable",
+    "resume_self_improve",
     "self_improve",
 ]
 
@@ -103,6 +138,18 @@ class SIFinetuneConfig:
 
 
 @dataclass(frozen=True)
+class SIValueConfig:
+    """Retro*'s value network trained on the solved routes of each iteration's planning."""
+
+    train: bool = False
+    epochs: int = 50
+    hidden: int = 128
+    lr: float = 1e-3
+    n_negatives: int = 5  # other proposals per route molecule (margin hinge); 0: MSE only
+    max_routes: int = 0  # most routes used (0 = all solved ones), a seeded subset
+
+
+@dataclass(frozen=True)
 class SIEvalConfig:
     n_test: int = 500  # held-out test reactions for one-step exact match (0 = the whole split)
     subset_seed: int = 0
@@ -126,6 +173,7 @@ class SelfImproveConfig:
     filter: SIFilterConfig = field(default_factory=SIFilterConfig)
     forward: SIForwardConfig = field(default_factory=SIForwardConfig)
     finetune: SIFinetuneConfig = field(default_factory=SIFinetuneConfig)
+    value: SIValueConfig = field(default_factory=SIValueConfig)
     eval: SIEvalConfig = field(default_factory=SIEvalConfig)
     executor: str = "local"
     n_workers: int = 1
@@ -150,6 +198,10 @@ def load_self_improve_config(
         raise ConfigError(f"n_iterations must be >= 1, got {cfg.n_iterations}")
     if cfg.filter.rank < 1 or not 0.0 <= cfg.filter.min_probability <= 1.0:
         raise ConfigError("filter.rank must be >= 1 and filter.min_probability in [0, 1]")
+    if cfg.value.train and (cfg.value.epochs < 1 or cfg.value.max_routes < 0
+                            or cfg.value.n_negatives < 0):
+        raise ConfigError("value.epochs must be >= 1, value.max_routes and value.n_negatives "
+                          ">= 0")
     _check_common(cfg.executor, cfg.n_workers, cfg.search.max_iterations)
     return cfg
 
@@ -203,16 +255,20 @@ def confidence_filter(
     rank: int = 5,
     min_probability: float = 0.8,
     top_k: int = 50,
+    on_progress: Callable[[int], None] | None = None,
 ) -> tuple[list[RouteReaction], dict[str, int]]:
     """Keep the reactions the reference model ranks within its top ``rank`` proposals with
     probability ``>= min_probability`` (probabilities as the search sees them: ``top_k``
     proposals, renormalised by the model). Returns the kept reactions (with ``ref_rank`` and
     ``ref_probability`` filled in) and counts ``{'n_in', 'n_kept', 'n_not_ranked',
-    'n_low_probability'}``."""
+    'n_low_probability'}``. ``on_progress(n)`` is called with the number of distinct products
+    asked so far."""
     kept: list[RouteReaction] = []
     counts = {"n_in": len(reactions), "n_kept": 0, "n_not_ranked": 0, "n_low_probability": 0}
+    proposals = _proposals(reference, [r.product for r in reactions], max(top_k, rank),
+                           on_progress=on_progress)
     for rxn in reactions:
-        props = reference.propose([rxn.product], max(top_k, rank))[0]
+        props = proposals[rxn.product]
         hit = next((i for i, p in enumerate(props) if p.reactants == rxn.reactants), None)
         if hit is None or hit >= rank:
             counts["n_not_ranked"] += 1
@@ -224,6 +280,38 @@ def confidence_filter(
         kept.append(RouteReaction(rxn.product, rxn.reactants, rxn.template, rxn.source, hit, p))
     counts["n_kept"] = len(kept)
     return kept, counts
+
+
+def _proposals(model: SingleStepModel, products: Sequence[str], top_k: int,
+               batch_size: int = 64, on_progress: Callable[[int], None] | None = None
+               ) -> dict[str, list]:
+    """``product -> proposals`` of every distinct product, asked in batches of ``batch_size``
+    (one model call per batch); a batch with an unparsable product is asked one by one, and
+    that product gets no proposals. ``on_progress(n)`` after each batch (n products done)."""
+    unique = list(dict.fromkeys(products))
+    out: dict[str, list] = {}
+    for s in range(0, len(unique), batch_size):
+        chunk = unique[s:s + batch_size]
+        try:
+            out.update(zip(chunk, model.propose(chunk, top_k)))
+        except InputError:
+            for p in chunk:
+                try:
+                    out[p] = model.propose([p], top_k)[0]
+                except InputError:
+                    out[p] = []
+        if on_progress is not None:
+            on_progress(len(out))
+    return out
+
+
+def not_top1(reactions: Sequence[RouteReaction], model: SingleStepModel, *, top_k: int = 50
+             ) -> list[bool]:
+    """For each reaction: ``True`` when ``model`` does not already rank its reactant set first
+    for its product (so fine-tuning on it can change the model's answer)."""
+    proposals = _proposals(model, [r.product for r in reactions], top_k)
+    return [not proposals[r.product] or proposals[r.product][0].reactants != r.reactants
+            for r in reactions]
 
 
 def forward_augment(
@@ -262,6 +350,58 @@ def forward_augment(
     return out
 
 
+def _read_reactions_csv(path: Any) -> list[RouteReaction]:
+    """The rows of a ``reactions.csv`` written by :func:`_reactions_csv` (an iteration's pool)."""
+    out = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            out.append(RouteReaction(
+                r["product"], tuple(r["reactants"].split(".")) if r["reactants"] else (),
+                r["template"], r["source"],
+                int(r["ref_rank"]) if r["ref_rank"] != "" else None,
+                float(r["ref_probability"]) if r["ref_probability"] != "" else None))
+    return out
+
+
+def plan_resumable(
+    targets: Sequence[str],
+    spec: SearchSpec,
+    jsonl: Path,
+    *,
+    n_workers: int = 1,
+    executor: str = "local",
+    start_method: str = "spawn",
+    description: str = "plan",
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """Plan every target not yet in ``jsonl`` (a record counts for the same target at the same
+    index only), appending each finished record to ``jsonl`` at once (flushed), so a killed
+    call loses at most the searches in flight. Returns all records, sorted by index, and how
+    many were searched by this call. Shows progress (``description``); ``on_record`` is called
+    after each new record is written."""
+    done = [r for r in read_records(jsonl)
+            if r["index"] < len(targets) and r.get("target_input") == targets[r["index"]]]
+    tally = {"done": len(done), "solved": sum(bool(r.get("success")) for r in done), "new": 0}
+    bar = Progress(len(targets), description, "targets")
+
+    def on_result(rec: dict[str, Any]) -> None:
+        append_jsonl(jsonl, rec)
+        tally["done"] += 1
+        tally["new"] += 1
+        tally["solved"] += bool(rec.get("success"))
+        bar.update(tally["done"], solved=tally["solved"])
+        if on_record is not None:
+            on_record(rec)
+
+    with bar:
+        if done:
+            bar.update(len(done), solved=tally["solved"])
+        new = plan_targets(targets, spec, n_workers=n_workers, executor=executor,
+                           start_method=start_method, skip={r["index"] for r in done},
+                           on_result=on_result)
+    return sorted(done + new, key=lambda r: r["index"]), tally["new"]
+
+
 def _reactions_csv(rows: Sequence[RouteReaction]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -281,6 +421,35 @@ def self_improve(config_path: str | os.PathLike | None = None, overrides: Sequen
     """Run ``n_iterations`` of self-improvement (or the random control); see the module doc."""
     return start_run("chem.self_improve", SelfImproveConfig, config_path, overrides,
                      _self_improve, loader=load_self_improve_config)
+
+
+def resume_self_improve(run_path: str | os.PathLike) -> tuple[Run, dict[str, Any]]:
+    """Go on with a killed self-improvement run: finished iterations are read back (never run
+    again), the current iteration's planning searches only the targets its ``plan.jsonl``
+    lacks, and the stages after planning run again. A finished run is returned as it is."""
+    return resume_run("chem.self_improve", SelfImproveConfig, run_path,
+                      lambda run, cfg, _: _self_improve(run, cfg),
+                      loader=load_self_improve_config)
+
+
+def _finished_iteration(d: Path) -> dict[str, Any] | None:
+    """The summary of iteration folder ``d`` when it finished (summary.json written after its
+    model.pt and reactions.csv), else None."""
+    if not ((d / "summary.json").is_file() and (d / "model.pt").is_file()
+            and (d / "reactions.csv").is_file()):
+        return None
+    return read_json_file(d / "summary.json", "an iteration's summary",
+                          "delete the iteration folder to run that iteration again")
+
+
+def _add_plan_seconds(d: Path, seconds: float, n_new: int, killed: bool) -> list[dict]:
+    """Append one planning call (wall seconds, targets it searched) to ``plan_calls.json``."""
+    path = d / "plan_calls.json"
+    calls = (read_json_file(path, "the planning calls of an iteration", expect=list)
+             if path.is_file() else [])
+    calls.append({"seconds": round(seconds, 2), "n_searched": n_new, "stopped": killed})
+    atomic_write_json(path, calls)
+    return calls
 
 
 def _self_improve(run: Run, cfg: SelfImproveConfig) -> dict[str, Any]:
@@ -307,23 +476,30 @@ def _self_improve(run: Run, cfg: SelfImproveConfig) -> dict[str, Any]:
     stock = default_stock(reactions) if cfg.stock is None else make_stock(cfg.stock)
     rng = np.random.default_rng(cfg.targets.seed)
 
-    # -- targets ---------------------------------------------------------------------------
+    # -- targets (a resumed run reads the ones it wrote) --------------------------------------
     n_bad = 0
-    if cfg.mode == "random_control":
-        targets: list[str] = []
-    elif cfg.targets.file:
-        targets, n_bad = load_targets(cfg.targets.file)
+    targets_file = run.path / "targets.smi"
+    if targets_file.is_file() and (run.path / "targets.json").is_file():
+        targets = [t for t in targets_file.read_text().splitlines() if t]
+        n_bad = int(read_json_file(run.path / "targets.json", "the run's target counts")
+                    .get("n_bad", 0))
     else:
-        bench = build_route_benchmark(reactions, stock=stock)
-        targets = bench.smiles("train", min_length=cfg.targets.min_length)
-    if cfg.targets.n and cfg.targets.n < len(targets):
-        targets = [targets[i] for i in sorted(rng.choice(len(targets), cfg.targets.n,
-                                                           replace=False))]
+        if cfg.mode == "random_control":
+            targets = []
+        elif cfg.targets.file:
+            targets, n_bad = load_targets(cfg.targets.file)
+        else:
+            bench = build_route_benchmark(reactions, stock=stock)
+            targets = bench.smiles("train", min_length=cfg.targets.min_length)
+        if cfg.targets.n and cfg.targets.n < len(targets):
+            targets = [targets[i] for i in sorted(rng.choice(len(targets), cfg.targets.n,
+                                                               replace=False))]
+        atomic_write_text(targets_file, "".join(t + "\n" for t in targets))
+        atomic_write_json(run.path / "targets.json", {"n": len(targets), "n_bad": n_bad})
     if cfg.mode == "self_improve" and not targets:
         raise InputError("no training targets to plan on: check targets.file / the data")
-    atomic_write_text(run.path / "targets.smi", "".join(t + "\n" for t in targets))
-    log.info("%d training targets (%d bad lines); stock %s", len(targets), n_bad,
-             stock.describe())
+    log.info("%d training targets (%d bad lines); stock %s; run folder %s", len(targets), n_bad,
+             stock.describe(), run.path)
 
     # -- held-out one-step evaluation --------------------------------------------------------
     test = data["test"]
@@ -340,7 +516,12 @@ def _self_improve(run: Run, cfg: SelfImproveConfig) -> dict[str, Any]:
         return {f"top{k}": em[f"top{k}"] for k in ks} | {"n": em["n"]}
 
     reference = MLPSingleStepModel.load(cfg.model)
-    onestep0 = onestep(reference)
+    before = run.path / "onestep_before.json"
+    if before.is_file():
+        onestep0 = read_json_file(before, "the one-step accuracy before self-improvement")
+    else:
+        onestep0 = onestep(reference)
+        atomic_write_json(before, onestep0)
     log.info("iteration 0 one-step exact match: %s", onestep0)
     train = data["train"]
 
@@ -348,47 +529,84 @@ def _self_improve(run: Run, cfg: SelfImproveConfig) -> dict[str, Any]:
     pool: list[RouteReaction] = []
     history: list[dict[str, Any]] = []
     for it in range(1, cfg.n_iterations + 1):
-        t_it = time.perf_counter()
         d = run.path / "iterations" / f"iter_{it}"
+        done_row = _finished_iteration(d)
+        if done_row is not None:  # finished before a kill: read back, never run again
+            history.append(done_row)
+            pool = _read_reactions_csv(d / "reactions.csv")
+            current = str(d / "model.pt")
+            log.info("iteration %d finished before; read back from %s", it, d)
+            continue
+        d.mkdir(parents=True, exist_ok=True)
+        t_it = time.perf_counter()
         row: dict[str, Any] = {"iteration": it}
+        secs: dict[str, float] = {}
         if cfg.mode == "self_improve":
             spec = SearchSpec(make_model_factory(current, cfg.torch_threads), stock,
                               top_k=cfg.search.top_k, max_iterations=cfg.search.max_iterations,
                               time_limit_s=cfg.search.time_limit_s,
                               max_depth=cfg.search.max_depth)
-            bar = Progress(len(targets), f"self-improve {it}/{cfg.n_iterations} plan", "targets")
-            tally = {"done": 0, "solved": 0}
-
-            def on_result(rec: dict[str, Any], bar: Progress = bar, tally: dict = tally) -> None:
-                tally["done"] += 1
-                tally["solved"] += bool(rec.get("success"))
-                bar.update(tally["done"], solved=tally["solved"])
-
-            with bar:
-                records = plan_targets(targets, spec, n_workers=cfg.n_workers,
-                                       executor=cfg.executor, start_method=cfg.start_method,
-                                       on_result=on_result)
-            atomic_write_text(d / "plan.jsonl", "".join(dumps_json(r) + "\n" for r in records))
+            t = time.perf_counter()
+            searched = [0]
+            stopped = True
+            try:
+                records, n_new = plan_resumable(
+                    targets, spec, d / "plan.jsonl", n_workers=cfg.n_workers,
+                    executor=cfg.executor, start_method=cfg.start_method,
+                    description=f"self-improve {it}/{cfg.n_iterations} plan",
+                    on_record=lambda rec, n=searched: n.__setitem__(0, n[0] + 1))
+                stopped = False
+            finally:  # a kill by signal 9 skips this; that call's seconds are then missing
+                calls = _add_plan_seconds(d, time.perf_counter() - t, searched[0], stopped)
+            secs["plan"] = round(sum(c["seconds"] for c in calls), 2)
+            secs["plan_search_seconds"] = round(sum(float(r.get("time_s") or 0.0)
+                                                    for r in records), 2)
             solved = sum(bool(r.get("success")) for r in records)
+            row.update({"n_targets": len(records), "n_planned_this_call": n_new,
+                        "n_plan_calls": len(calls), "n_solved": solved,
+                        "train_success_rate": solved / len(targets),
+                        "n_plan_errors": sum("error" in r for r in records)})
+            log.info("iteration %d: planned %d targets (%d this call), %d solved", it,
+                     len(records), n_new, solved)
+
+            t = time.perf_counter()
             route_rxns = collect_route_reactions(records)
-            kept, counts = confidence_filter(
-                route_rxns, reference, rank=cfg.filter.rank,
-                min_probability=cfg.filter.min_probability, top_k=cfg.search.top_k)
+            n_products = len({r.product for r in route_rxns})
+            with Progress(n_products, f"self-improve {it}/{cfg.n_iterations} filter",
+                          "products") as fbar:
+                kept, counts = confidence_filter(
+                    route_rxns, reference, rank=cfg.filter.rank,
+                    min_probability=cfg.filter.min_probability, top_k=cfg.search.top_k,
+                    on_progress=lambda n, fbar=fbar: fbar.update(n))
+            reference.clear_cache()
+            backward = reference if current == str(cfg.model) else (
+                MLPSingleStepModel.load(current))
+            if backward is reference:  # the reference is the current model: its ranks hold
+                flags = [k.ref_rank != 0 for k in kept]
+            else:
+                flags = not_top1(kept, backward, top_k=cfg.search.top_k)
+            secs["filter"] = round(time.perf_counter() - t, 2)
+            row.update({"n_route_reactions": len(route_rxns), **counts,
+                        "n_not_top1": int(sum(flags))})
             new = list(kept)
+
+            t = time.perf_counter()
+            row["n_forward_augmented"] = 0
             if cfg.forward.model:
                 from ..models.mlp import ForwardTemplateModel
 
                 fwd = ForwardTemplateModel.load(cfg.forward.model)
-                backward = MLPSingleStepModel.load(current)
                 aug = forward_augment(kept, fwd, backward,
                                       min_probability=cfg.forward.min_probability,
                                       n_templates=cfg.forward.n_templates,
                                       top_k=cfg.search.top_k)
                 new += aug
                 row["n_forward_augmented"] = len(aug)
-            row.update({"train_success_rate": solved / len(targets), "n_solved": solved,
-                        "n_route_reactions": len(route_rxns), **counts})
+            secs["forward"] = round(time.perf_counter() - t, 2)
+            if backward is not reference:
+                backward.clear_cache()
         else:
+            records = []
             n = min(cfg.control_n_reactions, len(train))
             pick = np.sort(np.random.default_rng(cfg.seed + it).choice(len(train), n,
                                                                        replace=False))
@@ -402,6 +620,7 @@ def _self_improve(run: Run, cfg: SelfImproveConfig) -> dict[str, Any]:
                 len(train), n_replay, replace=False))
             examples += [(train.products[i], train.templates[i]) for i in pick]
         row["n_replay"] = n_replay
+        t = time.perf_counter()
         model = MLPSingleStepModel.load(current)
         select = None
         if cfg.finetune.select_on_valid:
@@ -415,22 +634,35 @@ def _self_improve(run: Run, cfg: SelfImproveConfig) -> dict[str, Any]:
                            batch_size=cfg.finetune.batch_size, dropout=cfg.finetune.dropout,
                            seed=cfg.seed * 1000 + it, select=select,
                            on_epoch=lambda e, loss, fbar=fbar: fbar.update(e, loss=loss))
+        secs["finetune"] = round(time.perf_counter() - t, 2)
         if ft.get("select_top1"):
             row.update({"selected_epoch": ft["selected_epoch"],
                         "valid_template_top1_before": ft["select_top1"][0],
                         "valid_template_top1_after": ft["select_top1"][ft["selected_epoch"]]})
-        model.save(d / "model.pt", extra={"iteration": it, "mode": cfg.mode,
-                                          "n_finetune_examples": ft["n_examples"]})
-        atomic_write_text(d / "reactions.csv", _reactions_csv(pool))
         row.update({"n_finetune_examples": ft["n_examples"], "n_finetune_skipped":
                     ft["n_skipped"], "finetune_loss_last": ft["losses"][-1] if ft["losses"]
                     else None})
+        if cfg.value.train and cfg.mode == "self_improve":
+            log.info("iteration %d: training the value network on its routes", it)
+            t = time.perf_counter()
+            row["value"] = _train_value(cfg, records, model, stock, d / "value.pt", it)
+            model.clear_cache()
+            secs["value"] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
         row["onestep"] = onestep(model)
+        secs["eval"] = round(time.perf_counter() - t, 2)
+        row["stage_seconds"] = secs
         row["seconds"] = round(time.perf_counter() - t_it, 2)
-        history.append(row)
+        # the iteration is finished once summary.json is written, after its model and data
+        model.save(d / "model.pt", extra={"iteration": it, "mode": cfg.mode,
+                                          "n_finetune_examples": ft["n_examples"]})
+        atomic_write_text(d / "reactions.csv", _reactions_csv(pool))
         atomic_write_json(d / "summary.json", row)
-        run.log_metrics({"step": it, **{k: v for k, v in row.items() if k != "onestep"},
-                         **{f"onestep_{k}": v for k, v in row["onestep"].items()}})
+        history.append(row)
+        run.log_metrics({"step": it, **{k: v for k, v in row.items()
+                                        if k not in ("onestep", "stage_seconds", "value")},
+                         **{f"onestep_{k}": v for k, v in row["onestep"].items()},
+                         **{f"seconds_{k}": v for k, v in secs.items()}})
         log.info("iteration %d: %s", it, row)
         current = str(d / "model.pt")
 
@@ -447,7 +679,36 @@ def _self_improve(run: Run, cfg: SelfImproveConfig) -> dict[str, Any]:
         "iterations": history,
         "models": [str(run.path / "iterations" / f"iter_{i}" / "model.pt")
                    for i in range(1, cfg.n_iterations + 1)],
+        "value_models": [str(p) for i in range(1, cfg.n_iterations + 1)
+                         if (p := run.path / "iterations" / f"iter_{i}" / "value.pt").is_file()],
         "seconds": round(time.perf_counter() - t_start, 2),
     }
     run.finish(results)
     return results
+
+
+def _train_value(cfg: SelfImproveConfig, records: Sequence[dict[str, Any]], model: Any,
+                 stock: Any, path: Path, it: int) -> dict[str, Any]:
+    """Train the value network on the solved routes of ``records`` (costs under ``model``),
+    save it at ``path``; return what it was trained on and its last epoch."""
+    from ..core.routes import Route
+    from ..models.value import train_value_network, value_examples_from_routes
+
+    routes = [Route.from_dict(r["best_route"]) for r in records
+              if r.get("success") and r.get("best_route")]
+    routes = [r for r in routes if r.length > 0]  # a target in stock teaches nothing
+    if cfg.value.max_routes and len(routes) > cfg.value.max_routes:
+        pick = np.random.default_rng(cfg.seed * 1000 + 700 + it).choice(
+            len(routes), cfg.value.max_routes, replace=False)
+        routes = [routes[i] for i in sorted(pick)]
+    if not routes:
+        return {"n_routes": 0, "n_examples": 0, "trained": False}
+    examples = value_examples_from_routes(routes, model, stock, top_k=cfg.search.top_k,
+                                          n_negatives=cfg.value.n_negatives)
+    vmodel, hist = train_value_network(examples, hidden=cfg.value.hidden, lr=cfg.value.lr,
+                                       epochs=cfg.value.epochs, seed=cfg.seed * 1000 + it)
+    vmodel.extra.update({"iteration": it, "source": "self-improvement routes",
+                         "n_routes": len(routes)})
+    vmodel.save(path)
+    return {"n_routes": len(routes), "n_examples": len(examples), "trained": True,
+            "final": hist[-1]}

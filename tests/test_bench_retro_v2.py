@@ -1,0 +1,169 @@
+"""The retro v2 benchmark's helpers (benchmarks/retro/v2lib.py, run_v2.py): setting names, the
+comparison over targets both arms solve, success-within-N curves, compact per-target records,
+and the report written from a cache of made-up units (no planning, no training)."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import load_bench_script
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "retro"))
+
+
+@pytest.fixture(scope="module")
+def lib():
+    return load_bench_script("retro", "v2lib.py")
+
+
+def _rec(i, fsi, its=None, length=None):
+    return {"index": i, "target": f"C{'C' * i}O", "target_input": f"C{'C' * i}O",
+            "success": fsi is not None, "first_solution_iteration": fsi,
+            "iterations": its if its is not None else (fsi if fsi is not None else 50),
+            "best_route_length": length if fsi is not None else None, "time_s": 0.1,
+            "best_route": {"smiles": "x"}}
+
+
+def test_names(lib):
+    assert lib.stock_label(None) == "uspto50k-leaves"
+    assert lib.stock_label("molbloom:zinc-instock-mini") == "zinc-instock-mini"
+    assert lib.stock_label("/a/b/reachable_stock.smi.gz") == "reachable_stock"
+    assert lib.setting_name("reachable", "zinc-instock-mini", 200, 500) == (
+        "reachable/zinc-instock-mini/200/500it")
+    assert lib.file_key("a/b/15/100it|0|mcts_si1") == "a-b-15-100it__0__mcts_si1"
+
+
+def test_both_solved_pairs_targets_by_index(lib):
+    zero = [_rec(0, 10), _rec(1, 4), _rec(2, None), _rec(3, 30), _rec(4, 7)]
+    value = [_rec(0, 6), _rec(1, 5), _rec(2, 20), _rec(3, None), _rec(4, 3)]
+    c = lib.both_solved(zero, value[::-1])  # order does not matter
+    assert c["n_targets"] == 5 and c["n_both_solved"] == 3  # targets 0, 1, 4
+    assert c["success_rate_a"] == c["success_rate_b"] == 0.8
+    assert c["mean_iterations_both_a"] == pytest.approx(7.0)   # (10 + 4 + 7) / 3
+    assert c["mean_iterations_both_b"] == pytest.approx(14 / 3)  # (6 + 5 + 3) / 3
+    assert c["mean_difference_b_minus_a"] == pytest.approx(-7 / 3)  # -4, +1, -4
+    sd = math.sqrt(((-4 + 7 / 3) ** 2 * 2 + (1 + 7 / 3) ** 2) / 2)
+    assert c["stderr_difference"] == pytest.approx(sd / math.sqrt(3))
+    assert (c["n_b_fewer"], c["n_b_more"], c["n_only_a"], c["n_only_b"]) == (2, 1, 1, 1)
+    with pytest.raises(ValueError, match="different targets"):
+        lib.both_solved(zero, value[:4])
+
+
+def test_success_curve_and_compact_records(lib, tmp_path):
+    recs = [_rec(0, 0, 0), _rec(1, 3, 3, 1), _rec(2, None), _rec(3, 10, 10, 2)]
+    curve = lib.success_curve(recs, 10)
+    assert len(curve) == 11
+    assert curve[0] == 0.25 and curve[2] == 0.25 and curve[3] == 0.5 and curve[9] == 0.5
+    assert curve[10] == 0.75
+    lib.write_compact(tmp_path / "u.jsonl", recs)
+    rows = [json.loads(x) for x in (tmp_path / "u.jsonl").read_text().splitlines()]
+    assert [r["first_solution_iteration"] for r in rows] == [0, 3, None, 10]
+    assert rows[1]["route_length"] == 1 and "best_route" not in rows[1]
+
+
+def test_report_from_a_cache_of_made_up_units(tmp_path, monkeypatch):
+    v2 = load_bench_script("retro", "run_v2.py")
+    common = sys.modules["common"]
+    out = tmp_path / "out"
+    b = v2.Bench(v2.parse_args(["--model", str(tmp_path / "m.pt"), "--quick",
+                                "--out", str(out), "--seeds", "0", "1"]))
+    b.targets = ["CCO", "CCN", "CCC"]
+    b.target_source = "three made-up targets"
+    b.stock_name = "toy-all"
+    b.setting = "made-up/toy-all/3/100it"
+    cache = {"model": str(tmp_path / "m.pt"), "setting_meta": {b.setting: {
+        "targets_hash": "h", "n_targets": 3, "target_source": "three made-up targets",
+        "stock_spec": "toy:all", "stock": {"name": "toy:all", "size": 6},
+        "max_iterations": 100, "settings": b.st}}}
+    fsis = {"retro_star_0": [5, None, 40], "mcts": [20, 80, None]}
+    for seed in (0, 1):
+        for arm, fs in fsis.items():
+            recs = [_rec(i, f, length=2) for i, f in enumerate(fs)]
+            p = b.targets_dir / f"{arm}_{seed}.jsonl"
+            v2.write_compact(p, recs)
+            s = {f"success_at_{k}": sum(f is not None and f <= k for f in fs) / 3
+                 for k in (10, 25, 50, 100)}
+            cache[common.unit_key(b.setting, seed, arm)] = {
+                **s, "mean_route_length": 2.0, "mean_iterations": 1.0, "onestep_top1": 0.4,
+                "onestep_top10": 0.8, "per_target": str(p), "unit_seconds": 60.0}
+    v2.report(b, cache)
+    doc = json.loads((out / "retro.json").read_text())
+    got = {(r["arm"], r["metric"]): r for r in doc["rows"]}
+    assert got[("retro_star_0", "success_at_50")]["seeds"] == [2 / 3, 2 / 3]
+    assert got[("mcts", "success_at_100")]["mean"] == pytest.approx(2 / 3)
+    assert ("mcts", "success_at_200") not in got  # beyond the 100-iteration budget
+    assert got[("mcts", "unit_minutes")]["seeds"] == [1.0, 1.0]
+    md = (out / "retro.md").read_text()
+    assert "![curves](retro_curves.png)" in md and "toy:all" in md
+    assert "Missing units (14)" in md  # 9 arms x 2 seeds, 4 made up
+    assert (out / "retro_curves.png").stat().st_size > 1000
+
+
+def test_units_plan_toy_targets_cache_them_and_share_retro_star_0(tmp_path, monkeypatch):
+    import time
+
+    from selfsup.chem.retro.core.toy import cycle_world, dead_end_world
+
+    v2 = load_bench_script("retro", "run_v2.py")
+    common = sys.modules["common"]
+    out = tmp_path / "out"
+    b = v2.Bench(v2.parse_args(["--model", "toy:all", "--quick", "--out", str(out), "--seeds",
+                                "0", "1", "--stock", "toy:all", "--arms", "retro_star_0",
+                                "mcts"]))
+    b.targets = [dead_end_world().target, cycle_world().target, "NCCN"]  # NCCN: no reaction
+    b.target_source = "the toy worlds' targets and a dead molecule"
+    b.stock_name = "toy-all"
+    b.setting = v2.setting_name("toy", "toy-all", 3, 100)
+    b.cache = {"model": "toy:all", "setting_meta": {b.setting: {
+        "targets_hash": v2.text_hash(b.targets), "n_targets": 3,
+        "target_source": b.target_source, "stock_spec": "toy:all",
+        "stock": b.stock().describe(), "max_iterations": 100, "settings": b.st}}}
+    monkeypatch.setattr(b, "onestep", lambda m: {"top1": 0.5, "top10": 0.9, "n": 2})
+    units = [(b.setting, s, a) for s in (0, 1) for a in ("retro_star_0", "mcts")]
+    cache = common.run_units(units, b.cache, b.cache_path, b.run_root, b.run_unit,
+                             {b.setting: {}}, 1, "now", time.perf_counter(), "[test]",
+                             ("success_at_10",))
+    u0 = cache[common.unit_key(b.setting, 0, "retro_star_0")]
+    u1 = cache[common.unit_key(b.setting, 1, "retro_star_0")]
+    # dead_end: 4 iterations, cycle: 2, NCCN fails (counted at the 100-iteration maximum)
+    assert u0["success_at_10"] == u0["success_rate"] == pytest.approx(2 / 3)
+    assert u0["mean_iterations"] == pytest.approx((4 + 2 + 100) / 3)
+    assert u0["n_searched"] == 3 and u0["copied_from_seed"] is None
+    assert u1["copied_from_seed"] == 0 and u1["n_searched"] == 0
+    assert u1["mean_iterations"] == u0["mean_iterations"]
+    assert u0["stock"]["name"] == "toy:all" and u0["planner"] == "retro_star"
+    assert cache[common.unit_key(b.setting, 1, "mcts")]["planner"] == "mcts"
+    rows = [json.loads(x) for x in (out / u0["per_target"]).read_text().splitlines()]
+    assert [r["first_solution_iteration"] for r in rows] == [4, 2, None]
+    # a second runner finds every unit done and plans nothing
+    again = common.run_units(units, cache, b.cache_path, b.run_root, b.run_unit,
+                             {b.setting: {}}, 1, "later", time.perf_counter(), "[test]",
+                             ("success_at_10",))
+    assert {k: v for k, v in again.items() if k != "invocations"} == {
+        k: v for k, v in cache.items() if k != "invocations"}
+    v2.report(b, again)
+    doc = json.loads((out / "retro.json").read_text())
+    got = {(r["arm"], r["metric"]): r for r in doc["rows"]}
+    assert got[("retro_star_0", "success_at_100")]["seeds"] == [2 / 3, 2 / 3]
+    assert got[("mcts", "onestep_top10")]["mean"] == 0.9
+
+
+def test_stock_exclude_takes_molecules_out_of_the_stock_and_names_it(tmp_path):
+    from selfsup.chem.retro.core.toy import dead_end_world
+
+    v2 = load_bench_script("retro", "run_v2.py")
+    targets = tmp_path / "t.smi"
+    targets.write_text(dead_end_world().target + "\n")
+    heldout = tmp_path / "heldout_products.smi"
+    heldout.write_text("OCC\n")  # CCO (a dead_end building block) written another way
+    b = v2.Bench(v2.parse_args(["--model", "toy:all", "--quick", "--out", str(tmp_path / "o"),
+                                "--targets", str(targets), "--target-set", "toy",
+                                "--stock", "toy:all", "--stock-exclude", str(heldout)]))
+    b.prepare_targets()
+    assert b.setting == "toy/toy-all-minus-heldout_products/1/100it"
+    stock = b.stock()
+    assert "CCO" not in stock and "CCN" in stock  # CCN: the other dead_end building block
+    assert stock.describe()["n_excluded"] == 1
