@@ -81,7 +81,8 @@ class Counting(Source):
 def test_list_datasets_entries():
     specs = {s.name: s for s in list_datasets()}
     assert set(specs) == {"mnist", "fashion-mnist", "cifar10", "cifar100", "stl10",
-                          "imagefolder", "zinc250k", "moses", "uspto50k", "ord-uspto"}
+                          "imagefolder", "zinc250k", "moses", "uspto50k", "ord-uspto",
+                          "smiles-lstm-zinc-strong"}
     assert specs["uspto50k"].kind == "reactions" and specs["moses"].kind == "molecules"
     assert specs["cifar10"].kind == "image"
     for spec in specs.values():

@@ -104,7 +104,41 @@ def _optimize(args: argparse.Namespace) -> int:
 
     flags = ("objective", "budget", "optimizer", "seed")
     first = tuple(f"{k}={getattr(args, k)}" for k in flags if getattr(args, k) is not None)
+    if not args.resume:
+        first += _shipped_prior(args.config, [*first, *args.overrides])
     return _start_or_resume(args, optimize, resume, first)
+
+
+# the optimisers that start from a pretrained SMILES LSTM (all registered ones but graph_ga)
+PRIOR_OPTIMIZERS = ("gegl", "gegl_no_expert", "gegl_no_learning", "lstm_hc", "reinvent",
+                    "prior_only")
+
+
+def _shipped_prior(config: str | None, overrides: list[str]) -> tuple[str, ...]:
+    """``("prior=PATH",)`` of the shipped strong prior (dataset-registry entry
+    ``smiles-lstm-zinc-strong``, fetched and checked by hash) when the run's optimiser needs a
+    prior and none is given; ``()`` otherwise. ConfigError naming the fix when it is not there."""
+    from ..config import load_config
+    from ..data import fetch, get_spec
+    from ..data.catalog import STRONG_PRIOR
+    from ..errors import ConfigError, DataNotFoundError
+    from .optimize import OptimizeConfig
+
+    cfg = load_config(OptimizeConfig, config, overrides)
+    if cfg.optimizer not in PRIOR_OPTIMIZERS or cfg.prior is not None:
+        return ()
+    fix = ("pass prior=RUN/model.pt of `selfsup chem pretrain` (e.g. --config "
+           "configs/chem/pretrain_zinc_strong.yaml, or pretrain_zinc_cpu.yaml for minutes)")
+    if not get_spec(STRONG_PRIOR).fetchable:
+        raise ConfigError(f"optimizer '{cfg.optimizer}' needs a pretrained SMILES LSTM prior and "
+                          f"none was given; this version ships none yet (registry entry "
+                          f"'{STRONG_PRIOR}'): {fix}")
+    try:
+        return (f"prior={fetch(STRONG_PRIOR, root=cfg.data_root) / 'model.pt'}",)
+    except DataNotFoundError as exc:
+        raise ConfigError(f"optimizer '{cfg.optimizer}' needs a pretrained SMILES LSTM prior and "
+                          f"none was given; the shipped prior is not available here:\n{exc}\n"
+                          f"Or {fix}") from None
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -127,9 +161,9 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _self_improve(args: argparse.Namespace) -> int:
-    from .retro.workflows.self_improve import self_improve
+    from .retro.workflows.self_improve import resume_self_improve, self_improve
 
-    return _start_or_resume(args, self_improve, None)
+    return _start_or_resume(args, self_improve, resume_self_improve)
 
 
 def add_commands(sc) -> None:
@@ -201,6 +235,8 @@ def add_commands(sc) -> None:
                        "before and after is reported. mode=random_control fine-tunes on random "
                        "true training reactions instead.")
     si.add_argument("--config", help="YAML recipe, e.g. configs/retro/self_improve_cpu.yaml")
+    si.add_argument("--resume", metavar="RUN", help="continue a killed run: finished iterations "
+                    "are kept, planning goes on from the targets already done")
     si.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     si.set_defaults(func=_self_improve)
 
@@ -213,8 +249,9 @@ def add_commands(sc) -> None:
     p.add_argument("--objective", help="objective name (`selfsup chem objectives`)")
     p.add_argument("--budget", type=int, help="unique oracle calls (PMO: 10000)")
     p.add_argument("--optimizer", help="graph_ga | gegl | gegl_no_expert | gegl_no_learning | "
-                   "lstm_hc | reinvent | prior_only (all but graph_ga need prior=RUN/model.pt "
-                   "from `selfsup chem pretrain`)")
+                   "lstm_hc | reinvent | prior_only (all but graph_ga start from a prior: "
+                   "prior=RUN/model.pt from `selfsup chem pretrain`, by default the shipped "
+                   "one, dataset smiles-lstm-zinc-strong, once a release ships its weights)")
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", metavar="RUN", help="continue a killed run (replays from its "
                    "oracle record at no budget cost)")

@@ -6,6 +6,8 @@ the files, then files placed by hand). ``DATASETS`` lists them in registry order
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from selfsup.data.idx import mnist_pickle_to_idx
 from selfsup.data.sources import (
     DebianPackageSource,
@@ -353,7 +355,48 @@ _ORD_USPTO = DatasetSpec(
     ),
 )
 
+# The strong SMILES-LSTM prior (issue 24): what `selfsup chem optimize` starts its apprentice
+# optimisers (gegl, lstm_hc, reinvent, ...) from when no prior= is given. Its weights are the
+# model.pt of `selfsup chem pretrain --config configs/chem/pretrain_zinc_strong.yaml` (vocabulary
+# inside), kept in the repository at STRONG_PRIOR_DIR. There is no official URL. The entry can be
+# fetched only once the digest of the committed file is recorded here: every source is checked
+# against it, so nothing else is ever taken for the shipped prior.
+STRONG_PRIOR = "smiles-lstm-zinc-strong"
+STRONG_PRIOR_DIR = "benchmarks/results/gegl_prior_strong"  # relative to a checkout
+STRONG_PRIOR_SHA256: str | None = None  # sha256 of the committed model.pt; None: not shipped yet
+
+
+def strong_prior_spec(repo_copy: str | Path, sha256: str | None) -> DatasetSpec:
+    """The registry entry of the strong prior: ``model.pt`` from the repository copy in
+    ``repo_copy``, else placed by hand in the data directory, both checked against ``sha256``
+    (``None``: not fetchable, the weights are not shipped yet)."""
+    layouts = (Layout(("model.pt",)),)
+    checked = {"model.pt": sha256} if sha256 else {}
+    return DatasetSpec(
+        name=STRONG_PRIOR,
+        kind="model",
+        description="SMILES LSTM prior pretrained on ZINC250k by maximum likelihood "
+        "(configs/chem/pretrain_zinc_strong.yaml); model.pt holds weights, config and "
+        "vocabulary" + ("" if sha256 else ". Not shipped yet: its pretraining run has not "
+                        "been committed"),
+        citation="Segler et al., ACS Cent. Sci. 2018 (SMILES LSTM); Ahn et al., GEGL, NeurIPS "
+        "2020 (apprentice); trained here on ZINC250k (Irwin et al. 2012).",
+        files=("model.pt",),
+        sources=(
+            SystemPathSource(dirs=(str(repo_copy),), layouts=layouts, sha256=checked),
+            ManualSource(note="the model.pt of a finished `selfsup chem pretrain --config "
+                         "configs/chem/pretrain_zinc_strong.yaml` run, byte for byte the "
+                         f"committed one (in {STRONG_PRIOR_DIR} of a checkout)",
+                         layouts=layouts, sha256=checked),
+        ),
+        fetchable=sha256 is not None,
+    )
+
+
+_STRONG_PRIOR = strong_prior_spec(Path(__file__).resolve().parents[3] / STRONG_PRIOR_DIR,
+                                  STRONG_PRIOR_SHA256)
+
 DATASETS: tuple[DatasetSpec, ...] = (
     _MNIST, _FASHION, _CIFAR10, _CIFAR100, _STL10, _IMAGEFOLDER, _ZINC, _MOSES, _USPTO,
-    _ORD_USPTO,
+    _ORD_USPTO, _STRONG_PRIOR,
 )

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from selfsup.data.sources import Source
 
-KINDS = ("image", "molecules", "reactions")
+KINDS = ("image", "molecules", "reactions", "model")  # model: pretrained weights (a prior)
 
 
 @dataclass(frozen=True)
