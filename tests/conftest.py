@@ -62,3 +62,24 @@ def short_vision_run(*extra: str) -> list[str]:
     return ["data.name=synthetic", "data.synthetic_size=96", "data.val_size=32",
             "optim.epochs=1", "optim.batch_size=32", "trainer.progress=false",
             "trainer.log_every_n_steps=1", *extra]
+
+
+def chain_corpus(heads: list[str]) -> list[str]:
+    """Small molecules for SMILES-LSTM tests: each head group on a carbon chain of 1-8 atoms,
+    canonical and de-duplicated in order."""
+    from selfsup.chem.molecules import canonicalize_many
+
+    canon, n_bad = canonicalize_many([f"{head}{'C' * k}" for head in heads for k in range(1, 9)])
+    assert n_bad == 0
+    return list(dict.fromkeys(canon))
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """Run the test with one torch thread (restored afterwards)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

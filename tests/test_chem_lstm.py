@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import chain_corpus
 from selfsup.chem.lstm import (
     CHECKPOINT_FORMAT,
     SmilesLSTM,
@@ -18,7 +19,7 @@ from selfsup.chem.lstm import (
     sample_metrics,
     train_likelihood,
 )
-from selfsup.chem.molecules import Vocabulary, canonicalize_many
+from selfsup.chem.molecules import Vocabulary
 from selfsup.errors import InputError
 from selfsup.io import safe_torch_load
 from selfsup.runs import Run
@@ -29,19 +30,12 @@ HEADS = ["", "O", "N", "Cl", "F", "N#C", "OC", "NC", "C(=O)O", "C(=O)N", "c1cccc
 
 
 def corpus() -> list[str]:
-    """About 200 small molecules: a functional group on a carbon chain of 1-8 atoms."""
-    raw = [f"{head}{'C' * k}" for head in HEADS for k in range(1, 9)]
-    canon, n_bad = canonicalize_many(raw)
-    assert n_bad == 0
-    return list(dict.fromkeys(canon))
+    return chain_corpus(HEADS)
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _one_thread(one_torch_thread):
+    """Every test of this file on one torch thread."""
 
 
 @pytest.fixture(scope="module")

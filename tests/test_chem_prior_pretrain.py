@@ -4,10 +4,11 @@
 import pytest
 import torch
 
+from conftest import chain_corpus
 from selfsup.chem.lstm import SmilesLSTM, SmilesLSTMConfig, encode_smiles, pretrain, resume
 from selfsup.chem.lstm.corpus import batch_tokens
 from selfsup.chem.lstm.training import _grouped_loss
-from selfsup.chem.molecules import Vocabulary, canonicalize_many
+from selfsup.chem.molecules import Vocabulary
 from selfsup.errors import ConfigError
 from selfsup.io import safe_torch_load
 
@@ -16,17 +17,12 @@ HEADS = ["", "O", "N", "Cl", "F", "N#C", "OC", "NC", "C(=O)O", "C(=O)N", "c1cccc
 
 
 def corpus() -> list[str]:
-    canon, n_bad = canonicalize_many([f"{h}{'C' * k}" for h in HEADS for k in range(1, 9)])
-    assert n_bad == 0
-    return list(dict.fromkeys(canon))
+    return chain_corpus(HEADS)
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _one_thread(one_torch_thread):
+    """Every test of this file on one torch thread."""
 
 
 @pytest.fixture()

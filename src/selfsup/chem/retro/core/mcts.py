@@ -44,7 +44,6 @@ Deterministic given ``seed``: the generator is seeded afresh for every target.
 
 from __future__ import annotations
 
-import gc
 import math
 import random
 import time
@@ -54,7 +53,7 @@ from selfsup.chem.molecules import canonical_smiles
 from selfsup.errors import InputError
 
 from .routes import MIN_PROBABILITY, Route, RouteStep, reaction_cost
-from .search import SearchResult
+from .search import SearchResult, gc_paused
 from .single_step import Proposal, SingleStepModel
 from .stock import Stock
 
@@ -232,14 +231,8 @@ class MCTS:
     # ------------------------------------------------------------------------------------
     def run(self, target: str) -> SearchResult:
         """Search a route for ``target`` (any valid SMILES; canonicalised first)."""
-        paused = self.pause_gc and gc.isenabled()
-        if paused:
-            gc.disable()
-        try:
+        with gc_paused(self.pause_gc):
             return self._run(target)
-        finally:
-            if paused:
-                gc.enable()
 
     def _run(self, target: str) -> SearchResult:
         t0 = self._t0 = time.perf_counter()

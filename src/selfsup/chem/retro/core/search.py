@@ -26,6 +26,7 @@ search continues to collect routes, it selects the best open leaf outside fully 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import heapq
 import math
@@ -41,11 +42,26 @@ from .routes import MIN_PROBABILITY, Route, RouteStep, reaction_cost
 from .single_step import SingleStepModel
 from .stock import Stock
 
-__all__ = ["MoleculeNode", "ReactionNode", "RetroStar", "SearchResult", "iter_nodes"]
+__all__ = ["MoleculeNode", "ReactionNode", "RetroStar", "SearchResult", "gc_paused",
+           "iter_nodes"]
 
 INF = math.inf
 _isfinite = math.isfinite
 _MAX_MEMO = 1_000_000  # per-search memo of stock lookups and values
+
+
+@contextlib.contextmanager
+def gc_paused(pause: bool = True) -> Iterator[None]:
+    """Pause Python's cyclic garbage collector inside the block (a search makes many small
+    objects and no cycles it needs collected before it ends), restoring it on any exit."""
+    paused = pause and gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 class MoleculeNode:
@@ -235,14 +251,8 @@ class RetroStar:
     # ------------------------------------------------------------------------------------
     def run(self, target: str) -> SearchResult:
         """Search a route for ``target`` (any valid SMILES; canonicalised first)."""
-        paused = self.pause_gc and gc.isenabled()
-        if paused:
-            gc.disable()
-        try:
+        with gc_paused(self.pause_gc):
             return self._run(target)
-        finally:
-            if paused:
-                gc.enable()
 
     def _run(self, target: str) -> SearchResult:
         t0 = time.perf_counter()

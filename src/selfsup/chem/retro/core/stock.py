@@ -35,14 +35,22 @@ def inchikey(smiles: str) -> str | None:
 
     Memoised (bounded LRU): stock look-ups during a search repeat the same molecules.
     """
+    mol = _parse(smiles)
+    if mol is None:
+        return None
+    with rdBase.BlockLogs():
+        key = Chem.MolToInchiKey(mol)
+    return key or None
+
+
+def _parse(smiles: object):
+    """RDKit molecule of a non-empty SMILES string with at least one atom, else ``None``
+    (RDKit's messages silenced: a stock look-up answers no, it does not warn)."""
     if not isinstance(smiles, str) or not smiles.strip():
         return None
     with rdBase.BlockLogs():
         mol = Chem.MolFromSmiles(smiles.strip())
-        if mol is None or mol.GetNumAtoms() == 0:
-            return None
-        key = Chem.MolToInchiKey(mol)
-    return key or None
+    return None if mol is None or mol.GetNumAtoms() == 0 else mol
 
 
 class Stock:
@@ -245,13 +253,10 @@ MOLBLOOM_SHIPPED = "zinc-instock-mini"  # the one filter inside the molbloom whe
 def kekule_canonical(smiles: str) -> str | None:
     """RDKit canonical isomeric SMILES in Kekulé form (the strings molbloom's filters hold, as
     ``molbloom.canon`` writes them), or ``None`` when RDKit cannot parse ``smiles``."""
-    if not isinstance(smiles, str) or not smiles.strip():
+    mol = _parse(smiles)
+    if mol is None:
         return None
-    with rdBase.BlockLogs():
-        mol = Chem.MolFromSmiles(smiles.strip())
-        if mol is None or mol.GetNumAtoms() == 0:
-            return None
-        return Chem.MolToSmiles(mol, canonical=True, isomericSmiles=True, kekuleSmiles=True)
+    return Chem.MolToSmiles(mol, canonical=True, isomericSmiles=True, kekuleSmiles=True)
 
 
 class BloomStock:
