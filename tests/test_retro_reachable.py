@@ -21,6 +21,7 @@ from selfsup.chem.retro.workflows.route_benchmark_reachable import (
     known_route_ceiling,
     leaves_stock,
     one_step_solutions,
+    reaction_leaves,
 )
 from selfsup.errors import InputError
 
@@ -95,6 +96,23 @@ def test_held_out_free_stock_drops_held_out_products(world):
         HeldOutFreeStock(3, [])
 
 
+def test_written_stock_files_rebuild_the_same_stock(world, tmp_path):
+    from selfsup.chem.retro.workflows.route_benchmark_reachable import ReachableTargets, _write
+
+    reactions, _ = world
+    held = [r.product for r in reactions if r.split == "ord"]
+    smiles = ["CC(=O)O", "NCc1ccccc1", "OCC"]
+    wide = Stock.from_smiles(smiles, name="wide")
+    _write(tmp_path, "toy", ReachableTargets(targets=[], stock=HeldOutFreeStock(wide, held),
+                                             stock_smiles=smiles))
+    assert (tmp_path / "stock.smi").read_text().split() == smiles
+    again = HeldOutFreeStock(Stock.from_file(tmp_path / "stock.smi"),
+                             (tmp_path / "stock_exclude.smi").read_text().split())
+    for smi in ["NCc1ccccc1", "CC(=O)O", "OCC", "CCCC"]:
+        assert (smi in again) == (smi in HeldOutFreeStock(wide, held))
+    assert "NCc1ccccc1" not in again and "OCC" in again
+
+
 def test_one_step_solutions_need_every_reactant_in_stock(world):
     _, templates = world
     m = TemplateMatcher(templates)
@@ -146,6 +164,10 @@ def test_an_unreachable_step_removes_the_target(world):
     model = _Fixed([templates[0], templates[2]])  # no amide template
     rt = build_reachable_targets(reactions, model, scan=True)
     assert rt.targets == [] and rt.report["counts"] == {"step_not_reachable": 3}
+    # the default stock (leaves of every reaction) keeps its SMILES to be written out
+    assert rt.stock_smiles == reaction_leaves(reactions)
+    assert all(m in rt.stock.base for m in rt.stock_smiles)
+    assert "NCc1ccccc1" not in rt.stock_smiles  # a reaction makes it
 
 
 def test_ceiling_rows_format():

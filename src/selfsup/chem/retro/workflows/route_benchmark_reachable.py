@@ -99,11 +99,17 @@ def dataset_reactions_with_ord(
     return out
 
 
+def reaction_leaves(reactions: Iterable[DatasetReaction]) -> list[str]:
+    """Reactants of ``reactions`` that no reaction of ``reactions`` makes (sorted SMILES)."""
+    reactions = list(reactions)
+    made = {r.product for r in reactions}
+    return sorted({m for r in reactions for m in r.reactants if m not in made})
+
+
 def leaves_stock(reactions: Iterable[DatasetReaction], name: str = "all-reaction-leaves") -> Stock:
     """Reactants of ``reactions`` that no reaction of ``reactions`` makes."""
     reactions = list(reactions)
-    made = {r.product for r in reactions}
-    leaves = sorted({m for r in reactions for m in r.reactants if m not in made})
+    leaves = reaction_leaves(reactions)
     splits = "+".join(sorted({r.split for r in reactions}))
     return Stock.from_smiles(leaves, name=name,
                              source=f"reactants never produced, {len(reactions)} reactions "
@@ -119,7 +125,8 @@ class HeldOutFreeStock:
             raise InputError(f"stock {base!r} has no __contains__: pass a Stock or a set-like "
                              "object of SMILES")
         self.base = base
-        self._excluded = {k for k in map(inchikey, excluded) if k is not None}
+        self.excluded = sorted(set(excluded))  # as given (written out beside a target set)
+        self._excluded = {k for k in map(inchikey, self.excluded) if k is not None}
         self.name = name or f"{getattr(base, 'name', type(base).__name__)}-minus-heldout-products"
         self._memo: dict[str, bool] = {}
 
@@ -216,6 +223,7 @@ class ReachableTargets:
     facts: dict[str, dict[str, Any]] = field(default_factory=dict)
     candidates: list[BenchmarkTarget] = field(default_factory=list)  # before the filters
     step_matcher: Any = None  # the memoised step matches (reused by known_route_ceiling)
+    stock_smiles: list[str] | None = None  # the default base stock's SMILES (to write it out)
 
 
 def build_reachable_targets(
@@ -244,6 +252,7 @@ def build_reachable_targets(
     say = progress or (lambda msg: None)
     held_products = {r.product for r in reactions if r.split in test_splits}
     base = stock if stock is not None else leaves_stock(reactions)
+    base_smiles = reaction_leaves(reactions) if stock is None else None
     st = HeldOutFreeStock(base, held_products)
     bench = build_route_benchmark(reactions, stock=_Described(st), train_splits=train_splits,
                                   test_splits=test_splits)
@@ -290,7 +299,7 @@ def build_reachable_targets(
         "lengths": dict(sorted(Counter(str(t.length) for t in chosen).items())),
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    return ReachableTargets(chosen, st, report, facts, candidates, steps)
+    return ReachableTargets(chosen, st, report, facts, candidates, steps, base_smiles)
 
 
 class _Described:
@@ -366,6 +375,12 @@ def _write(out: Path, name: str, rt: ReachableTargets) -> None:
     atomic_write_text(out / f"{name}.smi", "".join(t.smiles + "\n" for t in rt.targets))
     atomic_write_json(out / f"{name}_routes.json", [t.to_dict() for t in rt.targets], indent=0)
     atomic_write_json(out / f"{name}_report.json", {**rt.report, "facts": rt.facts})
+    if isinstance(rt.stock, HeldOutFreeStock) and rt.stock_smiles is not None:
+        # the stock as the planners take it: `--stock stock.smi --stock-exclude
+        # stock_exclude.smi` of benchmarks/retro/run_v2.py
+        atomic_write_text(out / "stock.smi", "".join(m + "\n" for m in rt.stock_smiles))
+        atomic_write_text(out / "stock_exclude.smi",
+                          "".join(m + "\n" for m in rt.stock.excluded))
 
 
 def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
