@@ -6,6 +6,7 @@ one table), whose optimal routes and Retro*-0 iteration counts are worked out by
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 
@@ -184,6 +185,9 @@ def test_route_benchmark_hand_made_chains(tmp_path):
     assert rep["train"]["length_distribution"] == {"1": 2, "2": 1}
     paths = write_route_benchmark(bench, tmp_path / "bench")
     assert load_targets(paths["targets_test_multistep"]) == ([AMIDE], 0)
+    gz = tmp_path / "targets.smi.gz"
+    gz.write_bytes(gzip.compress(b"# a comment\n" + AMIDE.encode() + b"\nnot-a-smiles\n"))
+    assert load_targets(gz) == ([AMIDE], 1)  # gzip read transparently, the bad line counted
     again = load_route_benchmark(tmp_path / "bench", "test")
     assert again[0].route.signature() == amide.route.signature()
 

@@ -30,6 +30,7 @@ Everything is deterministic: targets are sorted by SMILES within each split.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -353,7 +354,8 @@ def load_route_benchmark(path: str | os.PathLike, group: str) -> list[BenchmarkT
 
 def load_targets(path: str | os.PathLike) -> tuple[list[str], int]:
     """Target SMILES from a file (one per line, first token; ``#`` comments and blank lines
-    ignored). Returns ``(canonical SMILES, number of unparsable lines skipped)``."""
+    ignored; ``.gz`` read transparently). Returns ``(canonical SMILES, number of unparsable
+    lines skipped)``."""
     from selfsup.chem.molecules import canonical_smiles
 
     p = Path(path)
@@ -362,7 +364,8 @@ def load_targets(path: str | os.PathLike) -> tuple[list[str], int]:
                          "one per line")
     out: list[str] = []
     bad = 0
-    for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+    raw = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+    for line in raw.decode("utf-8", errors="replace").splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
