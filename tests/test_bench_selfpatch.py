@@ -201,12 +201,13 @@ def test_claim_is_computed_from_the_figures(bench):
     assert c["verdict"] == "holds" and c["seeds"] == [0, 1, 2]
     line = bench.claim_line(c)
     assert "dense_miou +5.0 points (rose beyond the spread" in line
-    assert "image_linear -0.5 points, within 1 point" in line and "**holds**" in line
+    assert "image_linear -0.5 points, not more than 1 point below DINO" in line
+    assert "**holds**" in line
     # dense up, image down by 3 points
     hurt = {s: {**v, "image_linear": v["image_linear"] - 0.03} for s, v in up.items()}
     c = bench.claim(_cache(bench, {"dino": dino, "dino_selfpatch": hurt}), FULL)
     assert c["verdict"].startswith("does not hold (dense rose, but")
-    assert "NOT within 1 point" in bench.claim_line(c)
+    assert "MORE than 1 point below DINO" in bench.claim_line(c)
     # dense up by less than its spread (one seed down), image kept
     noisy = {s: {**v, "dense_miou": v["dense_miou"] + (0.02 if s else -0.01)}
              for s, v in dino.items()}

@@ -498,7 +498,7 @@ def claim_line(c: dict) -> str:
     side = "; ".join(f"{m} {v * 100:+.1f}" for m, v in c["other_diffs"].items() if v is not None)
     return (f"- **{c['other']} - {c['base']}** ({len(c['seeds'])} paired seed(s)): {dense}; "
             f"{IMAGE} {c['image_diff'] * 100:+.1f} points, "
-            f"{'within' if c['image_within_1_point'] else 'NOT within'} 1 point"
+            f"{'not more' if c['image_within_1_point'] else 'MORE'} than 1 point below DINO"
             + (f"; beside: {side}" if side else "") + f". Claim: **{c['verdict']}**.")
 
 
