@@ -83,3 +83,26 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def pretrain_straight_and_resumed(make_args, runs_dir: Path, monkeypatch, stop_step: int):
+    """Run ``selfsup chem pretrain`` twice from ``make_args(name)``: once straight, once stopped
+    after ``stop_step`` (fault injection) and resumed from its last checkpoint. Returns
+    ``(straight_run, straight_results, resumed_run, resumed_results)``, after checking that the
+    two runs' model.pt weights are equal."""
+    import torch
+
+    from selfsup.chem.lstm import pretrain, resume
+    from selfsup.io import safe_torch_load
+
+    straight, res_a = pretrain(None, make_args("straight"))
+    monkeypatch.setenv("SELFSUP_FAULT_INJECT", f"stop_at_step:{stop_step}")
+    with pytest.raises(RuntimeError, match="stopped the run"):
+        pretrain(None, make_args("stopped"))
+    monkeypatch.delenv("SELFSUP_FAULT_INJECT")
+    (stopped,) = (p for p in runs_dir.iterdir() if p.name.startswith("stop"))
+    run, res_b = resume(stopped)
+    a = safe_torch_load(straight.path / "model.pt")["state_dict"]
+    b = safe_torch_load(run.path / "model.pt")["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return straight, res_a, run, res_b

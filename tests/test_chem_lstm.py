@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import chain_corpus
+from conftest import chain_corpus, pretrain_straight_and_resumed
 from selfsup.chem.lstm import (
     CHECKPOINT_FORMAT,
     SmilesLSTM,
@@ -337,16 +337,9 @@ def test_a_stopped_and_resumed_run_equals_the_uninterrupted_one_file_by_file(
     checkpoint are those of the uninterrupted run; also in bf16 mixed precision (Fabric's
     autocast, on the CPU here)."""
     extra = {"optim.max_steps": 40, "trainer.precision": precision}
-    straight, res_a = pretrain(None, _args(smiles_file, name="straight", **extra))
-    monkeypatch.setenv("SELFSUP_FAULT_INJECT", "stop_at_step:25")
-    with pytest.raises(RuntimeError, match="stopped the run"):
-        pretrain(None, _args(smiles_file, name="stopped", **extra))
-    monkeypatch.delenv("SELFSUP_FAULT_INJECT")
-    (stopped,) = (p for p in (smiles_file.parent / "runs").iterdir() if p.name.startswith("stop"))
-    run, res_b = resume(stopped)
-    a = safe_torch_load(straight.path / "model.pt")["state_dict"]
-    b = safe_torch_load(run.path / "model.pt")["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    straight, res_a, run, res_b = pretrain_straight_and_resumed(
+        lambda name: _args(smiles_file, name=name, **extra), smiles_file.parent / "runs",
+        monkeypatch, stop_step=25)
 
     def rows(r: Run) -> list[dict]:
         return [{k: v for k, v in row.items() if k != "tokens_per_s"} for row in r.read_metrics()]

@@ -4,13 +4,12 @@
 import pytest
 import torch
 
-from conftest import chain_corpus
-from selfsup.chem.lstm import SmilesLSTM, SmilesLSTMConfig, encode_smiles, pretrain, resume
+from conftest import chain_corpus, pretrain_straight_and_resumed
+from selfsup.chem.lstm import SmilesLSTM, SmilesLSTMConfig, encode_smiles, pretrain
 from selfsup.chem.lstm.corpus import batch_tokens
 from selfsup.chem.lstm.training import _grouped_loss
 from selfsup.chem.molecules import Vocabulary
 from selfsup.errors import ConfigError
-from selfsup.io import safe_torch_load
 
 HEADS = ["", "O", "N", "Cl", "F", "N#C", "OC", "NC", "C(=O)O", "C(=O)N", "c1ccccc1", "c1ccncc1",
          "C1CCCCC1", "S", "C=C", "CC(C)", "OC(=O)C", "N(C)C", "C1CC1", "c1ccoc1"]
@@ -70,17 +69,9 @@ def test_grouped_loss_is_the_batch_loss():
 def test_length_groups_resume_exactly(smiles_file, monkeypatch, precision):
     """A run with optim.length_groups=4 (and bf16 autocast) stopped after step 15 and resumed
     from its step-10 checkpoint ends with the weights and samples of the uninterrupted run."""
-    extra = {"trainer.precision": precision}
-    straight, res_a = pretrain(None, _args(smiles_file, name="straight", **extra))
-    monkeypatch.setenv("SELFSUP_FAULT_INJECT", "stop_at_step:15")
-    with pytest.raises(RuntimeError, match="stopped the run"):
-        pretrain(None, _args(smiles_file, name="stopped", **extra))
-    monkeypatch.delenv("SELFSUP_FAULT_INJECT")
-    (stopped,) = (p for p in (smiles_file.parent / "runs").iterdir() if p.name.startswith("stop"))
-    run, res_b = resume(stopped)
-    a = safe_torch_load(straight.path / "model.pt")["state_dict"]
-    b = safe_torch_load(run.path / "model.pt")["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    straight, res_a, run, res_b = pretrain_straight_and_resumed(
+        lambda name: _args(smiles_file, name=name, **{"trainer.precision": precision}),
+        smiles_file.parent / "runs", monkeypatch, stop_step=15)
     assert (straight.path / "samples.csv").read_bytes() == (run.path / "samples.csv").read_bytes()
     assert res_a["steps"] == res_b["steps"] == 30 and res_a["val_loss"] == res_b["val_loss"]
 
