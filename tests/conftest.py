@@ -106,3 +106,47 @@ def pretrain_straight_and_resumed(make_args, runs_dir: Path, monkeypatch, stop_s
     b = safe_torch_load(run.path / "model.pt")["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     return straight, res_a, run, res_b
+
+
+def random_retro_world(seed: int, n_mols: int, max_entries: int):
+    """A seeded random retrosynthesis world for brute-force checks of the planners:
+    ``(table, stock_smiles, target)``; molecules ``C`` .. ``C * n_mols``, each with 1 to
+    ``max_entries`` reactions of 1-2 reactants (no self-reactions, no repeats) and a probability
+    in [0.02, 1]; 4 of the first ``n_mols - 1`` molecules in stock; the target the last one."""
+    import random
+
+    rng = random.Random(seed)
+    mols = ["C" * n for n in range(1, n_mols + 1)]
+    table = {}
+    for m in mols:
+        entries = []
+        for _ in range(rng.randint(1, max_entries)):
+            reactants = tuple(sorted(rng.sample(mols, rng.randint(1, 2))))
+            if m in reactants or any(reactants == e[0] for e in entries):
+                continue
+            entries.append((reactants, round(rng.uniform(0.02, 1.0), 3)))
+        table[m] = entries
+    return table, rng.sample(mols[:-1], 4), mols[-1]
+
+
+def brute_force_routes(table, stock, mol, above, depth, max_depth):
+    """(min cost, number) of the acyclic routes of ``mol`` within ``max_depth`` reactions, by
+    enumeration from the definitions (reaction cost -log clip(p))."""
+    import math
+
+    from selfsup.chem.retro.core.routes import reaction_cost
+
+    if mol in stock:
+        return 0.0, 1
+    if depth >= max_depth:
+        return math.inf, 0
+    best, count = math.inf, 0
+    for reactants, p in table.get(mol, []):
+        if any(r in above | {mol} for r in reactants):
+            continue
+        cost, n = reaction_cost(p), 1
+        for r in reactants:
+            c, k = brute_force_routes(table, stock, r, above | {mol}, depth + 1, max_depth)
+            cost, n = cost + c, n * k
+        best, count = min(best, cost), count + n
+    return best, count

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-import random
 
 import pytest
 
+from conftest import brute_force_routes, random_retro_world
 from selfsup.chem.retro.core.mcts import MCTS, MctsNode, state_score
 from selfsup.chem.retro.core.routes import Route, reaction_cost
 from selfsup.chem.retro.core.search import RetroStar, SearchResult
@@ -256,44 +256,11 @@ def test_same_seed_same_result_and_seeds_break_ties():
 # ----------------------------------------------------------------------------------------------
 
 
-def _random_world(seed: int):
-    rng = random.Random(seed)
-    mols = ["C" * n for n in range(1, 11)]
-    table = {}
-    for m in mols:
-        entries = []
-        for _ in range(rng.randint(1, 3)):
-            reactants = tuple(sorted(rng.sample(mols, rng.randint(1, 2))))
-            if m in reactants or any(reactants == e[0] for e in entries):
-                continue
-            entries.append((reactants, round(rng.uniform(0.02, 1.0), 3)))
-        table[m] = entries
-    return table, rng.sample(mols[:-1], 4), mols[-1]
-
-
-def _brute_force(table, stock, mol, above, depth, max_depth):
-    """(min cost, number) of acyclic routes of ``mol`` within ``max_depth``."""
-    if mol in stock:
-        return 0.0, 1
-    if depth >= max_depth:
-        return math.inf, 0
-    best, count = math.inf, 0
-    for reactants, p in table.get(mol, []):
-        if any(r in above | {mol} for r in reactants):
-            continue
-        cost, n = reaction_cost(p), 1
-        for r in reactants:
-            c, k = _brute_force(table, stock, r, above | {mol}, depth + 1, max_depth)
-            cost, n = cost + c, n * k
-        best, count = min(best, cost), count + n
-    return best, count
-
-
 @pytest.mark.parametrize("seed", range(10))
 def test_exhaustive_mcts_finds_every_route_of_the_brute_force(seed):
-    table, stock_smiles, target = _random_world(seed)
+    table, stock_smiles, target = random_retro_world(seed, 10, 3)
     stock = Stock.from_smiles(stock_smiles)
-    best, count = _brute_force(table, set(stock_smiles), target, frozenset(), 0, 3)
+    best, count = brute_force_routes(table, set(stock_smiles), target, frozenset(), 0, 3)
     model = FixedReactionModel(table)
     res = MCTS(model, stock, max_depth=3, stop_on_first_solution=False,
                max_routes=100_000).run(target)

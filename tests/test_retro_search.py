@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from conftest import brute_force_routes, random_retro_world
 from selfsup.chem.retro.core.routes import Route, RouteStep, draw_route, reaction_cost
 from selfsup.chem.retro.core.search import MoleculeNode, RetroStar, iter_nodes
 from selfsup.chem.retro.core.single_step import FixedReactionModel, Proposal, SingleStepModel
@@ -121,40 +122,6 @@ def test_iteration_budget_is_exact(budget):
 # ----------------------------------------------------------------------------------------------
 
 
-def _random_world(seed: int):
-    rng = random.Random(seed)
-    mols = ["C" * n for n in range(1, 13)]
-    table = {}
-    for m in mols:
-        entries = []
-        for _ in range(rng.randint(1, 4)):
-            reactants = tuple(sorted(rng.sample(mols, rng.randint(1, 2))))
-            if m in reactants or any(reactants == e[0] for e in entries):
-                continue
-            entries.append((reactants, round(rng.uniform(0.02, 1.0), 3)))
-        table[m] = entries
-    stock_smiles = rng.sample(mols[:-1], 4)
-    return table, stock_smiles, mols[-1]
-
-
-def _brute_force_best(table, stock, mol, above, depth, max_depth):
-    """min cost of an acyclic route within max_depth, and the number of such routes."""
-    if mol in stock:
-        return 0.0, 1
-    if depth >= max_depth:
-        return math.inf, 0
-    best, count = math.inf, 0
-    for reactants, p in table.get(mol, []):
-        if any(r in above | {mol} for r in reactants):
-            continue
-        cost, n = reaction_cost(p), 1
-        for r in reactants:
-            c, k = _brute_force_best(table, stock, r, above | {mol}, depth + 1, max_depth)
-            cost, n = cost + c, n * k
-        best, count = min(best, cost), count + n
-    return best, count
-
-
 class _CheckedRetroStar(RetroStar):
     """Checks every selection against V_t computed from scratch (Chen et al. 2020, eqs. 4-6)."""
 
@@ -200,7 +167,7 @@ class _CheckedRetroStar(RetroStar):
 
 @pytest.mark.parametrize("seed", range(8))
 def test_selection_and_optimal_cost_match_brute_force(seed):
-    table, stock_smiles, target = _random_world(seed)
+    table, stock_smiles, target = random_retro_world(seed, 12, 4)
     stock = Stock.from_smiles(stock_smiles)
     search = _CheckedRetroStar(
         FixedReactionModel(table),
@@ -210,7 +177,7 @@ def test_selection_and_optimal_cost_match_brute_force(seed):
         max_routes=10_000,
     )
     result = search.run(target)
-    best, count = _brute_force_best(table, set(stock_smiles), target, frozenset(), 0, 4)
+    best, count = brute_force_routes(table, set(stock_smiles), target, frozenset(), 0, 4)
     assert result.success == math.isfinite(best)
     assert result.stop_reason == "exhausted"
     if result.success:
