@@ -22,6 +22,7 @@ from selfsup.chem.retro.workflows.route_benchmark_reachable import (
     leaves_stock,
     one_step_solutions,
     reaction_leaves,
+    training_targets,
 )
 from selfsup.errors import InputError
 
@@ -94,6 +95,18 @@ def test_held_out_free_stock_drops_held_out_products(world):
     assert st.describe()["base"]["name"] == "wide" and st.describe()["n_excluded"] == 6
     with pytest.raises(InputError):
         HeldOutFreeStock(3, [])
+
+
+def test_training_targets_are_train_products_never_made_by_held_out_reactions():
+    train = [DatasetReaction(0, "train", "a", "NCCO", ("CC(C)(C)OC(=O)NCCO",)),
+             DatasetReaction(1, "ord_train", "b", "CC(=O)NCCO", ("CC(=O)O", "NCCO")),
+             DatasetReaction(2, "train", "c", "NCc1ccccc1", ("CC(C)(C)OC(=O)NCc1ccccc1",))]
+    held = [DatasetReaction(3, "ord", "d", "NCc1ccccc1", ("CC(C)(C)OC(=O)NCc1ccccc1",)),
+            DatasetReaction(4, "test", "e", "CC(=O)NCc1ccccc1", ("CC(=O)O", "NCc1ccccc1"))]
+    # the benzylamine is made by a held-out reaction too: it is never a training target
+    assert training_targets(train + held) == ["CC(=O)NCCO", "NCCO"]
+    assert training_targets(train + held, Stock.from_smiles(["NCCO"])) == ["CC(=O)NCCO"]
+    assert training_targets(held) == []
 
 
 def test_written_stock_files_rebuild_the_same_stock(world, tmp_path):

@@ -70,6 +70,7 @@ __all__ = [
     "known_route_ceiling",
     "leaves_stock",
     "one_step_solutions",
+    "training_targets",
 ]
 
 TRAIN_SPLITS = ("train", "ord_train")
@@ -114,6 +115,18 @@ def leaves_stock(reactions: Iterable[DatasetReaction], name: str = "all-reaction
     return Stock.from_smiles(leaves, name=name,
                              source=f"reactants never produced, {len(reactions)} reactions "
                              f"({splits})")
+
+
+def training_targets(reactions: Iterable[DatasetReaction], stock: Any = None) -> list[str]:
+    """The targets self-improvement plans on (issue 23, item 4; the paper plans on all its
+    training targets): every product of a training reaction (splits ``train`` and
+    ``ord_train``) that no held-out reaction makes and that ``stock`` (if given) does not hold;
+    sorted, unique. Products made in both groups are left out so that self-improvement never
+    plans a held-out intermediate."""
+    reactions = list(reactions)
+    held_out = {r.product for r in reactions if r.split in TEST_SPLITS}
+    products = {r.product for r in reactions if r.split in TRAIN_SPLITS}
+    return sorted(p for p in products - held_out if stock is None or p not in stock)
 
 
 class HeldOutFreeStock:
@@ -405,12 +418,27 @@ def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
                     "(no scan of the whole vocabulary: faster, may miss reachable steps)")
     ap.add_argument("--stock-file", default=None,
                     help="a SMILES file as base stock (default: leaves of all reactions)")
+    ap.add_argument("--train-targets", action="store_true",
+                    help="only write OUT/train_targets.smi.gz (the training targets that "
+                    "self-improvement plans on, see training_targets) and stop")
     args = ap.parse_args(None if argv is None else list(argv))
     t0 = time.perf_counter()
     split_dir = Path(args.split_dir) if args.split_dir else _default_out() / "seed0"
     reactions = dataset_reactions_with_ord(load_uspto_reactions(),
                                            load_ord_split(split_dir, TRAIN),
                                            load_ord_split(split_dir, HELD_OUT))
+    if args.train_targets:
+        import gzip
+
+        from selfsup.io import atomic_write_bytes
+
+        base = Stock.from_file(args.stock_file) if args.stock_file else None
+        targets = training_targets(reactions, base)
+        path = Path(args.out) / "train_targets.smi.gz"
+        atomic_write_bytes(path, gzip.compress("".join(t + "\n" for t in targets).encode(),
+                                               mtime=0))
+        print(f"{len(targets)} training targets -> {path}")
+        return {"n_train_targets": len(targets), "path": str(path)}
     model = load_template_model(args.model)
     stock = Stock.from_file(args.stock_file) if args.stock_file else None
     rt = build_reachable_targets(reactions, model, stock=stock, n_targets=args.n_targets,
