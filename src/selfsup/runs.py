@@ -7,6 +7,7 @@ Layout of ``<root>/<name>-<YYYYmmdd-HHMMSS>/``::
     env.json         Python, torch, device, packages, git commit
     metrics.jsonl    one JSON object per logged step (append-only; trimmed on resume)
     metrics.csv      the same table as CSV (rewritten atomically)
+    queues.jsonl     chem optimize (GEGL, LSTM-HC): each round's queues (chem/optimize/base.py)
     tensorboard/     TensorBoard events (training commands)
     checkpoints/     last.ckpt and friends (atomic writes)
     results.json     final numbers

@@ -5,6 +5,15 @@ run rebuilds the oracle cache from that record and replays the optimiser from th
 same seed: the optimiser is deterministic given the seed, so it asks for the same molecules in the
 same order, those already paid for are answered from the cache at no budget cost, and the run
 continues exactly where it was killed.
+
+Queue record (``queues.jsonl`` in the run folder, GEGL and its variants): one JSON line per
+round, appended as the round ends (:meth:`OptimizationContext.log_queues`), with the round, the
+oracle calls spent so far and what the optimiser's queues held. A resumed run first drops the
+lines of rounds that ended after its saved call record (:meth:`OptimizationContext.open_queue_log`)
+and its replay writes only the rounds after the last line kept, so the file holds every round
+once, in order, as an uninterrupted run writes it. A run started before this record existed
+(a call record but no ``queues.jsonl``) gets none: its replayed early rounds could not say how many
+calls they had spent. Writing it draws no random number and changes no call.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError, InputError
-from ...io import atomic_write_text, read_text_maybe_gzip
+from ...io import append_jsonl, atomic_write_text, dumps_json, read_text_maybe_gzip
 from ...progress import Progress
 from ...runs import Run
 from ..oracles import Oracle
@@ -139,6 +148,8 @@ class OptimizationContext:
         self.progress: Progress | None = None  # calls spent and best score, on the command line
         self._best = -math.inf
         self._seen = 0  # oracle records already looked at for the best score
+        self._queue_log: Path | None = None  # queues.jsonl, once open_queue_log opened it
+        self._rounds_logged = 0  # the last round in it (kept on resume: the replay skips them)
 
     @property
     def exhausted(self) -> bool:
@@ -149,6 +160,52 @@ class OptimizationContext:
         (all of them without one). GEGL's queues take only these, as its reference filtered
         samples and children by length before scoring."""
         return [s for s in canonical if self.oracle.fits(s)]
+
+    def open_queue_log(self) -> bool:
+        """Start the run's queue record (``queues.jsonl``, see the module docstring), before the
+        optimiser's first oracle call; True if rounds will be recorded.
+
+        A fresh run creates the file empty. A resumed run keeps the lines of the rounds that
+        ended within its saved call record (a prefix of rounds 1, 2, ...), drops the rest, and
+        :meth:`log_queues` then skips the rounds kept, which the replay passes again. No run
+        folder, or a resumed run that has calls but no file: nothing is recorded."""
+        if self.run is None:
+            return False
+        path = self.run.path / QUEUE_LOG
+        saved = self.oracle.n_calls  # the call record the run resumed from (0: a fresh run)
+        if not path.is_file():
+            if saved:
+                self.run.logger().info("no %s in this resumed run (it started before the "
+                                       "record existed): its rounds are not recorded",
+                                       QUEUE_LOG)
+                return False
+            atomic_write_text(path, "")
+        else:
+            kept = []
+            for row in read_queue_log(path):
+                if row["round"] != len(kept) + 1 or row["calls"] > saved:
+                    break
+                kept.append(row)
+            # the kept lines as they were written (the floats round-trip exactly through JSON)
+            atomic_write_text(path, "".join(dumps_json(r) + "\n" for r in kept))
+            self._rounds_logged = len(kept)
+        self._queue_log = path
+        return True
+
+    def log_queues(self, round_index: int, queues: dict[str, list[list[Any]]],
+                   **extra: Any) -> None:
+        """Append round ``round_index``'s line to ``queues.jsonl``: ``round``, ``calls`` (the
+        oracle's unique calls at the end of the round), ``extra`` and ``queues`` (each queue's
+        items best first, ``[smiles, score, origin]``). A round already in the file (kept on
+        resume) is not written again; without :meth:`open_queue_log` nothing is written."""
+        if self._queue_log is None or round_index <= self._rounds_logged:
+            return
+        if round_index != self._rounds_logged + 1:
+            raise InputError(f"queue record: round {round_index} after round "
+                             f"{self._rounds_logged}; rounds are logged in order")
+        append_jsonl(self._queue_log, {"round": round_index, "calls": self.oracle.n_calls,
+                                       **extra, "queues": queues})
+        self._rounds_logged = round_index
 
     def score(self, smiles: Sequence[str]) -> list[float]:
         """Scores of ``smiles`` (nan past the budget); logs and checkpoints as calls accrue."""
@@ -175,6 +232,27 @@ class OptimizationContext:
                 if os.environ.get("SELFSUP_FAULT_INJECT") == "kill_after_checkpoint":
                     os.kill(os.getpid(), signal.SIGKILL)  # test hook: die like a killed job
         return scores
+
+
+QUEUE_LOG = "queues.jsonl"  # the per-round queue record of a run folder (module docstring)
+
+
+def read_queue_log(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a ``queues.jsonl`` in order; a line cut by a kill (the last) is dropped."""
+    import json
+
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break  # cut by a kill: it and anything after it are replayed
+        if not isinstance(row, dict) or not isinstance(row.get("round"), int):
+            break
+        rows.append(row)
+    return rows
 
 
 Optimizer = Callable[[OptimizationContext, OptimizeConfig, np.random.Generator], None]

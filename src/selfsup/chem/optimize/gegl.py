@@ -31,6 +31,18 @@ Registered optimisers: ``gegl``; the paper's ablations ``gegl_no_expert`` (appre
 only) and ``gegl_no_learning`` (no imitation: the apprentice stays the prior); and ``prior_only``
 (neither: sample the prior until the budget is spent, a control).
 
+Queue record: every round appends one line to the run's ``queues.jsonl``
+(:meth:`~.base.OptimizationContext.log_queues`): ``round``, ``calls``, ``queue_size``, ``new``
+(molecules new to the run that round, with a finite score, by who proposed them: ``apprentice``,
+``expert``, ``pool``) and ``queues``: ``apprentice`` and ``expert``, each the queue's items best
+first as ``[smiles, score, origin]``, where ``origin`` is who first proposed the molecule in
+this run (``apprentice`` sample, ``expert`` child, or ``pool``: a start-pool molecule seeded into
+the apprentice queue); a molecule both proposed sits in the queue of each but keeps its first
+origin. The origins are counted from what the loop sees, not from the oracle's record, so a
+replay rebuilds them exactly; the record draws no random number and changes no call.
+LSTM hill climbing runs on this loop (one queue, its top-k) and writes the same record.
+``benchmarks/gegl/lead_analysis.py`` reads it.
+
 Determinism: sampling uses a ``torch.Generator`` and imitation batches another, both seeded from
 the run's ``numpy`` generator, which also drives the expert; dropout draws from torch's global
 generator, seeded from it too. A replay (resume) therefore asks for the same molecules in the
@@ -45,6 +57,7 @@ step is :func:`~selfsup.chem.lstm.likelihood.train_likelihood`.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import torch
@@ -102,7 +115,10 @@ def run_gegl(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.Gener
     expert_q = MaxRewardQueue(g.queue_size, canonicalize=False)
     progress = Progress(ctx, name, g.patience, g.stale_rounds)
     tokens: dict[str, list[int] | str] = {}  # token ids of the queue molecules, encoded once
+    ctx.open_queue_log()
     seed_queue(ctx, cfg, rng, apprentice_q, progress)
+    origin = dict.fromkeys(progress.seen, "pool")  # who first proposed each molecule
+    new = {"apprentice": 0, "expert": 0, "pool": len(origin)}
     while progress.start_round():
         # 1. apprentice: sample, canonicalise, drop invalid, score
         samples = sample_canonical(model, vocab, g.n_apprentice, max_len=g.sample_max_len,
@@ -110,7 +126,9 @@ def run_gegl(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.Gener
                                    device=device, keep_stereo=cfg.keep_stereo)
         samples = ctx.within_limit(samples)
         if samples:
-            apprentice_q.add(samples, progress.score(samples))
+            scores = progress.score(samples)
+            new["apprentice"] += _first_seen(origin, samples, scores, "apprentice")
+            apprentice_q.add(samples, scores)
         # 2. expert: children of apprentice-queue parents drawn by score
         if g.use_expert and g.n_expert and len(apprentice_q) and not ctx.exhausted:
             children = reproduce(apprentice_q.smiles(), g.n_expert, rng, g.mutation_rate,
@@ -118,7 +136,9 @@ def run_gegl(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.Gener
                                  parent_weights=score_weights(apprentice_q.scores())).children
             children = ctx.within_limit(list(dict.fromkeys(children)))
             if children:
-                expert_q.add(children, progress.score(children))
+                scores = progress.score(children)
+                new["expert"] += _first_seen(origin, children, scores, "expert")
+                expert_q.add(children, scores)
         # 3. imitation of the union of both queues
         loss = float("nan")
         if adam is not None and not ctx.exhausted:
@@ -130,8 +150,25 @@ def run_gegl(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.Gener
                                         device=device, optimizer=adam, max_len=g.sample_max_len,
                                         cache=tokens, precision=g.imitation_precision,
                                         length_groups=g.imitation_length_groups)
+        ctx.log_queues(progress.round, {name: [[s, v, origin[s]] for s, v in q.items()]
+                                        for name, q in (("apprentice", apprentice_q),
+                                                        ("expert", expert_q))},
+                       queue_size=g.queue_size, new=new)
+        new = dict.fromkeys(new, 0)
         best = max(apprentice_q.scores()[:1] + expert_q.scores()[:1], default=float("nan"))
         progress.report(best=best, imitation_loss=loss)
+
+
+def _first_seen(origin: dict[str, str], smiles: list[str], scores: list[float],
+                who: str) -> int:
+    """Mark the molecules of ``smiles`` not seen before as first proposed by ``who``; return how
+    many of them have a finite score (those past the budget are marked but not counted)."""
+    n = 0
+    for s, v in zip(smiles, scores):
+        if s not in origin:
+            origin[s] = who
+            n += math.isfinite(v)
+    return n
 
 
 def _variant(name: str, **flags: bool):

@@ -1,0 +1,502 @@
+"""Where GEGL's lead comes from (issue 24, part 4): queue origins, queue diversity, overtaking.
+
+Reads run folders of ``selfsup chem optimize`` (those ``benchmarks/gegl/run.py`` writes under
+``<out>/runs/``), groups them by (task, seed, budget) and writes, for every GEGL-type run that has
+the queue record ``queues.jsonl`` (GEGL and its ablations write one line per round, see
+``selfsup.chem.optimize.gegl``):
+
+* per round: oracle calls so far; molecules new to the run by who proposed them; the share of the
+  top-K of the union of both queues (K = the run's ``gegl.queue_size``: what the apprentice
+  imitates, best first) and of its top-10 first proposed by an expert child, an apprentice sample
+  or the start pool (``origin``: who first proposed the molecule in the run; a molecule sits in
+  both queues when both proposed it, counted once, by its first origin, and in ``in_both``);
+* internal diversity of each queue: mean pairwise Tanimoto distance (1 - similarity) over the
+  unordered pairs of the queue's molecules, Morgan fingerprints radius 2, 2048 bits (RDKit), for
+  the apprentice queue, the expert queue and the union's top-K;
+* for every run of the group: the running top-10 mean against calls (each call's top-10 mean of
+  the calls so far, the mean of all of them before the 10th; a run that stopped early is held
+  flat to the budget, as PMO's AUC does), the diversity of its K best calls at the end (the K
+  of the gegl run), and, for the ``gegl`` run against each other arm, the call count from which
+  GEGL's running top-10 mean stays strictly above the other's up to the budget
+  (``overtake_calls_vs_<arm>``; none when GEGL is not ahead at the budget), whether GEGL leads
+  at the budget, and the share of calls at which it leads. LSTM hill climbing runs on GEGL's
+  loop and records its one queue (its top-k) too: its shares and diversity come out alike.
+
+Results in the one format (benchmarks/README.md): benchmark ``gegl_lead``, JSON + Markdown
+(``benchmarks/results/gegl_lead.{json,md}`` in full mode, the run folder with ``--quick`` or
+``--out``), beside them ``gegl_lead/rounds.json`` (every round of every run: ``columns`` and, per
+``task|seed|budget|arm``, one row per round) and one PNG per task (``gegl_lead/<task>.png``: the
+shares per round and the top-10 curves).
+
+    python benchmarks/gegl/lead_analysis.py --runs runs/bench-gegl-full/runs   # every run there
+    python benchmarks/gegl/lead_analysis.py RUN_DIR [RUN_DIR ...]               # these runs
+    python benchmarks/gegl/lead_analysis.py --quick                             # minutes
+
+``--quick`` makes its own small runs first (``osimertinib_mpo`` and ``median1``, 1,000 calls,
+gegl, graph_ga, lstm_hc, reinvent, seed 0, the committed benchmark prior
+``benchmarks/results/gegl_prior/model.pt``) through ``benchmarks/gegl/run.py``'s units (a killed
+quick run started again with the same ``--out`` reuses the finished runs), then analyses them.
+Runs made before the queue record existed have no ``queues.jsonl``: their top-10 curves and
+overtaking calls are computed, their shares and queue diversities are not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import load_json, now, row, write_results  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "benchmarks" / "results"
+COMMITTED_PRIOR = RESULTS / "gegl_prior" / "model.pt"
+QUICK_TASKS = ("osimertinib_mpo", "median1")
+QUICK_ARMS = ("gegl", "graph_ga", "lstm_hc", "reinvent")
+QUICK_BUDGET = 1000
+ORIGINS = ("expert", "apprentice", "pool")
+LEAD_ARM = "gegl"
+TABLE_ROWS = 12  # rounds shown per run in the Markdown (the JSON holds every round)
+
+
+# ----------------------------------------------------------------------------- computations
+class Fingerprints:
+    """Morgan fingerprints (radius 2, 2048 bits) of SMILES, computed once each."""
+
+    def __init__(self, radius: int = 2, n_bits: int = 2048) -> None:
+        from rdkit.Chem import rdFingerprintGenerator
+
+        self._gen = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
+        self._fps: dict[str, Any] = {}
+
+    def __call__(self, smiles: str) -> Any:
+        fp = self._fps.get(smiles)
+        if fp is None:
+            from rdkit import Chem
+
+            mol = Chem.MolFromSmiles(smiles)
+            if mol is None:
+                raise ValueError(f"unparsable SMILES in a queue record: {smiles!r}")
+            fp = self._fps[smiles] = self._gen.GetFingerprint(mol)
+        return fp
+
+
+def internal_diversity(smiles: Sequence[str], fingerprints: Fingerprints | None = None) -> float:
+    """Mean Tanimoto distance (1 - similarity) over the unordered pairs of distinct entries of
+    ``smiles``; nan for fewer than two."""
+    from rdkit import DataStructs
+
+    fp = fingerprints or Fingerprints()
+    fps = [fp(s) for s in smiles]
+    n = len(fps)
+    if n < 2:
+        return math.nan
+    total = 0.0
+    for i in range(n - 1):
+        total += sum(DataStructs.BulkTanimotoSimilarity(fps[i], fps[i + 1:]))
+    return 1.0 - total / (n * (n - 1) / 2)
+
+
+def union_top(queues: dict[str, list[list[Any]]], k: int) -> list[dict[str, Any]]:
+    """The ``k`` best molecules of the union of a round's apprentice and expert queues (each a
+    list of ``[smiles, score, origin]`` best first): one entry per molecule with its score,
+    origin and ``in_both``; ties in score keep the apprentice queue's order, then the expert's."""
+    merged: dict[str, dict[str, Any]] = {}
+    for name in ("apprentice", "expert"):
+        for smiles, score, origin in queues.get(name, []):
+            if smiles in merged:
+                merged[smiles]["in_both"] = True
+            else:
+                merged[smiles] = {"smiles": smiles, "score": float(score), "origin": origin,
+                                  "in_both": False}
+    ranked = sorted(merged.values(), key=lambda it: -it["score"])  # stable: ties keep order
+    return ranked[:k]
+
+
+def origin_shares(items: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Share of ``items`` by origin (``expert``, ``apprentice``, ``pool``) and the share in
+    both queues (``in_both``); nan when there are none."""
+    n = len(items)
+    out = {o: (sum(it["origin"] == o for it in items) / n if n else math.nan) for o in ORIGINS}
+    out["in_both"] = sum(it["in_both"] for it in items) / n if n else math.nan
+    return out
+
+
+def running_top_mean(scores: Iterable[float], k: int = 10,
+                     budget: int | None = None) -> list[float]:
+    """After each call, the mean of the ``k`` best scores so far (of all of them before the
+    ``k``-th call); held flat from the last call to ``budget`` when the run stopped early."""
+    best: list[float] = []  # the k best so far, descending
+    out: list[float] = []
+    for s in scores:
+        s = float(s)
+        if len(best) < k or s > best[-1]:
+            best.append(s)
+            best.sort(reverse=True)
+            del best[k:]
+        out.append(sum(best) / len(best))
+    if budget is not None:
+        out = out[:budget]
+        if out and len(out) < budget:
+            out += [out[-1]] * (budget - len(out))
+    return out
+
+
+def overtake(lead: Sequence[float], other: Sequence[float]) -> dict[str, Any]:
+    """Where the curve ``lead`` passes ``other`` for good (same length, one value per call):
+    ``calls``, the first call count from which ``lead`` is strictly above ``other`` at every
+    call up to the end (None when it is not above at the end), ``leads_at_end`` and
+    ``lead_share`` (the share of calls at which it is above)."""
+    if len(lead) != len(other):
+        raise ValueError(f"curves of {len(lead)} and {len(other)} calls")
+    above = [a > b for a, b in zip(lead, other)]
+    n = len(above)
+    first = None
+    i = n
+    while i > 0 and above[i - 1]:
+        i -= 1
+    if i < n:
+        first = i + 1  # calls are counted from 1
+    return {"calls": first, "leads_at_end": bool(n and above[-1]),
+            "lead_share": sum(above) / n if n else math.nan}
+
+
+def round_table(rows: Sequence[dict[str, Any]], fingerprints: Fingerprints,
+                k: int | None = None) -> list[dict[str, Any]]:
+    """One entry per line of a run's ``queues.jsonl``: calls, new molecules by origin, origin
+    shares of the union's top-K (``k``, default the line's ``queue_size``) and top-10, and the
+    internal diversity of the apprentice queue, the expert queue and the union's top-K."""
+    out = []
+    for r in rows:
+        q = r["queues"]
+        kk = int(k or r.get("queue_size") or len(q.get("apprentice", [])))
+        top = union_top(q, kk)
+        entry: dict[str, Any] = {"round": r["round"], "calls": r["calls"]}
+        for o in ORIGINS:
+            entry[f"new_{o}"] = int((r.get("new") or {}).get(o, 0))
+        for label, items in (("topk", top), ("top10", top[:10])):
+            for o, v in origin_shares(items).items():
+                entry[f"share_{o}_{label}"] = v
+        entry["topk_size"] = len(top)
+        entry["diversity_apprentice"] = internal_diversity([x[0] for x in q.get("apprentice", [])],
+                                                           fingerprints)
+        entry["diversity_expert"] = internal_diversity([x[0] for x in q.get("expert", [])],
+                                                       fingerprints)
+        entry["diversity_union_topk"] = internal_diversity([it["smiles"] for it in top],
+                                                           fingerprints)
+        out.append(entry)
+    return out
+
+
+# ------------------------------------------------------------------------------ run folders
+def load_run(path: Path) -> dict[str, Any] | None:
+    """A run folder's config, status, call scores (in call order), smiles and queue record;
+    None for a folder that is no optimisation run or has no call record."""
+    import yaml
+
+    from selfsup.chem.optimize.base import QUEUE_LOG, read_queue_log
+    from selfsup.chem.oracles import load_record
+
+    cfg_path, record = path / "config.yaml", path / "oracle_calls.csv"
+    if not cfg_path.is_file() or not record.is_file():
+        return None
+    cfg = yaml.safe_load(cfg_path.read_text()) or {}
+    if "optimizer" not in cfg or "objective" not in cfg:
+        return None
+    calls = load_record(record)
+    meta = load_json(path / "run.json")
+    queue = path / QUEUE_LOG
+    return {"path": path, "task": cfg["objective"], "arm": cfg["optimizer"],
+            "seed": int(cfg.get("seed", 0)), "budget": int(cfg["budget"]),
+            "prior": cfg.get("prior"), "queue_size": (cfg.get("gegl") or {}).get("queue_size"),
+            "status": meta.get("status"), "scores": [c.score for c in calls],
+            "smiles": [c.smiles for c in calls],
+            "queues": read_queue_log(queue) if queue.is_file() else None}
+
+
+def collect(paths: Iterable[Path]) -> tuple[dict[tuple, dict[str, dict]], list[str]]:
+    """Runs grouped by (task, seed, budget), then by arm; where an arm ran twice the latest
+    folder (by name: names end in their start time) wins. Unfinished runs are left out."""
+    groups: dict[tuple, dict[str, dict]] = {}
+    notes = []
+    for p in sorted(paths, key=lambda p: p.name):
+        run = load_run(p)
+        if run is None:
+            continue
+        if run["status"] != "finished":
+            notes.append(f"{p.name}: status {run['status']}, left out")
+            continue
+        key = (run["task"], run["seed"], run["budget"])
+        if run["arm"] in groups.get(key, {}):
+            notes.append(f"{groups[key][run['arm']]['path'].name} replaced by the later {p.name}")
+        groups.setdefault(key, {})[run["arm"]] = run
+    return groups, notes
+
+
+def budget_label(n: int) -> str:
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+def analyse(groups: dict[tuple, dict[str, dict]], lead_arm: str = LEAD_ARM
+            ) -> tuple[list[dict], dict[str, Any], dict[str, Any]]:
+    """Per-seed figures of every group: (results rows, per-round tables, curves for the plots).
+    """
+    fingerprints = Fingerprints()
+    per: dict[tuple[str, str, str], list[float]] = {}  # (setting, arm, metric) -> seed values
+    rounds: dict[str, list[dict]] = {}
+    curves: dict[str, dict[str, Any]] = {}
+
+    def put(setting: str, arm: str, metric: str, value: float | None) -> None:
+        per.setdefault((setting, arm, metric), []).append(
+            math.nan if value is None else float(value))
+
+    for (task, seed, budget), arms in sorted(groups.items()):
+        setting = f"{task}/{budget_label(budget)}-calls"
+        # one K for every arm's best calls: the lead arm's queue size (lstm_hc's config also
+        # holds a gegl.queue_size, unused by it)
+        k = int((arms.get(lead_arm) or {}).get("queue_size") or 100)
+        top10 = {arm: running_top_mean(r["scores"], 10, budget) for arm, r in arms.items()}
+        curves.setdefault(task, {})[seed] = {"top10": top10, "rounds": {}}
+        for arm, run in sorted(arms.items()):
+            put(setting, arm, "top10_mean_final", top10[arm][-1] if top10[arm] else None)
+            best = sorted(range(len(run["scores"])), key=lambda i: -run["scores"][i])
+            put(setting, arm, f"diversity_top{k}_calls_final",
+                internal_diversity([run["smiles"][i] for i in best[:k]], fingerprints))
+            if not run["queues"]:
+                continue
+            table = round_table(run["queues"], fingerprints)
+            rounds[f"{task}|{seed}|{budget}|{arm}"] = table
+            curves[task][seed]["rounds"][arm] = table
+            last = table[-1]
+            for o in ORIGINS:
+                put(setting, arm, f"share_{o}_topk_final", last[f"share_{o}_topk"])
+                put(setting, arm, f"share_{o}_top10_final", last[f"share_{o}_top10"])
+                put(setting, arm, f"share_{o}_topk_mean_over_rounds",
+                    _fmean(t[f"share_{o}_topk"] for t in table))
+            put(setting, arm, "share_in_both_topk_final", last["share_in_both_topk"])
+            for q in ("apprentice", "expert", "union_topk"):
+                put(setting, arm, f"diversity_{q}_final", last[f"diversity_{q}"])
+                put(setting, arm, f"diversity_{q}_mean_over_rounds",
+                    _fmean(t[f"diversity_{q}"] for t in table))
+            put(setting, arm, "rounds", len(table))
+        if lead_arm in arms:
+            for other in sorted(a for a in arms if a != lead_arm):
+                o = overtake(top10[lead_arm], top10[other])
+                put(setting, lead_arm, f"overtake_calls_vs_{other}", o["calls"])
+                put(setting, lead_arm, f"leads_at_end_vs_{other}", float(o["leads_at_end"]))
+                put(setting, lead_arm, f"lead_share_of_calls_vs_{other}", o["lead_share"])
+    rows = [row(s, a, m, v) for (s, a, m), v in per.items()]
+    return rows, rounds, curves
+
+
+def _fmean(values: Iterable[float]) -> float:
+    vals = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+# ----------------------------------------------------------------------------------- output
+def _f(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def notes_text(groups: dict, rounds: dict, rows: list[dict], skipped: list[str],
+               lead_arm: str) -> str:
+    lines = ["Shares: of the top-K of the union of GEGL's two queues (K = gegl.queue_size; what "
+             "the apprentice imitates) and of its top-10, first proposed by an expert child, an "
+             "apprentice sample or the start pool. Diversity: mean pairwise Tanimoto distance, "
+             "Morgan radius 2, 2048 bits. Overtaking: the call count from which GEGL's running "
+             "top-10 mean stays strictly above the other arm's up to the budget ('never' when it "
+             "is not above at the budget), on the same task and seed.", ""]
+    for (task, seed, budget), arms in sorted(groups.items()):
+        priors = sorted({str(r['prior']) for r in arms.values() if r['prior']})
+        lines.append(f"### {task}, seed {seed}, {budget} calls: arms "
+                     f"{', '.join(sorted(arms))}; prior {', '.join(priors) or '-'}")
+        lines.append("")
+        for arm in sorted(arms):
+            table = rounds.get(f"{task}|{seed}|{budget}|{arm}")
+            if arms[arm]["queues"] is None and arm.startswith("gegl"):
+                lines.append(f"{arm}: no queues.jsonl (a run from before the record): shares "
+                             "and queue diversity unknown.")
+                lines.append("")
+            if not table:
+                continue
+            step = max(1, math.ceil(len(table) / TABLE_ROWS))
+            shown = table[::step] + ([table[-1]] if (len(table) - 1) % step else [])
+            lines += [f"{arm}, per round ({len(table)} rounds"
+                      + (f", every {step}th shown" if step > 1 else "") + "):", "",
+                      "| round | calls | new app / exp / pool | top-K: expert / apprentice / pool "
+                      "(in both) | top-10: expert / apprentice / pool | diversity app / exp / "
+                      "union top-K |", "|---|---|---|---|---|---|"]
+            for t in shown:
+                lines.append(
+                    f"| {t['round']} | {t['calls']} | {t['new_apprentice']} / {t['new_expert']} "
+                    f"/ {t['new_pool']} | {_f(t['share_expert_topk'], 2)} / "
+                    f"{_f(t['share_apprentice_topk'], 2)} / {_f(t['share_pool_topk'], 2)} "
+                    f"({_f(t['share_in_both_topk'], 2)}; K holds {t['topk_size']}) | "
+                    f"{_f(t['share_expert_top10'], 1)} / {_f(t['share_apprentice_top10'], 1)} / "
+                    f"{_f(t['share_pool_top10'], 1)} | {_f(t['diversity_apprentice'])} / "
+                    f"{_f(t['diversity_expert'])} / {_f(t['diversity_union_topk'])} |")
+            lines.append("")
+        if lead_arm in arms:
+            top10 = {a: running_top_mean(r["scores"], 10, budget) for a, r in arms.items()}
+            parts = []
+            for other in sorted(a for a in arms if a != lead_arm):
+                o = overtake(top10[lead_arm], top10[other])
+                parts.append(f"{other}: " + (f"from call {o['calls']}" if o["calls"] else "never")
+                             + f" (ahead at {o['lead_share']:.0%} of calls; top-10 at the budget "
+                             f"{top10[lead_arm][-1]:.4f} vs {top10[other][-1]:.4f})")
+            lines += [f"{lead_arm}'s running top-10 mean passes for good: " + "; ".join(parts)
+                      + ".", ""]
+    if skipped:
+        lines += ["Left out: " + "; ".join(skipped) + ".", ""]
+    return "\n".join(lines)
+
+
+def plot_task(task: str, per_seed: dict[int, dict], path: Path, lead_arm: str) -> Path | None:
+    """Top: the origin shares of the union's top-K per round (every GEGL-type run with a queue
+    record; one line style per seed). Bottom: the running top-10 mean of every arm."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
+    styles = ["-", "--", ":", "-."]
+    colours = {"expert": "tab:red", "apprentice": "tab:blue", "pool": "tab:grey"}
+    for i, (seed, data) in enumerate(sorted(per_seed.items())):
+        ls = styles[i % len(styles)]
+        for arm, table in sorted(data["rounds"].items()):
+            if arm != lead_arm and len(data["rounds"]) > 1:
+                continue  # the ablations' shares are in the tables
+            x = [t["calls"] for t in table]
+            for o in ORIGINS:
+                y = [t[f"share_{o}_topk"] for t in table]
+                y10 = [t[f"share_{o}_top10"] for t in table]
+                if any(v > 0 for v in y + y10):
+                    ax1.plot(x, y, ls, color=colours[o], label=f"{o}, top-K (seed {seed})")
+                    ax1.plot(x, y10, "o", color=colours[o], alpha=0.5, ms=4,
+                             label=f"{o}, top-10 (seed {seed})")
+        for arm, curve in sorted(data["top10"].items()):
+            ax2.plot(range(1, len(curve) + 1), curve, ls, label=f"{arm} (seed {seed})",
+                     lw=2.0 if arm == lead_arm else 1.0)
+    ax1.set_ylabel("share first proposed by")
+    ax1.set_ylim(-0.02, 1.02)
+    ax1.set_title(f"{task}: who first proposed GEGL's top-K (lines) and top-10 (dots)")
+    ax1.legend(fontsize=7)
+    ax1.grid(alpha=0.3)
+    ax2.set_xlabel("unique oracle calls")
+    ax2.set_ylabel("running top-10 mean")
+    ax2.legend(fontsize=7)
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def write_rounds(rounds: dict[str, list[dict]], path: Path) -> Path:
+    """The per-round tables of every run as columns and rows (floats to 4 decimals), beside the
+    figures: a full analysis holds thousands of rounds, too many for the results JSON."""
+    from selfsup.io import atomic_write_json
+
+    columns = list(next(iter(rounds.values()))[0]) if rounds else []
+    doc = {"columns": columns,
+           "runs": {key: [[round(v, 4) if isinstance(v, float) else v for v in
+                           (t[c] for c in columns)] for t in table]
+                    for key, table in rounds.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_json(path, doc, indent=None)
+
+
+# ------------------------------------------------------------------------------------ quick
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("gegl_bench_run",
+                                                  Path(__file__).with_name("run.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def make_quick_runs(run_root: Path, prior: Path) -> None:
+    """The quick mode's runs (reused when they finished before)."""
+    bench = _bench_module()
+    for task in QUICK_TASKS:
+        for arm in QUICK_ARMS:
+            t = time.perf_counter()
+            print(f"[gegl_lead] {task} {arm} seed 0, {QUICK_BUDGET} calls", flush=True)
+            unit = bench.run_unit(task, arm, 0, QUICK_BUDGET, str(prior), run_root)
+            print(f"[gegl_lead]   top1 {unit['top1']:.3f} top10 {unit['top10_mean']:.3f} "
+                  f"({time.perf_counter() - t:.0f} s)", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dirs", nargs="*", type=Path, help="run folders of selfsup chem optimize")
+    ap.add_argument("--runs", type=Path, nargs="+", default=[],
+                    help="folders whose sub-folders are run folders (e.g. <out>/runs of "
+                         "benchmarks/gegl/run.py)")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"make small runs first ({', '.join(QUICK_TASKS)}; "
+                         f"{', '.join(QUICK_ARMS)}; {QUICK_BUDGET} calls; seed 0)")
+    ap.add_argument("--prior", type=Path, default=COMMITTED_PRIOR, help="--quick: the prior")
+    ap.add_argument("--lead-arm", default=LEAD_ARM, help="the arm whose overtaking is measured")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output folder (default: benchmarks/results; --quick: "
+                         "runs/bench-gegl_lead-quick-<time>)")
+    ap.add_argument("--threads", type=int, default=1, help="--quick: torch CPU threads")
+    args = ap.parse_args(argv)
+    started, t0 = now(), time.perf_counter()
+    mode = "quick" if args.quick else "full"
+    out = args.out or (REPO / "runs" / f"bench-gegl_lead-quick-{time.strftime('%Y%m%d-%H%M%S')}"
+                       if args.quick else None)
+    paths = list(args.run_dirs)
+    if args.quick:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        out.mkdir(parents=True, exist_ok=True)
+        make_quick_runs(out / "runs", args.prior)
+        args.runs.append(out / "runs")
+    for d in args.runs:
+        if not d.is_dir():
+            raise SystemExit(f"--runs {d}: not a folder")
+        paths += [p for p in sorted(d.iterdir()) if p.is_dir()]
+    if not paths:
+        raise SystemExit("no run folders: pass RUN_DIR ..., --runs DIR or --quick")
+    groups, skipped = collect(paths)
+    if not groups:
+        raise SystemExit("none of the folders is a finished optimisation run")
+    rows, rounds, curves = analyse(groups, args.lead_arm)
+    target = out if out is not None else RESULTS
+    pngs = [str(plot_task(task, per_seed, target / "gegl_lead" / f"{task}.png", args.lead_arm))
+            for task, per_seed in sorted(curves.items())]
+    rounds_path = write_rounds(rounds, target / "gegl_lead" / "rounds.json")
+    notes = notes_text(groups, rounds, rows, skipped, args.lead_arm)
+    notes += f"\nEvery round of every run: `{rounds_path}`; figures: " + ", ".join(
+        f"`{p}`" for p in pngs) + "."
+    extra = {"runs": {f"{t}|{s}|{b}|{a}": str(r["path"]) for (t, s, b), arms in groups.items()
+                      for a, r in arms.items()},
+             "rounds_file": str(rounds_path), "figures": pngs, "left_out": skipped}
+    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    jp, mp = write_results("gegl_lead", mode, command, started, time.perf_counter() - t0, rows,
+                           out, notes, extra)
+    print(f"wrote {jp}, {mp} and {len(pngs)} figure(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""GEGL's queue record (queues.jsonl) and benchmarks/gegl/lead_analysis.py (issue 24, part 4):
+the record on a tiny run with a tiny prior trained here, its consistency after a kill and a
+replay-resume, and the shares, diversities and overtaking against hand-computed values."""
+
+import csv
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from conftest import load_bench_script
+from selfsup.chem.lstm import SmilesLSTM, SmilesLSTMConfig, train_likelihood
+from selfsup.chem.molecules import Vocabulary, canonical_smiles, canonicalize_many
+from selfsup.chem.optimize import optimize, resume
+from selfsup.runs import Run
+
+HEADS = ["", "O", "N", "Cl", "F", "N#C", "OC", "NC", "C(=O)O", "C(=O)N", "c1ccccc1", "c1ccncc1",
+         "C1CCCCC1", "S", "C=C", "CC(C)", "OC(=O)C", "N(C)C", "C1CC1", "c1ccoc1"]
+POOL = ["CCO", "c1ccccc1", "CC(=O)Oc1ccccc1C(=O)O", "CCN(CC)CC", "OC(=O)CCc1ccccc1"]
+K = 24
+
+
+@pytest.fixture(scope="module")
+def lead():
+    return load_bench_script("gegl", "lead_analysis.py")
+
+
+@pytest.fixture(scope="module")
+def prior(tmp_path_factory):
+    """A tiny SMILES LSTM: 100 steps on 160 small molecules (a group on a carbon chain)."""
+    corpus, _ = canonicalize_many([f"{h}{'C' * k}" for h in HEADS for k in range(1, 9)])
+    vocab = Vocabulary.build(corpus)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = SmilesLSTM(SmilesLSTMConfig(len(vocab), embed_dim=16, hidden_dim=48,
+                                            n_layers=1, dropout=0.0))
+        train_likelihood(model, corpus, vocab, steps=100, batch_size=32, lr=1e-2,
+                         generator=torch.Generator().manual_seed(0))
+    torch.set_num_threads(threads)
+    return str(model.save(tmp_path_factory.mktemp("prior") / "model.pt", vocab))
+
+
+def _args(prior, tmp_path, optimizer="gegl", budget=120, **extra):
+    pool = tmp_path / "pool.smi"
+    pool.write_text("\n".join(POOL) + "\n")
+    small = {"gegl.n_apprentice": 24, "gegl.n_expert": 24, "gegl.queue_size": K,
+             "gegl.imitation_steps": 2, "gegl.imitation_batch": 24, "gegl.sample_max_len": 40,
+             "start_pool_size": 5, "checkpoint_every": 1000}
+    args = [f"optimizer={optimizer}", f"prior={prior}", f"start_pool={pool}", "objective=qed",
+            f"budget={budget}", f"run_root={tmp_path / 'runs'}"]
+    return args + [f"{k}={v}" for k, v in {**small, **extra}.items()]
+
+
+def _rows(run_path):
+    return [json.loads(line) for line in (run_path / "queues.jsonl").read_text().splitlines()]
+
+
+# ------------------------------------------------------------------------------- the record
+def test_each_round_records_its_queues_with_the_origin_of_every_molecule(prior, tmp_path):
+    run, res = optimize(None, _args(prior, tmp_path))
+    rows = _rows(run.path)
+    calls = {r["smiles"]: float(r["score"])
+             for r in csv.DictReader(open(run.path / "oracle_calls.csv"))}
+    pool = {canonical_smiles(s) for s in POOL}
+    assert [r["round"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 3
+    assert rows[-1]["calls"] == res["n_calls"] == 120
+    before = 0
+    for r in rows:
+        # every call of the round was first proposed by exactly one of the three
+        assert sum(r["new"].values()) == r["calls"] - before
+        before = r["calls"]
+        assert r["queue_size"] == K
+        for name, allowed in (("apprentice", {"apprentice", "pool", "expert"}),
+                              ("expert", {"expert", "apprentice"})):
+            items = r["queues"][name]
+            assert 0 < len(items) <= K
+            assert [v for _, v, _ in items] == sorted((v for _, v, _ in items), reverse=True)
+            for smiles, score, origin in items:
+                assert origin in allowed and calls[smiles] == score  # the oracle's own score
+                assert (origin == "pool") == (smiles in pool)
+    assert rows[0]["new"]["pool"] == 5 and all(r["new"]["pool"] == 0 for r in rows[1:])
+    # the ablation without an expert records an empty expert queue
+    run2, _ = optimize(None, _args(prior, tmp_path, "gegl_no_expert", name="noexp"))
+    assert all(r["queues"]["expert"] == [] and r["new"]["expert"] == 0 for r in _rows(run2.path))
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: raised where the fault-injection hook would kill the process."""
+
+
+def _killed_run(prior, tmp_path, monkeypatch, name):
+    def kill(pid, sig):
+        raise _Killed
+
+    with monkeypatch.context() as m:
+        m.setenv("SELFSUP_FAULT_INJECT", "kill_after_checkpoint")
+        m.setattr(os, "kill", kill)
+        with pytest.raises(_Killed):
+            optimize(None, _args(prior, tmp_path, name=name, checkpoint_every=60))
+    (path,) = (tmp_path / "runs").glob(f"{name}-*")
+    return path
+
+
+def test_a_killed_and_resumed_run_records_every_round_once(prior, tmp_path, monkeypatch):
+    full, _ = optimize(None, _args(prior, tmp_path, name="full", checkpoint_every=60))
+    expected = (full.path / "queues.jsonl").read_text()
+    killed = _killed_run(prior, tmp_path, monkeypatch, "killed")
+    saved = len((killed / "oracle_calls.csv").read_text().splitlines()) - 1
+    rows = _rows(killed)
+    assert 60 <= saved < 120 and rows and rows[-1]["calls"] <= saved  # killed mid-run
+    # a round written after the saved record, and a line cut by the kill: both replayed
+    with open(killed / "queues.jsonl", "a") as fh:
+        fh.write(json.dumps({**rows[-1], "round": len(rows) + 1, "calls": saved + 7}) + "\n")
+        fh.write('{"round": 9, "calls": 1')
+    run, _ = resume(killed)
+    assert (run.path / "queues.jsonl").read_text() == expected  # no round twice, none missing
+    assert (run.path / "oracle_calls.csv").read_text() == (
+        full.path / "oracle_calls.csv").read_text()
+
+
+def test_a_resumed_run_without_a_record_writes_none(prior, tmp_path, monkeypatch):
+    """A run begun before the record existed: its replayed early rounds cannot tell their calls,
+    so nothing is recorded (rather than rows with wrong call counts)."""
+    killed = _killed_run(prior, tmp_path, monkeypatch, "old")
+    (killed / "queues.jsonl").unlink()
+    run, res = resume(killed)
+    assert res["n_calls"] == 120 and not (run.path / "queues.jsonl").exists()
+    assert Run.open(run.path).meta["status"] == "finished"
+
+
+# ------------------------------------------------------------------------- the computations
+def _tanimoto_by_hand(a, b):
+    """|A and B| / |A or B| of the Morgan (radius 2, 2048 bits) on-bit sets."""
+    from rdkit import Chem
+    from rdkit.Chem import rdFingerprintGenerator
+
+    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+    x, y = (set(gen.GetFingerprint(Chem.MolFromSmiles(s)).GetOnBits()) for s in (a, b))
+    return len(x & y) / len(x | y)
+
+
+def test_internal_diversity_is_the_mean_pairwise_tanimoto_distance(lead):
+    mols = ["CCO", "CCN", "c1ccccc1O"]
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    hand = sum(1 - _tanimoto_by_hand(mols[i], mols[j]) for i, j in pairs) / 3
+    assert lead.internal_diversity(mols) == pytest.approx(hand, abs=1e-12)
+    assert lead.internal_diversity(["CCO", "CCO"]) == 0.0
+    assert math.isnan(lead.internal_diversity(["CCO"])) and math.isnan(lead.internal_diversity([]))
+    # ethanol and methylamine share only the methyl environment: C, O and N bits differ
+    assert 0 < _tanimoto_by_hand("CO", "CN") < 1
+
+
+def test_union_top_k_and_its_origin_shares(lead):
+    queues = {"apprentice": [["A", 0.9, "apprentice"], ["B", 0.5, "pool"],
+                             ["E", 0.1, "apprentice"]],
+              "expert": [["C", 0.8, "expert"], ["A", 0.9, "apprentice"], ["D", 0.5, "expert"]]}
+    top = lead.union_top(queues, 3)
+    assert [t["smiles"] for t in top] == ["A", "C", "B"]  # B ties D at 0.5: apprentice first
+    assert [t["in_both"] for t in top] == [True, False, False]
+    shares = lead.origin_shares(top)
+    assert shares == {"expert": 1 / 3, "apprentice": 1 / 3, "pool": 1 / 3, "in_both": 1 / 3}
+    top5 = lead.union_top(queues, 10)
+    assert [t["smiles"] for t in top5] == ["A", "C", "B", "D", "E"]
+    assert lead.origin_shares(top5) == {"expert": 0.4, "apprentice": 0.4, "pool": 0.2,
+                                        "in_both": 0.2}
+    assert all(math.isnan(v) for v in lead.origin_shares([]).values())
+
+
+def test_round_table_of_a_hand_made_record(lead):
+    rows = [{"round": 1, "calls": 4, "queue_size": 2, "new": {"apprentice": 2, "expert": 2,
+                                                               "pool": 0},
+             "queues": {"apprentice": [["CCO", 0.7, "apprentice"], ["CCN", 0.2, "apprentice"]],
+                        "expert": [["c1ccccc1O", 0.9, "expert"], ["CCO", 0.7, "apprentice"]]}}]
+    (t,) = lead.round_table(rows, lead.Fingerprints())
+    assert t["calls"] == 4 and t["new_expert"] == 2 and t["topk_size"] == 2
+    assert t["share_expert_topk"] == 0.5 and t["share_apprentice_topk"] == 0.5
+    assert t["share_in_both_topk"] == 0.5 and t["share_pool_top10"] == 0.0
+    assert t["diversity_apprentice"] == pytest.approx(1 - _tanimoto_by_hand("CCO", "CCN"))
+    assert t["diversity_union_topk"] == pytest.approx(1 - _tanimoto_by_hand("c1ccccc1O", "CCO"))
+
+
+def test_running_top10_and_the_call_of_overtaking(lead):
+    assert lead.running_top_mean([0.1, 0.5, 0.3], k=2) == [0.1, 0.3, 0.4]
+    assert lead.running_top_mean([0.1, 0.5, 0.3], k=2, budget=5) == [0.1, 0.3, 0.4, 0.4, 0.4]
+    scores = [float(i % 7) for i in range(30)]
+    curve = lead.running_top_mean(scores, 10)
+    assert curve[-1] == pytest.approx(sum(sorted(scores)[-10:]) / 10)
+    o = lead.overtake([1, 3, 2, 4, 5], [2, 2, 2, 3, 3])
+    assert o == {"calls": 4, "leads_at_end": True, "lead_share": 0.6}
+    assert lead.overtake([1, 2], [1, 2]) == {"calls": None, "leads_at_end": False,
+                                             "lead_share": 0.0}
+    assert lead.overtake([2, 3], [1, 2])["calls"] == 1
+
+
+def test_the_analysis_of_tiny_runs_writes_the_one_format(prior, tmp_path, lead):
+    for arm in ("gegl", "prior_only"):
+        optimize(None, _args(prior, tmp_path, arm, budget=80, name=arm))
+    out = tmp_path / "out"
+    assert lead.main(["--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    doc = json.loads((out / "gegl_lead.json").read_text())
+    assert doc["benchmark"] == "gegl_lead" and (out / "gegl_lead.md").is_file()
+    assert (out / "gegl_lead" / "qed.png").is_file()
+    got = {(r["arm"], r["metric"]): r["mean"] for r in doc["rows"]}
+    stored = json.loads((out / "gegl_lead" / "rounds.json").read_text())
+    table = [dict(zip(stored["columns"], r)) for r in stored["runs"]["qed|0|80|gegl"]]
+    last = table[-1]
+    assert last["calls"] == 80 and got[("gegl", "rounds")] == len(table)
+    assert got[("gegl", "share_expert_topk_final")] == pytest.approx(last["share_expert_topk"],
+                                                                      abs=1e-4)
+    assert sum(last[f"share_{o}_topk"] for o in ("expert", "apprentice", "pool")) == (
+        pytest.approx(1.0, abs=1e-3))
+    assert got[("prior_only", "share_expert_topk_final")] == 0.0
+    assert ("gegl", "overtake_calls_vs_prior_only") in got
+    assert got[("gegl", f"diversity_top{K}_calls_final")] > 0
