@@ -49,7 +49,12 @@ from selfsup.chem.objectives.properties import (
     qed,
     sa_score,
 )
-from selfsup.chem.objectives.registry import get_objective, list_objectives
+from selfsup.chem.objectives.registry import (
+    get_objective,
+    list_objectives,
+    register_objective,
+    unregister_objective,
+)
 from selfsup.chem.objectives.tasks import GUACAMOL_V2_TASKS, PMO_TASKS, TARGETS
 
 __all__ = [
@@ -93,7 +98,9 @@ __all__ = [
     "parse_formula",
     "penalized_logp",
     "qed",
+    "register_objective",
     "sa_score",
     "tanimoto",
     "tanimoto_mols",
+    "unregister_objective",
 ]

@@ -7,8 +7,9 @@ Fingerprint types (names as in GuacaMol, Brown et al. 2019):
 * ``FCFP4`` / ``FCFP6``: the same with pharmacophoric feature invariants instead of atom types.
 * ``AP``: atom pairs (topological distance 1..10), unfolded sparse counts.
 * ``PHCO``: Gobbi-Poppinger 2D pharmacophore fingerprint (sparse bits).
-* ``MORGAN2_BITS``: radius-2 Morgan bit vector folded to 2048 bits (the fingerprint of the
-  JT-VAE constrained-optimisation benchmark).
+* ``MORGAN2_BITS``: radius-2 Morgan bit vector folded to 2048 bits (often named for the JT-VAE
+  constrained-optimisation benchmark; JT-VAE's own code, ``jtnn/jtprop_vae.py``, and GEGL's use
+  ``GetMorganFingerprint(mol, 2)``, the unfolded count fingerprint ``ECFP4`` here).
 
 Tanimoto on count vectors is the generalised form sum(min(a, b)) / sum(max(a, b)); on bit
 vectors it is |a & b| / |a | b|. Both come from RDKit's ``DataStructs.TanimotoSimilarity``.

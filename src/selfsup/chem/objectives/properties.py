@@ -172,9 +172,12 @@ class ConstrainedImprovement(Objective):
     ``Tanimoto(x, start) >= delta`` and ``None`` otherwise (also for invalid SMILES).
     As an objective, a failure scores ``failure_score`` (-1000, GEGL's marker).
 
-    Defaults follow GEGL's implementation: ZINC-normalised penalized logP with SSSR rings and
-    the ECFP4 count fingerprint. For the JT-VAE protocol use ``form='raw'`` and
-    ``fp_type='MORGAN2_BITS'``.
+    Defaults: ZINC-normalised penalized logP with SSSR rings and the ECFP4 count fingerprint.
+    GEGL's ``run_gegl_constrained.py`` ran with cycle-basis rings (its default; SSSR only with
+    ``--use_atomrings``): ``ring='cycle_basis'``, as the registry's
+    ``constrained_penalized_logp_gegl:<delta>:<SMILES>`` does. JT-VAE's code
+    (``jtnn/jtprop_vae.py``) measures similarity with ``GetMorganFingerprint(mol, 2)``, the same
+    unfolded count fingerprint as ``ECFP4``; ``MORGAN2_BITS`` is the 2048-bit folded variant.
     """
 
     def __init__(self, start: str, delta: float = 0.4, form: str = "gegl", ring: str = "sssr",
