@@ -222,6 +222,27 @@ def test_imitation_options_default_to_the_exact_run_and_reject_bad_values(prior,
             optimize(None, _args(prior, pool_file, tmp_path, "gegl", name="bad", **{key: bad}))
 
 
+@pytest.mark.parametrize("optimizer,options,bad", [
+    ("lstm_hc", {"lstm_hc.precision": "bf16", "lstm_hc.length_groups": 4},
+     {"lstm_hc.precision": "fp16", "lstm_hc.length_groups": 0}),
+    ("reinvent", {"reinvent.precision": "bf16"}, {"reinvent.precision": "fp16"}),
+])
+def test_lstm_hc_and_reinvent_speed_options_default_to_the_exact_run(prior, pool_file, tmp_path,
+                                                                      optimizer, options, bad):
+    a, _ = optimize(None, _args(prior, pool_file, tmp_path, optimizer, name="a"))
+    b, _ = optimize(None, _args(prior, pool_file, tmp_path, optimizer, name="b",
+                                **{k: "32" if "precision" in k else 1 for k in options}))
+    assert _calls(a) == _calls(b)  # the defaults, given explicitly: the same molecules
+    fast, res = optimize(None, _args(prior, pool_file, tmp_path, optimizer, name="fast",
+                                     **options))
+    assert res["n_calls"] == 60 and len({r["smiles"] for r in _calls(fast)}) == 60
+    assert all(math.isfinite(float(r["score"])) for r in _calls(fast))
+    for key, value in bad.items():
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            optimize(None, _args(prior, pool_file, tmp_path, optimizer, name="bad",
+                                 **{key: value}))
+
+
 def test_missing_prior_is_a_clear_error(pool_file, tmp_path):
     args = [a for a in _args("x", pool_file, tmp_path, "gegl") if not a.startswith("prior=")]
     with pytest.raises(ConfigError, match="selfsup chem pretrain"):

@@ -86,6 +86,10 @@ class LSTMHCConfig:
     patience: int = 20  # stop after this many rounds in a row without a new molecule
     stale_rounds: int = 1000  # ... or this many that left the run's top-10 unchanged (0: off)
     device: str = "cpu"  # cpu | cuda | auto
+    # opt-in speed settings of the fine-tuning step, as GEGL's imitation_precision and
+    # imitation_length_groups (they change the arithmetic, so seeded runs differ)
+    precision: str = "32"  # "32" | "bf16" (bfloat16 autocast of the forward)
+    length_groups: int = 1  # length-sorted groups per batch (less padding)
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,9 @@ class ReinventConfig:
     patience: int = 20  # stop after this many steps in a row without a new molecule
     stale_rounds: int = 1000  # ... or this many that left the run's top-10 unchanged (0: off)
     device: str = "cpu"  # cpu | cuda | auto
+    # opt-in: "bf16" runs the prior's and the agent's likelihood forwards under bfloat16 autocast
+    # (the loss stays float32); it changes the arithmetic, so seeded runs differ
+    precision: str = "32"
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,15 @@ def run_lstm_hc(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.Ge
     if h.epochs_per_round <= 0 or h.batch_size < 1 or h.keep_top < 1:
         raise ConfigError("lstm_hc.epochs_per_round, lstm_hc.batch_size and lstm_hc.keep_top "
                           "must be positive")
+    if h.precision not in ("32", "bf16") or h.length_groups < 1:
+        raise ConfigError(f"lstm_hc.precision={h.precision!r} must be '32' or 'bf16' and "
+                          f"lstm_hc.length_groups={h.length_groups} >= 1")
     steps = max(1, math.ceil(h.epochs_per_round * h.keep_top / h.batch_size))
     g = GEGLConfig(
         n_apprentice=h.n_samples, n_expert=0, queue_size=h.keep_top, imitation_steps=steps,
         imitation_batch=h.batch_size, lr=h.lr, sample_max_len=h.sample_max_len,
         temperature=h.temperature, use_expert=False, learn=True, patience=h.patience,
-        stale_rounds=h.stale_rounds,
-        device=h.device,
+        stale_rounds=h.stale_rounds, imitation_precision=h.precision,
+        imitation_length_groups=h.length_groups, device=h.device,
     )
     run_gegl(ctx, cfg, rng, g, name="lstm_hc")
