@@ -438,8 +438,14 @@ def generate(scoring_function, number_molecules: int, starting_population: list[
     return molecules, summary
 
 
+# --bf16: the opt-in speed settings of every apprentice arm (bfloat16 autocast of the LSTM's
+# training forwards, length-sorted groups where the arm has them); graph GA has no LSTM
+BF16_OVERRIDES = ("gegl.imitation_precision=bf16", "gegl.imitation_length_groups=4",
+                  "lstm_hc.precision=bf16", "lstm_hc.length_groups=4", "reinvent.precision=bf16")
+
+
 def run_unit(task: str, arm: str, seed: int, budget: int, prior: str | None, run_root: Path,
-             python: str, threads: int = 1) -> dict:
+             python: str, threads: int = 1, overrides: tuple[str, ...] = ()) -> dict:
     """One unit: GuacaMol's benchmark for ``task`` (in the worker) assesses ``arm``."""
     import resource
 
@@ -452,7 +458,8 @@ def run_unit(task: str, arm: str, seed: int, budget: int, prior: str | None, run
         scorer = RemoteScoringFunction(channel)
         molecules, info = generate(scorer, req["number_molecules"], req["starting_population"],
                                    arm=arm, seed=seed, budget=budget, prior=prior,
-                                   run_root=run_root, name=name, objective=objective_name(task))
+                                   run_root=run_root, name=name, objective=objective_name(task),
+                                   overrides=tuple(overrides))
         channel.send({"op": "molecules", "smiles": molecules})
         res = channel.receive("result")
     finally:
@@ -613,7 +620,9 @@ def notes_text(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
               "", f"Prior of every apprentice arm: {prior.get('source', '?')}, "
               f"`{prior.get('path', '?')}` ({prior.get('size', '?')}, "
               f"{prior.get('n_params', '?')} parameters, validity {prior.get('validity', '?')}, "
-              f"sha256 {str(prior.get('sha256', '?'))[:12]}).", ""]
+              f"sha256 {str(prior.get('sha256', '?'))[:12]}); apprentice speed settings: "
+              + ("bf16 (`" + " ".join(BF16_OVERRIDES) + "`)" if cache.get("speed") == "bf16"
+                 else "the defaults (float32)") + ".", ""]
     lines.append(f"Published columns: {PAPER_SOURCE}. They are a reference, not a same-budget "
                  "comparison: the published runs were not held to a budget of unique calls (GEGL: "
                  "8,192 + 8,192 molecules a round for 200 rounds, about 3.3 M calls a task, "
@@ -674,6 +683,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prior", default=None, help="model.pt of selfsup chem pretrain (default: "
                     "the strong prior when shipped, else benchmarks/results/gegl_prior)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (both sides)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="every apprentice arm with its opt-in bf16 speed settings (" +
+                    " ".join(BF16_OVERRIDES) + "); a cache holds units of one setting")
     ap.add_argument("--out", default=None, help="output folder (cache, runs, results)")
     ap.add_argument("--report", action="store_true",
                     help="only write the results from the cache (run nothing)")
@@ -727,6 +739,12 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{cache_path} holds units of the prior {old['path']} (sha256 "
                              f"{old['sha256'][:12]}); pass that --prior or another --out")
         cache["prior"] = prior
+        speed = "bf16" if args.bf16 else "fp32"
+        if cache.get("speed", "fp32") != speed and any(k.count("|") == 3 for k in cache):
+            raise SystemExit(f"{cache_path} holds units run with speed setting "
+                             f"{cache.get('speed', 'fp32')!r}; pass the same --bf16 choice or "
+                             "another --out")
+        cache["speed"] = speed
         invocation = {"started": started, "command": command, "seconds": None}
         cache.setdefault("invocations", []).append(invocation)
         atomic_write_json(cache_path, cache)
@@ -749,7 +767,8 @@ def main(argv: list[str] | None = None) -> int:
                 t_unit = time.perf_counter()
                 try:
                     unit = run_unit(task, arm, seed, budget, prior_path, run_root,
-                                    args.guacamol_python, args.threads)
+                                    args.guacamol_python, args.threads,
+                                    BF16_OVERRIDES if args.bf16 else ())
                 finally:
                     lock.unlink(missing_ok=True)
                 unit["unit_seconds"] = round(time.perf_counter() - t_unit, 1)
