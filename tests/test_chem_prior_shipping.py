@@ -111,3 +111,20 @@ def test_without_a_shipped_prior_the_error_names_the_fix(tiny_prior, tmp_path, s
     with pytest.raises(ConfigError, match="(?s)not available here.*placed by hand.*"
                                           "prior=RUN/model.pt"):
         _shipped_prior(None, ["optimizer=gegl", f"data_root={tmp_path / 'data'}"])
+
+
+def test_the_demo_uses_the_shipped_prior_when_there_is_one(tiny_prior, tmp_path, shipped,
+                                                           monkeypatch):
+    from selfsup.demo import _shipped_prior as demo_prior
+
+    path, sha = tiny_prior
+    monkeypatch.setenv("SELFSUP_DATA", str(tmp_path / "data"))
+    shipped(strong_prior_spec(path.parent, None))  # none shipped: the demo pretrains its own
+    assert demo_prior() is None
+    shipped(strong_prior_spec(tmp_path / "nowhere", sha))  # shipped, not on this machine
+    assert demo_prior() is None
+    shipped(strong_prior_spec(path.parent, sha))
+    (path.parent / "results.json").write_text('{"validity": 0.961, "n_samples": 10000}')
+    got, info = demo_prior()
+    assert hashlib.sha256(got.read_bytes()).hexdigest() == sha
+    assert info == {"validity": 0.961, "n_samples": 10000}
