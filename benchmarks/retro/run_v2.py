@@ -32,6 +32,14 @@ targets), ``mean_iterations`` (failures at the maximum), ``onestep_top1``/``ones
 (exact match of the arm's model on a fixed subset of USPTO-50k test reactions), and
 ``unit_minutes``. Every result names its stock (notes and each unit's ``stock``).
 
+Proposal store: the units that plan with the same single-step model file (Retro*-0, Retro*,
+MCTS with the base model; each seed's iteration-1 model under three arms) share its proposals
+through ``<runs>/proposals/<model sha256>/`` (``selfsup.chem.retro.core.proposal_store``):
+searches, iterations and routes are exactly those computed afresh (tested), but a unit that
+runs after another with the same model spends less time, so ``unit_minutes``, ``plan_seconds``
+and ``iterations_per_s`` depend on the order units ran in (each unit names its store;
+``--no-proposal-store`` turns it off).
+
 Files: ``retro.{json,md}`` and ``retro_curves.png`` (success within N per arm, mean over seeds
 and their range; linked from the .md) in ``benchmarks/results/`` (full) or the run folder
 (quick, or ``--out``); the unit cache ``retro_cache.json`` beside them (a killed run loses
@@ -143,6 +151,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--arms", nargs="+", default=None, choices=ARMS)
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--workers", type=int, default=1, help="planning processes")
+    ap.add_argument("--no-proposal-store", action="store_true",
+                    help="do not share the single-step proposals of a model between its units "
+                         "(default: shared through <runs>/proposals; same searches, less time)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--data-root", default=None, help="folder of reaction_templates_50k_*.csv")
     ap.add_argument("--cache-dir", default=None, help="prepared USPTO-50k arrays")
@@ -479,7 +490,9 @@ class Bench:
             atomic_write_text(full, src.read_text())
             copied = self.seeds[0]
         t = time.perf_counter()
-        spec_ = SearchSpec(make_model_factory(model, self.args.threads), self.stock(),
+        store = None if self.args.no_proposal_store else self.run_root / "proposals"
+        spec_ = SearchSpec(make_model_factory(model, self.args.threads, proposal_store=store),
+                           self.stock(),
                            make_value_factory(value, self.args.threads),
                            max_iterations=self.st["max_iterations"], max_depth=10,
                            planner=planner, mcts={"seed": seed} if planner == "mcts" else {})
@@ -505,6 +518,7 @@ class Bench:
                 "records": rel(full), "n_searched": n_new, "copied_from_seed": copied,
                 "total_iterations": n_its,
                 "iterations_per_s": round(n_its / plan_s, 2) if n_new and not copied else None,
+                "proposal_store": rel(store) if store is not None else None,
                 "train_seconds": round(prep_s, 1), "eval_seconds": round(plan_s + eval_s, 1),
                 "plan_seconds": round(plan_s, 1),
                 "unit_seconds": round(time.perf_counter() - t_unit, 1),

@@ -75,6 +75,8 @@ class SingleStepModel:
         # raw reactant tuple -> canonical_reactants(it): a pure function, memoised because a
         # search sees the same proposals again and again (bounded; invalid sets not kept)
         self._reactants_memo: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # called with the newly computed {product: proposals} and top_k (a ProposalStore)
+        self._on_fresh: Any = None
         self.reset_counts()
 
     # -- to implement ----------------------------------------------------------------------
@@ -115,6 +117,8 @@ class SingleStepModel:
             self.n_products_computed += len(unique)
             for i in todo:
                 results[i] = fresh[canon[i]]
+            if self._on_fresh is not None:
+                self._on_fresh(fresh, top_k)
             if self.use_cache:
                 for p, props in fresh.items():
                     self._cache[(p, top_k)] = props

@@ -183,25 +183,42 @@ def _toy_model(name: str) -> SingleStepModel:
     return worlds[name].model()
 
 
-def _load_mlp(path: str, threads: int | None) -> SingleStepModel:
+def _load_mlp(path: str, threads: int | None, store: tuple[str, str] | None = None
+              ) -> SingleStepModel:
     import torch
 
     from ..models.mlp import MLPSingleStepModel
 
     if threads:
         torch.set_num_threads(int(threads))
-    return MLPSingleStepModel.load(path)
+    model = MLPSingleStepModel.load(path)
+    if store is not None:
+        from ..core.proposal_store import ProposalStore
+
+        ProposalStore(*store).attach(model)
+    return model
 
 
-def make_model_factory(spec: str, torch_threads: int | None = 1) -> Callable[[], SingleStepModel]:
-    """Picklable ``() -> model`` for ``toy:NAME`` or a ``model.pt`` path (checked now)."""
+def make_model_factory(spec: str, torch_threads: int | None = 1,
+                       proposal_store: str | os.PathLike | None = None
+                       ) -> Callable[[], SingleStepModel]:
+    """Picklable ``() -> model`` for ``toy:NAME`` or a ``model.pt`` path (checked now).
+
+    ``proposal_store``: a folder where the model's proposals are kept and shared with every
+    process that plans with the same model file (:mod:`..core.proposal_store`; the same
+    searches, less time); ``model.pt`` models only."""
     if spec.startswith("toy:"):
         _toy_model(spec[4:])  # fail early on an unknown name
         return partial(_toy_model, spec[4:])
     if not Path(spec).is_file():
         raise InputError(f"no single-step model at {spec!r}: pass the model.pt of a finished "
                          "selfsup chem train-single-step run")
-    return partial(_load_mlp, str(spec), torch_threads)
+    store = None
+    if proposal_store is not None:
+        from ..core.proposal_store import model_file_key
+
+        store = (str(proposal_store), model_file_key(spec))
+    return partial(_load_mlp, str(spec), torch_threads, store)
 
 
 def _load_value(path: str, threads: int | None) -> Callable[[str], float]:
