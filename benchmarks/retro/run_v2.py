@@ -137,6 +137,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "every product of a held-out reaction: no held-out intermediate is "
                          "a building block (route_benchmark_reachable.HeldOutFreeStock); "
                          "self-improvement made here plans with the stock without it")
+    ap.add_argument("--stock-name", default=None,
+                    help="the stock's name in the setting (default: from the file names, "
+                         "<stock>-minus-<stock-exclude>)")
     ap.add_argument("--max-iterations", type=int, default=None,
                     help="search budget per target (default: quick 100, full 500)")
     ap.add_argument("--si-runs", nargs="+", default=None,
@@ -269,7 +272,7 @@ class Bench:
             self.target_set = self.args.target_set or "uspto50k-chained"
         self.targets = targets
         self.target_source = source
-        self.stock_name = stock_label(self.args.stock) + (
+        self.stock_name = self.args.stock_name or stock_label(self.args.stock) + (
             f"-minus-{stock_label(self.args.stock_exclude)}" if self.args.stock_exclude else "")
         self.setting = setting_name(self.target_set, self.stock_name, len(targets),
                                     self.st["max_iterations"])
