@@ -99,7 +99,7 @@ def test_searches_with_a_store_find_the_same_routes_in_the_same_iterations(tmp_p
         table, stock_smiles, target = random_retro_world(seed, 12, 3)
         stock = Stock.from_smiles(stock_smiles)
 
-        def search(model):
+        def search(model, stock=stock, seed=seed, target=target):
             if planner == "mcts":
                 return MCTS(model, stock, max_iterations=60, max_depth=6, seed=seed).run(target)
             return RetroStar(model, stock, max_iterations=60, max_depth=6).run(target)
