@@ -167,3 +167,32 @@ def test_stock_exclude_takes_molecules_out_of_the_stock_and_names_it(tmp_path):
     stock = b.stock()
     assert "CCO" not in stock and "CCN" in stock  # CCN: the other dead_end building block
     assert stock.describe()["n_excluded"] == 1
+
+
+def test_a_killed_benchmark_resumes_its_self_improvement_run_of_the_same_config(tmp_path):
+    import yaml
+
+    v2 = load_bench_script("retro", "run_v2.py")
+    b = v2.Bench(v2.parse_args(["--model", "toy:all", "--quick", "--out", str(tmp_path / "o"),
+                                "--stock", "toy:all"]))
+    si = b.run_root / "si"
+    want = ["model=toy:all", "seed=0", "stock=null", "targets.n=30", "eval.top_k=[1,10]",
+            "targets.file=t.smi"]
+
+    def folder(stamp, **changes):
+        cfg = {"model": "toy:all", "seed": 0, "stock": None,
+               "targets": {"n": 30, "file": "t.smi"}, "eval": {"top_k": [1, 10]}}
+        for k, v in changes.items():
+            cfg[k] = v
+        d = si / f"bench-si-s0-{stamp}"
+        d.mkdir(parents=True)
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+        return d
+
+    assert b.si_run_to_resume("bench-si-s0", want) is None  # nothing there yet
+    older = folder("20261206-100000")
+    folder("20261206-110000", seed=1)  # newer, but another seed
+    (si / "bench-si-s0-20261206-120000").mkdir()  # no config (killed before writing it)
+    assert b.si_run_to_resume("bench-si-s0", want) == older
+    assert b.si_run_to_resume("bench-si-s0", want + ["targets.n=5000"]) is None
+    assert b.si_run_to_resume("bench-si-s1", want) is None

@@ -15,8 +15,9 @@ and ``--values`` (one value-network file per seed). What is not given is made he
 and cached: self-improvement (2 iterations on ``--si-targets``, default a seeded subset of the
 train targets of the chained USPTO-50k route benchmark, planned with the same stock), the random
 control (as many random true train reactions as self-improvement iteration 1 kept) and the
-value network (trained on known train routes of the chained USPTO-50k benchmark, costs under
-the base model, as ``run.py``). Without ``--targets`` the targets are the held-out multi-step
+value network (trained on known train routes of the chained USPTO-50k benchmark, or with
+``--value-routes with-ord`` of the one chained over USPTO-50k and the ORD split, costs under the
+base model, as ``run.py``). Without ``--targets`` the targets are the held-out multi-step
 targets of the chained USPTO-50k route benchmark (``workflows/route_benchmark.py``, the fixed
 draw of ``run.py``), target set ``uspto50k-chained``.
 
@@ -148,6 +149,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="random-control model.pt files, one per seed")
     ap.add_argument("--values", nargs="+", default=None,
                     help="value-network files, one per seed")
+    ap.add_argument("--value-routes", choices=["uspto50k-chained", "with-ord"],
+                    default="uspto50k-chained",
+                    help="train routes the value networks learn from: the chained USPTO-50k "
+                         "benchmark's, or those chained over USPTO-50k and the ORD split "
+                         "(with-ord; for target sets from the ORD split)")
+    ap.add_argument("--ord-split-dir", default=None,
+                    help="the ORD split (default <data cache>/derived/ord_split/seed0)")
     ap.add_argument("--si-targets", default=None,
                     help="train targets that self-improvement plans on (default: chained "
                          "USPTO-50k train targets)")
@@ -200,6 +208,7 @@ class Bench:
         self.targets_dir = self.out / "retro_targets"
         self._data = None
         self._bench = None
+        self._value_bench = None
         self._stock = None
         self.onestep_memo_path = self.run_root / "onestep.json"
 
@@ -227,6 +236,39 @@ class Bench:
             self._bench = build_route_benchmark(reactions, stock=default_stock(reactions))
             self.log(f"chained USPTO-50k route benchmark: {self._bench.report['groups']}")
         return self._bench
+
+    def value_route_bench(self):
+        """The route benchmark whose train routes the value networks learn from: the chained
+        USPTO-50k one, or (``--value-routes with-ord``) the one chained over USPTO-50k and the
+        ORD family split (the reactions the reachable target set comes from; stock: every
+        reactant no reaction makes), as ``route_benchmark_reachable`` builds it."""
+        if self.args.value_routes != "with-ord":
+            return self.route_bench()
+        if self._value_bench is None:
+            from selfsup.chem.retro.workflows.ord_split import (
+                HELD_OUT,
+                TRAIN,
+                _default_out,
+                load_ord_split,
+            )
+            from selfsup.chem.retro.workflows.route_benchmark import (
+                build_route_benchmark,
+                load_uspto_reactions,
+            )
+            from selfsup.chem.retro.workflows.route_benchmark_reachable import (
+                dataset_reactions_with_ord,
+                leaves_stock,
+            )
+
+            split = Path(self.args.ord_split_dir) if self.args.ord_split_dir else (
+                _default_out() / "seed0")
+            reactions = dataset_reactions_with_ord(
+                load_uspto_reactions(self.args.data_root, self.args.cache_dir),
+                load_ord_split(split, TRAIN), load_ord_split(split, HELD_OUT))
+            self._value_bench = build_route_benchmark(reactions, stock=leaves_stock(reactions))
+            self.log("USPTO-50k + ORD route benchmark (value routes): "
+                     f"{self._value_bench.report['groups']['train']}")
+        return self._value_bench
 
     def stock(self):
         if self._stock is None:
@@ -294,7 +336,8 @@ class Bench:
                 "stock_exclude": self.args.stock_exclude,
                 "stock": self.stock().describe(), "max_iterations": self.st["max_iterations"],
                 "settings": self.st, "si_runs": self.args.si_runs,
-                "control_models": self.args.control_models, "values": self.args.values}
+                "control_models": self.args.control_models, "values": self.args.values,
+                "value_routes": self.args.value_routes}
         old = cache.setdefault("setting_meta", {}).get(self.setting)
         if old and (old["targets_hash"] != meta["targets_hash"]
                     or old.get("stock_spec") != meta["stock_spec"]
@@ -305,6 +348,13 @@ class Bench:
             if old and old.get(what) != meta[what]:
                 raise SystemExit(f"{self.cache_path} holds setting {self.setting} made with "
                                  f"{what} {old.get(what)}; pass the same or another --out")
+        valued = [k for k in common.units_of(cache) if k.startswith(self.setting + "|")
+                  and k.split("|")[-1] in ("retro_star", "retro_star_si1", "retro_star_si2")]
+        if old and valued and old.get("value_routes", "uspto50k-chained") != meta["value_routes"]:
+            raise SystemExit(f"{self.cache_path} holds units of setting {self.setting} whose "
+                             f"value networks learnt from --value-routes "
+                             f"{old.get('value_routes', 'uspto50k-chained')}; pass the same or "
+                             "another --out")
         cache["setting_meta"][self.setting] = meta
         return cache
 
@@ -319,8 +369,10 @@ class Bench:
         """(value-network path, seconds spent making it now)."""
         if self.args.values:
             return self.args.values[self.seeds.index(seed)], 0.0
-        key = f"prep:value:seed{seed}"
-        path = self.run_root / f"value_seed{seed}.pt"
+        with_ord = self.args.value_routes == "with-ord"
+        key = f"prep:value:with-ord:seed{seed}" if with_ord else f"prep:value:seed{seed}"
+        path = self.run_root / (f"value_with_ord_seed{seed}.pt" if with_ord
+                                else f"value_seed{seed}.pt")
         if key in self.cache and path.is_file():
             return str(path), 0.0
         import numpy as np
@@ -332,7 +384,7 @@ class Bench:
         )
 
         t = time.perf_counter()
-        bench = self.route_bench()
+        bench = self.value_route_bench()
         base = MLPSingleStepModel.load(self.args.model)
         routes = [tg.route for tg in bench.targets["train"]]
         order = np.random.default_rng(seed).permutation(len(routes))
@@ -343,8 +395,10 @@ class Bench:
         secs = time.perf_counter() - t
         self.save_prep(key, {"path": str(path), "n_routes": len(pick),
                              "n_examples": len(examples), "final": hist[-1],
-                             "source": "known train routes of the chained USPTO-50k benchmark "
-                                       "(longest first), costs under the base model",
+                             "source": "known train routes of the chained "
+                                       + ("USPTO-50k + ORD" if with_ord else "USPTO-50k")
+                                       + " benchmark (longest first), costs under the base "
+                                       "model",
                              "seconds": round(secs, 1), "provenance": provenance()})
         self.log(f"seed {seed} value network: {len(examples)} examples, {secs:.0f}s")
         return str(path), secs
@@ -369,6 +423,20 @@ class Bench:
                 f"eval.n_test={self.st['n_onestep']}", "eval.top_k=[1,10]",
                 f"finetune.epochs={self.st['finetune_epochs']}"]
 
+    def si_run_to_resume(self, name: str, overrides: list[str]) -> Path | None:
+        """The newest self-improvement run folder ``<runs>/si/<name>-<time>`` whose config holds
+        every ``key=value`` of ``overrides`` (the same model, stock, targets, ...), else None."""
+        import yaml
+
+        for d in sorted((self.run_root / "si").glob(f"{name}-*"), reverse=True):
+            try:
+                cfg = yaml.safe_load((d / "config.yaml").read_text())
+            except (OSError, yaml.YAMLError):
+                continue
+            if all(_config_value(cfg, o) for o in overrides):
+                return d
+        return None
+
     def si(self, seed: int) -> tuple[dict, float]:
         """({'models': [iter 1, iter 2], 'iterations': [summaries]}, seconds spent now)."""
         from selfsup.io import read_json_file
@@ -387,13 +455,22 @@ class Bench:
         key = f"prep:si:{self.stock_name}:seed{seed}"
         if key in self.cache:
             return self.cache[key], 0.0
-        from selfsup.chem.retro.workflows.self_improve import self_improve
+        from selfsup.chem.retro.workflows.self_improve import (
+            resume_self_improve,
+            self_improve,
+        )
 
         t = time.perf_counter()
-        run, res = self_improve(None, self.common_si(seed, f"bench-si-s{seed}") + [
+        overrides = self.common_si(seed, f"bench-si-s{seed}") + [
             "n_iterations=2", f"targets.file={self.si_targets_file()}",
             f"targets.n={self.st['n_si_targets']}", f"targets.seed={seed}",
-            f"search.max_iterations={self.st['si_max_iterations']}"])
+            f"search.max_iterations={self.st['si_max_iterations']}"]
+        old = self.si_run_to_resume(f"bench-si-s{seed}", overrides)
+        if old is not None:  # a killed benchmark: its self-improvement goes on where it was
+            self.log(f"seed {seed} self-improvement: resuming {old}")
+            run, res = resume_self_improve(old)
+        else:
+            run, res = self_improve(None, overrides)
         secs = time.perf_counter() - t
         entry = {"models": res["models"], "iterations": res["iterations"], "run": str(run.path),
                  "n_targets": res["n_targets"], "seconds": round(secs, 1),
@@ -531,6 +608,21 @@ class Bench:
 # ------------------------------------------------------------------ report
 
 
+def _config_value(cfg: dict, override: str) -> bool:
+    """Whether the nested config ``cfg`` holds ``key.sub=value`` (values compared as YAML reads
+    them, so ``null``, numbers and lists compare by value)."""
+    import yaml
+
+    key, _, text = override.partition("=")
+    node: object = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    want = yaml.safe_load(text) if text else None
+    return node == want or str(node) == str(want)
+
+
 def rel(path) -> str:
     """``path`` relative to the repository when it lies inside it (results name no home)."""
     p = Path(path).resolve()
@@ -593,8 +685,12 @@ def report(b: Bench, cache: dict) -> None:
             f"N <= {mx}.",
             f"Self-improvement runs: {meta.get('si_runs') or 'made here (prep:si)'}; random "
             f"controls: {meta.get('control_models') or 'made here (prep:control)'}; value "
-            f"networks: {meta.get('values') or 'made here from known train routes (prep:value)'}"
-            ". retro_star_0 is deterministic: the first seed's search serves every seed.",
+            f"networks: {meta.get('values') or 'made here from the known train routes of the '}"
+            + ("" if meta.get("values") else (
+                "chained USPTO-50k + ORD benchmark (prep:value:with-ord)"
+                if meta.get("value_routes") == "with-ord"
+                else "chained USPTO-50k benchmark (prep:value)"))
+            + ". retro_star_0 is deterministic: the first seed's search serves every seed.",
             (f"Planning speed of the units run here: {min(its):.1f} to {max(its):.1f} "
              "iterations/s (one process per unit, the machine shared)." if its else ""),
             (f"Missing units ({len(missing)}): {', '.join(missing)}." if missing else ""),
