@@ -53,7 +53,7 @@ Every finished (delta, arm, seed, molecule) unit is cached in ``<out>/constraine
 ``runs/bench-constrained-plogp-full/``) with a lock file per unit while it runs, so several runners
 can share the cache and a killed benchmark started again goes on where it was (a unit killed half
 way is replay-resumed from its run folder). Full mode writes
-``benchmarks/results/gegl_constrained.{json,md}`` (to be merged into the GuacaMol benchmark's
+``benchmarks/results/gegl_guacamol.{json,md}`` (the GuacaMol benchmark's
 results file, issue 24); quick mode writes everything into its run folder.
 
 Projected cost of the full run (50 molecules x 2 deltas x 2 arms = 200 units, default budget
@@ -85,7 +85,8 @@ from selfsup.io import atomic_write_json  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_PRIOR = RESULTS / "gegl_prior" / "model.pt"  # benchmarks/gegl/run.py's committed prior
-NAME = "gegl_constrained"
+NAME = "gegl_guacamol"  # the issue's one results file for GEGL's claims (rows and notes merged)
+SECTION = "constrained-plogp"  # this script's notes section there
 CACHE = "constrained_plogp_cache.json"
 ARMS = ("gegl", "graph_ga")
 DELTAS = (0.4, 0.6)
@@ -446,12 +447,23 @@ def main(argv: list[str] | None = None) -> int:
                                         args.form)
     notes = notes_text(args, refs, selection, prior, budget, args.form, missing, partial, cache,
                        rows)
-    extra = {"selection": selection, "deltas": args.deltas, "arms": args.arms, "seeds": seeds,
-             "budget": budget, "form": args.form, "prior": prior, "max_smiles_length": MAX_SMILES,
-             "paper_rows": PAPER_ROWS, "missing_units": missing, "cache": str(cache_path)}
+    mine = {"selection": selection, "deltas": args.deltas, "arms": args.arms, "seeds": seeds,
+            "budget": budget, "form": args.form, "prior": prior, "max_smiles_length": MAX_SMILES,
+            "paper_rows": PAPER_ROWS, "missing_units": missing, "cache": str(cache_path)}
+    # the results file is shared with guacamol_distribution.py and guacamol_goal_directed.py:
+    # their rows, notes sections and entries stay; this script's rows and section are replaced
+    old = load_json((RESULTS if committed else out) / f"{NAME}.json")
+    kept = [r for r in old.get("rows", []) if not str(r.get("setting", "")).startswith(
+        "constrained-plogp/")]
+    sections = dict(old.get("notes_sections", {}))
+    sections[SECTION] = notes
+    extra = {k: v for k, v in old.items() if k not in (
+        "benchmark", "mode", "command", "machine", "provenance", "started", "wall_seconds",
+        "rows")}
+    extra.update(constrained_plogp=mine, notes_sections=sections)
     jp, mp = write_results(NAME, mode, "python " + " ".join(sys.argv), started,
-                           time.perf_counter() - t0, rows, None if committed else out, notes,
-                           extra)
+                           time.perf_counter() - t0, kept + rows, None if committed else out,
+                           "\n\n".join(sections[k] for k in sorted(sections)), extra)
     print(f"wrote {jp} and {mp}" + (f" ({len(missing)} units missing)" if missing else ""))
     return 0
 
