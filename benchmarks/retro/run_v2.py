@@ -156,6 +156,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "(with-ord; for target sets from the ORD split)")
     ap.add_argument("--ord-split-dir", default=None,
                     help="the ORD split (default <data cache>/derived/ord_split/seed0)")
+    ap.add_argument("--forward-model", default=None,
+                    help="forward template model.pt (train-single-step model.direction=forward) "
+                         "for the self-improvement runs made here: kept reactions are augmented "
+                         "with the products it predicts (default: none)")
     ap.add_argument("--si-targets", default=None,
                     help="train targets that self-improvement plans on (default: chained "
                          "USPTO-50k train targets)")
@@ -337,7 +341,8 @@ class Bench:
                 "stock": self.stock().describe(), "max_iterations": self.st["max_iterations"],
                 "settings": self.st, "si_runs": self.args.si_runs,
                 "control_models": self.args.control_models, "values": self.args.values,
-                "value_routes": self.args.value_routes}
+                "value_routes": self.args.value_routes,
+                "forward_model": self.args.forward_model}
         old = cache.setdefault("setting_meta", {}).get(self.setting)
         if old and (old["targets_hash"] != meta["targets_hash"]
                     or old.get("stock_spec") != meta["stock_spec"]
@@ -355,6 +360,11 @@ class Bench:
                              f"value networks learnt from --value-routes "
                              f"{old.get('value_routes', 'uspto50k-chained')}; pass the same or "
                              "another --out")
+        made_si = [k for k in cache if k.startswith(f"prep:si:{self.stock_name}:")]
+        if old and made_si and old.get("forward_model") != meta["forward_model"]:
+            raise SystemExit(f"{self.cache_path} holds self-improvement runs of setting "
+                             f"{self.setting} made with --forward-model "
+                             f"{old.get('forward_model')}; pass the same or another --out")
         cache["setting_meta"][self.setting] = meta
         return cache
 
@@ -421,7 +431,8 @@ class Bench:
                 f"data.root={a.data_root}" if a.data_root else "data.root=null",
                 f"data.cache_dir={a.cache_dir}" if a.cache_dir else "data.cache_dir=null",
                 f"eval.n_test={self.st['n_onestep']}", "eval.top_k=[1,10]",
-                f"finetune.epochs={self.st['finetune_epochs']}"]
+                f"finetune.epochs={self.st['finetune_epochs']}",
+                f"forward.model={a.forward_model}" if a.forward_model else "forward.model=null"]
 
     def si_run_to_resume(self, name: str, overrides: list[str]) -> Path | None:
         """The newest self-improvement run folder ``<runs>/si/<name>-<time>`` whose config holds
@@ -683,7 +694,10 @@ def report(b: Bench, cache: dict) -> None:
             f"Targets: {meta['target_source']} (hash {meta['targets_hash']}). Base model: "
             f"`{rel(cache['model'])}`. Max iterations {mx}; metrics success_at_N only for "
             f"N <= {mx}.",
-            f"Self-improvement runs: {meta.get('si_runs') or 'made here (prep:si)'}; random "
+            f"Self-improvement runs: {meta.get('si_runs') or 'made here (prep:si)'} "
+            + (f"with forward augmentation by `{rel(meta['forward_model'])}`"
+               if meta.get("forward_model") else "without forward augmentation")
+            + "; random "
             f"controls: {meta.get('control_models') or 'made here (prep:control)'}; value "
             f"networks: {meta.get('values') or 'made here from the known train routes of the '}"
             + ("" if meta.get("values") else (
