@@ -571,7 +571,12 @@ class Bench:
         self.cache = merge_cache(self.cache_path, self.cache)
         key = common.unit_key(setting, seed, arm)
         model, value, planner, prep_s = self.arm_spec(arm, seed)
-        full = self.run_root / "targets" / (file_key(key) + ".jsonl")
+        # the records' file names the unit's model and value network (but Retro*-0 with the base
+        # model, whose first seed's file the other seeds copy), so that records planned with
+        # another self-improvement run or value network (other --value-routes, --forward-model)
+        # are never resumed into it
+        tag = "" if arm == "retro_star_0" else "__" + text_hash([str(model), str(value)])[:8]
+        full = self.run_root / "targets" / (file_key(key) + tag + ".jsonl")
         full.parent.mkdir(parents=True, exist_ok=True)
         copied = None
         zero = common.unit_key(setting, self.seeds[0], arm)
