@@ -564,6 +564,23 @@ def run_units(units: list[tuple[str, int, str]], cache: dict, cache_path: Path,
     return cache
 
 
+def reuse_or_resume_optimize_run(old: Path, tag: str) -> tuple[Path, dict, bool] | None:
+    """For a ``selfsup chem optimize`` run folder of the wanted config: ``(folder, results,
+    False)`` when it finished, ``(folder, results, True)`` after replay-resuming it when it was
+    killed with calls on record, else None (nothing to go on from)."""
+    from selfsup.chem.optimize import resume
+    from selfsup.runs import Run
+
+    old = Path(old)
+    if Run.open(old).meta.get("status") == "finished" and (old / "results.json").is_file():
+        return old, load_json(old / "results.json"), False
+    if (old / "oracle_calls.csv").is_file():
+        print(f"{tag} resuming {old.name}", flush=True)
+        run, res = resume(old)
+        return run.path, res, True
+    return None
+
+
 def unit_parser(description: str, all_arms, seeds_help: str,
                 reference_seeds_help: str) -> argparse.ArgumentParser:
     """The command line of a unit benchmark: --quick, --only, --arms (of ``all_arms``), --seeds,

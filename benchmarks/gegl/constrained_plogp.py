@@ -79,7 +79,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import claim_unit, load_json, merge_cache, now, row, write_results  # noqa: E402
+from common import (  # noqa: E402
+    claim_unit,
+    load_json,
+    merge_cache,
+    now,
+    reuse_or_resume_optimize_run,
+    row,
+    write_results,
+)
 from selfsup.io import atomic_write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -178,9 +186,8 @@ def run_unit(ref: str, delta: float, arm: str, seed: int, budget: int, form: str
     its run folder); returns its summary."""
     import yaml
 
-    from selfsup.chem.optimize import optimize, resume
+    from selfsup.chem.optimize import optimize
     from selfsup.chem.oracles import load_record
-    from selfsup.runs import Run
 
     name = f"cplogp-{tag}-d{delta:g}-{arm}-s{seed}"
     objective = f"{OBJECTIVES[form]}:{delta:g}:{ref}"
@@ -196,13 +203,9 @@ def run_unit(ref: str, delta: float, arm: str, seed: int, budget: int, form: str
         if (cfg.get("objective") != objective or cfg.get("budget") != budget
                 or (arm != "graph_ga" and cfg.get("prior") != prior)):
             continue
-        if Run.open(old).meta.get("status") == "finished" and (old / "results.json").is_file():
-            run_path, res = old, load_json(old / "results.json")
-            break
-        if (old / "oracle_calls.csv").is_file():
-            print(f"[cplogp]   resuming {old.name}", flush=True)
-            run, res = resume(old)
-            run_path, resumed = run.path, True
+        found = reuse_or_resume_optimize_run(old, "[cplogp]  ")
+        if found is not None:
+            run_path, res, resumed = found
             break
     else:
         overrides = [f"name={name}", f"run_root={run_root}", f"objective={objective}",

@@ -385,10 +385,10 @@ def generate(scoring_function, number_molecules: int, starting_population: list[
     ``budget`` unique calls; resumes a killed run of the same config, reuses a finished one.
     Returns the best ``number_molecules`` molecules (one per stereo-free molecule, best first;
     fewer if the run found fewer) and a summary of the run."""
+    from common import reuse_or_resume_optimize_run
     from selfsup.chem.objectives import register_objective, unregister_objective
-    from selfsup.chem.optimize import optimize, resume
+    from selfsup.chem.optimize import optimize
     from selfsup.chem.optimize.generator import as_function_objective
-    from selfsup.runs import Run
 
     if number_molecules < 1 or number_molecules > budget:
         raise ValueError(f"number_molecules={number_molecules} must be in 1..budget ({budget})")
@@ -408,13 +408,9 @@ def generate(scoring_function, number_molecules: int, starting_population: list[
     try:
         run_path, res, resumed = None, None, False
         for old in _matching_runs(run_root, name, want):
-            if Run.open(old).meta.get("status") == "finished" and (old / "results.json").is_file():
-                run_path, res = old, json.loads((old / "results.json").read_text())
-                break
-            if (old / "oracle_calls.csv").is_file():
-                print(f"[{NAME}] resuming {old.name}", flush=True)
-                run, res = resume(old)
-                run_path, resumed = run.path, True
+            found = reuse_or_resume_optimize_run(old, f"[{NAME}]")
+            if found is not None:
+                run_path, res, resumed = found
                 break
         if run_path is None:
             args = [f"name={name}", f"run_root={run_root}", f"objective={objective}",
