@@ -267,15 +267,16 @@ def _shipped_prior() -> tuple[Path, dict] | None:
     it is here (fetched from the repository copy and checked by hash), else None."""
     import json
 
-    from .data import fetch, get_spec
+    from .chem.cli import shipped_prior_file
+    from .data import get_spec
     from .data.catalog import STRONG_PRIOR
     from .errors import DataNotFoundError
 
-    if not get_spec(STRONG_PRIOR).fetchable:
-        return None
     try:
-        path = fetch(STRONG_PRIOR) / "model.pt"
+        path = shipped_prior_file()
     except DataNotFoundError:
+        return None
+    if path is None:
         return None
     # its pretraining results (validity of 10,000 samples) sit beside the repository copy
     dirs = [Path(d) for src in get_spec(STRONG_PRIOR).sources for d in getattr(src, "dirs", ())]

@@ -114,12 +114,23 @@ PRIOR_OPTIMIZERS = ("gegl", "gegl_no_expert", "gegl_no_learning", "lstm_hc", "re
                     "prior_only")
 
 
+def shipped_prior_file(data_root: str | None = None):
+    """``model.pt`` of the shipped strong prior (dataset-registry entry
+    ``smiles-lstm-zinc-strong``, fetched and checked by hash), or None when this version ships
+    none; DataNotFoundError when it ships one that is not here."""
+    from ..data import fetch, get_spec
+    from ..data.catalog import STRONG_PRIOR
+
+    if not get_spec(STRONG_PRIOR).fetchable:
+        return None
+    return fetch(STRONG_PRIOR, root=data_root) / "model.pt"
+
+
 def _shipped_prior(config: str | None, overrides: list[str]) -> tuple[str, ...]:
     """``("prior=PATH",)`` of the shipped strong prior (dataset-registry entry
     ``smiles-lstm-zinc-strong``, fetched and checked by hash) when the run's optimiser needs a
     prior and none is given; ``()`` otherwise. ConfigError naming the fix when it is not there."""
     from ..config import load_config
-    from ..data import fetch, get_spec
     from ..data.catalog import STRONG_PRIOR
     from ..errors import ConfigError, DataNotFoundError
     from .optimize import OptimizeConfig
@@ -129,16 +140,17 @@ def _shipped_prior(config: str | None, overrides: list[str]) -> tuple[str, ...]:
         return ()
     fix = ("pass prior=RUN/model.pt of `selfsup chem pretrain` (e.g. --config "
            "configs/chem/pretrain_zinc_strong.yaml, or pretrain_zinc_cpu.yaml for minutes)")
-    if not get_spec(STRONG_PRIOR).fetchable:
-        raise ConfigError(f"optimizer '{cfg.optimizer}' needs a pretrained SMILES LSTM prior and "
-                          f"none was given; this version ships none yet (registry entry "
-                          f"'{STRONG_PRIOR}'): {fix}")
     try:
-        return (f"prior={fetch(STRONG_PRIOR, root=cfg.data_root) / 'model.pt'}",)
+        path = shipped_prior_file(cfg.data_root)
     except DataNotFoundError as exc:
         raise ConfigError(f"optimizer '{cfg.optimizer}' needs a pretrained SMILES LSTM prior and "
                           f"none was given; the shipped prior is not available here:\n{exc}\n"
                           f"Or {fix}") from None
+    if path is None:
+        raise ConfigError(f"optimizer '{cfg.optimizer}' needs a pretrained SMILES LSTM prior and "
+                          f"none was given; this version ships none yet (registry entry "
+                          f"'{STRONG_PRIOR}'): {fix}")
+    return (f"prior={path}",)
 
 
 def _pretrain(args: argparse.Namespace) -> int:
