@@ -88,6 +88,31 @@ def load_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+RESERVED_KEYS = ("benchmark", "mode", "command", "machine", "provenance", "started",
+                 "wall_seconds", "rows")
+
+
+def write_shared_results(name: str, mode: str, command: str, started: str, wall: float,
+                         out_dir: Path | None, rows: list[dict], replaces, section: str,
+                         notes: str, entries: dict) -> tuple[Path, Path]:
+    """Write ``rows`` into a results file that several scripts share.
+
+    The file's earlier rows for which ``replaces(row)`` is true are dropped and ``rows`` are added.
+    Other scripts' rows, notes sections and top-level entries stay. This script's notes section
+    ``section`` becomes ``notes``, and ``entries`` (top-level keys) are updated. The Markdown
+    joins every script's section, in key order.
+    """
+    target = RESULTS if (mode == "full" and out_dir is None) else Path(out_dir or ".")
+    old = load_json(target / f"{name}.json")
+    kept = [r for r in old.get("rows", []) if not replaces(r)]
+    sections = dict(old.get("notes_sections", {}))
+    sections[section] = notes
+    extra = {k: v for k, v in old.items() if k not in RESERVED_KEYS}
+    extra.update(entries, notes_sections=sections)
+    return write_results(name, mode, command, started, wall, kept + rows, out_dir,
+                         "\n\n".join(sections[k] for k in sorted(sections)), extra)
+
+
 # ------------------------------------------------------------------ --verify: old vs new figures
 PROVENANCE_ORDER = ("commit", "dirty", "torch", "torch_git", "torch_cpu_capability", "mkl",
                     "onednn", "torch_blas", "torch_threads", "numpy", "rdkit", "python",

@@ -142,3 +142,31 @@ def test_diagnostics_flags_notes_and_data_meta():
     meta = common.generator_meta({"overrides": ["data.name=d", "data.generator_seed=3",
                                                 "data.val_size=10", "x=1"]})
     assert meta == {"name": "d", "generator_seed": 3, "val_size": 10, "per_class": None}
+
+
+def test_shared_results_file_keeps_other_writers_rows_sections_and_entries(tmp_path):
+    """Three scripts write gegl_guacamol.json: each replaces only its own rows and section."""
+    def r(setting, arm, metric, v):
+        return common.row(setting, arm, metric, [v])
+
+    common.write_shared_results(
+        "shared", "quick", "cmd a", "t0", 1.0, tmp_path,
+        [r("prior/p", "smiles_lstm", "validity", 0.9)], lambda x: x["setting"] == "prior/p",
+        "a", "section A", {"distribution_learning": {"p": 1}})
+    common.write_shared_results(
+        "shared", "quick", "cmd b", "t1", 2.0, tmp_path,
+        [r("g/1k", "gegl", "score_sum", 1.0), r("g/1k", "reinvent", "score_sum", 2.0)],
+        lambda x: x["setting"] == "g/1k", "b", "section B", {"goal_directed": {"g/1k": 1}})
+    # b again, replacing gegl only: reinvent's row stays
+    common.write_shared_results(
+        "shared", "quick", "cmd b2", "t2", 3.0, tmp_path, [r("g/1k", "gegl", "score_sum", 5.0)],
+        lambda x: x["setting"] == "g/1k" and x["arm"] == "gegl", "b", "section B2",
+        {"goal_directed": {"g/1k": 2}})
+    doc = json.loads((tmp_path / "shared.json").read_text())
+    assert [(x["setting"], x["arm"], x["mean"]) for x in doc["rows"]] == [
+        ("prior/p", "smiles_lstm", 0.9), ("g/1k", "reinvent", 2.0), ("g/1k", "gegl", 5.0)]
+    assert doc["notes_sections"] == {"a": "section A", "b": "section B2"}
+    assert doc["distribution_learning"] == {"p": 1} and doc["goal_directed"] == {"g/1k": 2}
+    assert doc["command"] == "cmd b2" and doc["wall_seconds"] == 3.0
+    md = (tmp_path / "shared.md").read_text()
+    assert md.index("section A") < md.index("section B2") and "section B\n" not in md

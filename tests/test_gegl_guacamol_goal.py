@@ -204,21 +204,6 @@ def test_rows_per_task_and_sums_over_complete_seeds(bench):
                                "osimertinib_mpo|graph_ga|1|1000"]
 
 
-def test_merge_keeps_distribution_rows_and_other_settings(bench):
-    old = {"rows": [
-        {"setting": "prior/gegl_prior", "arm": "smiles_lstm", "metric": "validity"},
-        {"setting": "guacamol-v2/1k-calls", "arm": "gegl", "metric": "score_median1"},
-        {"setting": "guacamol-v2/1k-calls", "arm": "reinvent", "metric": "score_median1"},
-        {"setting": "guacamol-v2/50k-calls", "arm": "gegl", "metric": "score_median1"}]}
-    new = [{"setting": "guacamol-v2/1k-calls", "arm": "gegl", "metric": "score_sum"}]
-    merged = bench.merge_results(old, "guacamol-v2/1k-calls", ["gegl", "graph_ga"], new)
-    assert [(r["setting"], r["arm"], r["metric"]) for r in merged] == [
-        ("prior/gegl_prior", "smiles_lstm", "validity"),
-        ("guacamol-v2/1k-calls", "reinvent", "score_median1"),
-        ("guacamol-v2/50k-calls", "gegl", "score_median1"),
-        ("guacamol-v2/1k-calls", "gegl", "score_sum")]
-
-
 def test_seconds_per_thousand_calls_and_projection(bench):
     per = bench.seconds_per_1k(_cache(bench), ["gegl", "graph_ga", "reinvent"], 1000)
     assert per == {"gegl": pytest.approx(20.0), "graph_ga": pytest.approx(1000 * 10 / 1500)}

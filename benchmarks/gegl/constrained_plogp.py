@@ -86,7 +86,7 @@ from common import (  # noqa: E402
     now,
     reuse_or_resume_optimize_run,
     row,
-    write_results,
+    write_shared_results,
 )
 from selfsup.io import atomic_write_json  # noqa: E402
 
@@ -455,18 +455,11 @@ def main(argv: list[str] | None = None) -> int:
             "paper_rows": PAPER_ROWS, "missing_units": missing, "cache": str(cache_path)}
     # the results file is shared with guacamol_distribution.py and guacamol_goal_directed.py:
     # their rows, notes sections and entries stay; this script's rows and section are replaced
-    old = load_json((RESULTS if committed else out) / f"{NAME}.json")
-    kept = [r for r in old.get("rows", []) if not str(r.get("setting", "")).startswith(
-        "constrained-plogp/")]
-    sections = dict(old.get("notes_sections", {}))
-    sections[SECTION] = notes
-    extra = {k: v for k, v in old.items() if k not in (
-        "benchmark", "mode", "command", "machine", "provenance", "started", "wall_seconds",
-        "rows")}
-    extra.update(constrained_plogp=mine, notes_sections=sections)
-    jp, mp = write_results(NAME, mode, "python " + " ".join(sys.argv), started,
-                           time.perf_counter() - t0, kept + rows, None if committed else out,
-                           "\n\n".join(sections[k] for k in sorted(sections)), extra)
+    jp, mp = write_shared_results(
+        NAME, mode, "python " + " ".join(sys.argv), started, time.perf_counter() - t0,
+        None if committed else out, rows,
+        lambda r: str(r.get("setting", "")).startswith("constrained-plogp/"), SECTION, notes,
+        {"constrained_plogp": mine})
     print(f"wrote {jp} and {mp}" + (f" ({len(missing)} units missing)" if missing else ""))
     return 0
 

@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import torch
 
-    from common import RESULTS, load_json, now, row, write_results
+    from common import RESULTS, load_json, now, row, write_shared_results
     from selfsup.data import fetch
 
     torch.set_num_threads(args.threads)
@@ -283,9 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     setting = f"prior/{name}"
     command = "python " + " ".join([os.path.relpath(HERE, ROOT), *sys.argv[1:]])
     old = load_json(out / f"{NAME}.json")
-    rows = [r for r in old.get("rows", []) if not (r["setting"] == setting and r["arm"] == ARM
-                                                  and r["metric"] in ANCHOR)]
-    rows += [row(setting, ARM, m, [scores[m]]) for m in ANCHOR]
+    rows = [row(setting, ARM, m, [scores[m]]) for m in ANCHOR]
     m = info["model"]
     entries = dict(old.get("distribution_learning", {}))
     entries[name] = {"setting": setting, "prior": os.path.relpath(prior, ROOT),
@@ -299,15 +297,12 @@ def main(argv: list[str] | None = None) -> int:
                                       "ZINC250k (249,456 SMILES; GuacaMol's ChEMBL is not "
                                       "reachable)"), "guacamol": doc, "command": command,
                      "started": started}
-    sections = dict(old.get("notes_sections", {}))
-    sections[SECTION] = notes_text(entries)
-    extra = {k: v for k, v in old.items() if k not in (
-        "benchmark", "mode", "command", "machine", "provenance", "started", "wall_seconds",
-        "rows")}
-    extra.update(distribution_learning=entries, notes_sections=sections, anchor=ANCHOR)
-    jp, mp = write_results(NAME, mode, command, started, time.perf_counter() - t0, rows,
-                           out if args.out or args.quick else None,
-                           "\n\n".join(sections[k] for k in sorted(sections)), extra)
+    # the results file is shared with guacamol_goal_directed.py and constrained_plogp.py
+    jp, mp = write_shared_results(
+        NAME, mode, command, started, time.perf_counter() - t0,
+        out if args.out or args.quick else None, rows,
+        lambda r: r["setting"] == setting and r["arm"] == ARM and r["metric"] in ANCHOR,
+        SECTION, notes_text(entries), {"distribution_learning": entries, "anchor": ANCHOR})
     print(f"wrote {jp} and {mp}")
     return 0
 

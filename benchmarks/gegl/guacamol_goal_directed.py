@@ -656,13 +656,6 @@ def notes_text(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
     return "\n".join(lines)
 
 
-def merge_results(old: dict, setting: str, arms: list[str], rows: list[dict]) -> list[dict]:
-    """``old``'s rows with this setting's rows of ``arms`` replaced by ``rows`` (other settings,
-    the distribution-learning rows among them, and other arms stay)."""
-    kept = [r for r in old.get("rows", []) if not (r["setting"] == setting and r["arm"] in arms)]
-    return kept + rows
-
-
 # ------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -693,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from common import RESULTS, load_json, merge_cache, now, write_results
+    from common import RESULTS, load_json, merge_cache, now, write_shared_results
     from common import claim_unit as claim
     from selfsup import progress
     from selfsup.io import atomic_write_json
@@ -785,14 +778,7 @@ def main(argv: list[str] | None = None) -> int:
     setting = setting_name(budget)
     results_dir = RESULTS if committed else out
     old = load_json(results_dir / f"{NAME}.json")
-    all_rows = merge_results(old, setting, arms, rows)
-    sections = dict(old.get("notes_sections", {}))
-    sections[SECTION] = notes_text(cache, tasks, arms, seeds, budget, prior, missing,
-                                   args.quick)
-    extra = {k: v for k, v in old.items() if k not in (
-        "benchmark", "mode", "command", "machine", "provenance", "started", "wall_seconds",
-        "rows")}
-    goal = dict(extra.get("goal_directed", {}))
+    goal = dict(old.get("goal_directed", {}))
     goal[setting] = {"tasks": tasks, "arms": arms, "seeds": seeds, "budget": budget,
                      "prior": prior, "missing_units": missing, "cache": str(cache_path),
                      "guacamol_benchmarks": {t: TASKS[t] for t in tasks},
@@ -800,10 +786,12 @@ def main(argv: list[str] | None = None) -> int:
                      "seconds_per_1k_calls": seconds_per_1k(cache, arms, budget),
                      "cpu_seconds_per_1k_calls": seconds_per_1k(cache, arms, budget, cpu=True),
                      "paper": PAPER or None, "paper_source": PAPER_SOURCE or None}
-    extra.update(goal_directed=goal, notes_sections=sections)
-    jp, mp = write_results(NAME, mode, command, started, time.perf_counter() - t0, all_rows,
-                           None if committed else out,
-                           "\n\n".join(sections[k] for k in sorted(sections)), extra)
+    # the results file is shared with guacamol_distribution.py and constrained_plogp.py
+    jp, mp = write_shared_results(
+        NAME, mode, command, started, time.perf_counter() - t0, None if committed else out, rows,
+        lambda r: r["setting"] == setting and r["arm"] in arms, SECTION,
+        notes_text(cache, tasks, arms, seeds, budget, prior, missing, args.quick),
+        {"goal_directed": goal})
     print(f"wrote {jp} and {mp}" + (f" ({len(missing)} units missing)" if missing else ""),
           flush=True)
     return 0
