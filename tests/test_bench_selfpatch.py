@@ -281,9 +281,14 @@ def test_bench_command_finds_both_scripts(monkeypatch, tmp_path):
                                 ("selfpatch", "speed.py", "Speed."), ("other", "run.py", "X.")):
         (tmp_path / folder).mkdir(exist_ok=True)
         (tmp_path / folder / script).write_text(f'"""{doc}\n\nMore."""\n')
+    main = '\nif __name__ == "__main__":\n    ap.add_argument("--quick")\n'
+    (tmp_path / "other" / "extra.py").write_text('"""Extra."""' + main)
+    (tmp_path / "other" / "worker.py").write_text('"""Worker."""\nif __name__ == "__main__":\n')
+    (tmp_path / "other" / "lib.py").write_text('"""Helpers."""\n')
     monkeypatch.setenv("SELFSUP_BENCHMARKS", str(tmp_path))
-    assert b.list_benchmarks() == [("other", "X."), ("selfpatch", "Quality."),
-                                   ("selfpatch_speed", "Speed.")]
+    assert b.list_benchmarks() == [("other", "X."), ("other/extra", "Extra."),
+                                   ("selfpatch", "Quality."), ("selfpatch_speed", "Speed.")]
+    assert b._script(tmp_path, "other/extra") == tmp_path / "other" / "extra.py"
     assert b._script(tmp_path, "selfpatch_speed") == tmp_path / "selfpatch" / "speed.py"
     assert b._script(tmp_path, "selfpatch") == tmp_path / "selfpatch" / "run.py"
     with pytest.raises(InputError, match="selfpatch_speed"):  # the message lists it

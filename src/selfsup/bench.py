@@ -1,7 +1,9 @@
 """``selfsup bench``: find and run the benchmark scripts of a source checkout.
 
 Benchmarks live in ``benchmarks/<name>/run.py`` of the repository (not in the installed
-package); a folder's ``speed.py`` is the benchmark ``<name>_speed``. Each writes
+package); a folder's ``speed.py`` is the benchmark ``<name>_speed``, and any other script of a
+folder that is a command with a ``--quick`` mode is the benchmark ``<folder>/<script stem>``
+(``gegl/guacamol_goal_directed``, ``retro/run_v2``, ...). Each writes
 ``benchmarks/results/<name>.json`` + ``.md`` in full mode and the same format into its run
 directory in ``--quick`` mode (see benchmarks/README.md).
 """
@@ -34,6 +36,8 @@ def list_benchmarks() -> list[tuple[str, str]]:
         scripts = [(s.parent.name, s) for s in d.glob("*/run.py")]
         # a folder's speed script is the benchmark <folder>_speed (augself_speed, ...)
         scripts += [(f"{s.parent.name}_speed", s) for s in d.glob("*/speed.py")]
+        scripts += [(f"{s.parent.name}/{s.stem}", s) for s in d.glob("*/*.py")
+                    if s.stem not in ("run", "speed") and _is_quick_command(s)]
         for name, script in sorted(scripts):
             doc = script.read_text().split('"""')
             first = doc[1].strip().splitlines()[0] if len(doc) > 2 else ""
@@ -41,9 +45,19 @@ def list_benchmarks() -> list[tuple[str, str]]:
     return out
 
 
+def _is_quick_command(script: Path) -> bool:
+    """A script run as a command (``__main__``) that offers ``--quick``; helpers and workers
+    that other scripts start are not benchmarks of their own."""
+    text = script.read_text()
+    return "__main__" in text and '"--quick"' in text
+
+
 def _script(d: Path, name: str) -> Path:
     """``<d>/<name>/run.py``; for ``<folder>_speed`` without such a folder,
-    ``<d>/<folder>/speed.py``."""
+    ``<d>/<folder>/speed.py``; for ``<folder>/<stem>``, ``<d>/<folder>/<stem>.py``."""
+    if "/" in name:
+        folder, _, stem = name.partition("/")
+        return d / folder / f"{stem}.py"
     script = d / name / "run.py"
     if not script.is_file() and name.endswith("_speed"):
         speed = d / name[: -len("_speed")] / "speed.py"

@@ -157,8 +157,10 @@ def _report(args: argparse.Namespace) -> int:
 def _bench_list(args: argparse.Namespace) -> int:
     from .bench import list_benchmarks
 
-    for name, desc in list_benchmarks():
-        print(f"{name:12s} {desc}")
+    found = list_benchmarks()
+    width = max((len(name) for name, _ in found), default=0)
+    for name, desc in found:
+        print(f"{name:{width}s}  {desc}")
     return 0
 
 
