@@ -64,7 +64,7 @@ _STATE: dict = {}  # what measure() found, for describe()
 def recording_model(mlp, table: dict[str, list]):
     """A single-step model that answers with ``mlp`` and writes every answer into ``table``
     (product -> [[reactants], probability], ...): the fixed proposal table of the Retro* speed
-    comparisons, recorded by our search with the MLP (also ``benchmarks/retro/speed.py``)."""
+    comparisons, recorded by our search with the MLP."""
     from selfsup.chem.retro.core.single_step import SingleStepModel
 
     class Recording(SingleStepModel):
