@@ -138,6 +138,7 @@ def clean_ord_reactions(
     bulk = BulkReport()
     items: list[tuple[Reaction, str]] = []
     kept: list[tuple[str, str]] = []
+    at: list[int] = []  # position of each item among the converted reactions (for the report)
     for i, (rxn, rid) in enumerate(zip(rxns, ids)):
         bulk.n_total += 1
         text = mapped_main_reaction(by_id.get(rid, {}))
@@ -155,7 +156,8 @@ def clean_ord_reactions(
             continue
         items.append((rxn, template))
         kept.append((rid, text))
-    keep, _ = filter_reproducing(items, bulk, indices=range(len(items)))
+        at.append(i)
+    keep, _ = filter_reproducing(items, bulk, indices=at)
     out = [OrdReaction(kept[j][0], kept[j][1], items[j][1], items[j][0]) for j in keep]
     bulk.n_ok = len(out)
     if report is not None:
@@ -331,8 +333,12 @@ def load_ord_split(path: str | os.PathLike, group: str) -> list[OrdReaction]:
         raise InputError(f"group must be {TRAIN!r} or {HELD_OUT!r}, got {group!r}")
     p = Path(path) / f"{group}.tsv"
     if not p.is_file():
+        name = Path(path).name
+        how = (f" --out {Path(path).parent} --seed {name[4:]}"
+               if name.startswith("seed") and name[4:].isdigit() else "")
         raise InputError(f"no {p}: build the split with "
-                         "`python -m selfsup.chem.retro.workflows.ord_split` first")
+                         f"`python -m selfsup.chem.retro.workflows.ord_split{how}` first "
+                         "(or point to the folder of an existing split)")
     rows, _ = read_reaction_table(p)
     return [OrdReaction(r["id"], r["reaction"], r["template"], Reaction.from_smiles(r["reaction"]))
             for r in rows]
@@ -361,6 +367,9 @@ def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
         from ..models.mlp import load_template_model
         from ..training.metrics import evaluate_exact_match
 
+        if not Path(args.evaluate).is_file():
+            raise InputError(f"--evaluate {args.evaluate}: no such model file; pass a saved "
+                             "template model (the model.pt of `selfsup chem train-single-step`)")
         base = Path(args.out) if args.out is not None else _default_out()
         held = load_ord_split(base / f"seed{args.seed}", HELD_OUT)
         if args.n and args.n < len(held):

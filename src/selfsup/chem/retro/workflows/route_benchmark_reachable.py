@@ -405,7 +405,8 @@ def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
     from .route_benchmark import load_uspto_reactions
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", required=True, help="a saved backward template model (.pt)")
+    ap.add_argument("--model", default=None, help="a saved backward template model (.pt); "
+                    "required unless --train-targets")
     ap.add_argument("--split-dir", default=None,
                     help="folder of the ORD split (default <data cache>/derived/ord_split/seed0)")
     ap.add_argument("--out", required=True)
@@ -423,10 +424,14 @@ def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
                     "self-improvement plans on, see training_targets) and stop")
     args = ap.parse_args(None if argv is None else list(argv))
     t0 = time.perf_counter()
+    if not args.train_targets and (args.model is None or not Path(args.model).is_file()):
+        what = ("--model is missing" if args.model is None else
+                f"--model {args.model}: no such model file")
+        raise InputError(f"{what}; pass a saved template model (the model.pt of `selfsup chem "
+                         "train-single-step`)")
     split_dir = Path(args.split_dir) if args.split_dir else _default_out() / "seed0"
-    reactions = dataset_reactions_with_ord(load_uspto_reactions(),
-                                           load_ord_split(split_dir, TRAIN),
-                                           load_ord_split(split_dir, HELD_OUT))
+    ord_train, ord_held = load_ord_split(split_dir, TRAIN), load_ord_split(split_dir, HELD_OUT)
+    reactions = dataset_reactions_with_ord(load_uspto_reactions(), ord_train, ord_held)
     if args.train_targets:
         import gzip
 
