@@ -473,3 +473,14 @@ def test_reachable_command_missing_inputs_name_the_input_and_the_fix(split_dir, 
     assert not (tmp_path / "o").exists()
     with pytest.raises(InputError, match="--model is missing"):  # needed without --train-targets
         _reachable("--split-dir", split_dir, "--out", tmp_path / "o")
+
+
+def test_module_command_ends_a_bad_input_with_one_error_line(tmp_path):
+    """`python -m` of a workflow prints `python -m <module>: error: ...` and exits 2, as the
+    selfsup command does, instead of a traceback."""
+    module = "selfsup.chem.retro.workflows.ord_split"
+    proc = subprocess.run([sys.executable, "-m", module, "--out", str(tmp_path), "--evaluate",
+                           str(tmp_path / "no.pt")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(f"python -m {module}: error: --evaluate {tmp_path / 'no.pt'}")
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

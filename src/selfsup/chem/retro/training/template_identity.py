@@ -436,4 +436,6 @@ def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from selfsup.errors import command_main
+
+    raise SystemExit(command_main(main))
