@@ -363,7 +363,8 @@ _ORD_USPTO = DatasetSpec(
 # against it, so nothing else is ever taken for the shipped prior.
 STRONG_PRIOR = "smiles-lstm-zinc-strong"
 STRONG_PRIOR_DIR = "benchmarks/results/gegl_prior_strong"  # relative to a checkout
-STRONG_PRIOR_SHA256: str | None = None  # sha256 of the committed model.pt; None: not shipped yet
+STRONG_PRIOR_SHA256: str | None = (  # sha256 of the committed model.pt; None: not shipped
+    "420fb8949f9b199e729a150d84cada8ca8867f9614d218634f8a5b80de4f58c7")
 
 
 def strong_prior_spec(repo_copy: str | Path, sha256: str | None) -> DatasetSpec:
