@@ -93,3 +93,59 @@ def test_merge_keeps_units_of_both_runners_and_the_finished_invocation(bench, tm
     notes = bench.make_notes(["median1"], ["gegl"], [0], 10, 0, {}, [], False, merged)
     assert "Started t0: 0.2 min (`python run.py --seeds 1`)." in notes
     assert "Started t1: stopped before its end, or still running" in notes
+
+
+def test_speed_settings_match_run_configs(bench):
+    from selfsup.chem.optimize import BF16_SPEED_OVERRIDES
+
+    bf16 = bench.speed_overrides(True)
+    assert bf16 == tuple(BF16_SPEED_OVERRIDES) and bench.speed_overrides(False) == ()
+    old = {"gegl": {"n_apprentice": 100}}  # a config from before the settings existed: float32
+    assert bench._has_settings(old, ()) and not bench._has_settings(old, bf16)
+    new = {"gegl": {"imitation_precision": "bf16", "imitation_length_groups": 4},
+           "lstm_hc": {"precision": "bf16", "length_groups": 4},
+           "reinvent": {"precision": "bf16"}}
+    assert bench._has_settings(new, bf16) and not bench._has_settings(new, ())
+    half = {**new, "reinvent": {"precision": "32"}}
+    assert not bench._has_settings(half, bf16)
+
+
+def test_run_unit_reuses_only_a_run_with_the_same_speed_settings(bench, monkeypatch, tmp_path):
+    import yaml
+
+    import selfsup.chem.optimize as opt
+
+    run = tmp_path / "median1-gegl-s0-20261206-120000"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"status": "finished", "kind": "optimize"}))
+    (run / "config.yaml").write_text(yaml.safe_dump(
+        {"budget": 100, "prior": "p.pt", "max_smiles_length": None, "gegl": {}}))
+    (run / "results.json").write_text(json.dumps(
+        {"auc_top10": 0.5, "top10_mean": 0.6, "top1": 0.7, "wall_seconds": 1.0, "top10": []}))
+    seen = []
+
+    def fake_optimize(config, overrides):
+        seen.append(list(overrides))
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(opt, "optimize", fake_optimize)
+    got = bench.run_unit("median1", "gegl", 0, 100, "p.pt", tmp_path)  # float32: reused
+    assert got["auc_top10"] == 0.5 and got["run"] == str(run) and not seen
+    with pytest.raises(RuntimeError):  # bf16: that run is not reused, a new one starts
+        bench.run_unit("median1", "gegl", 0, 100, "p.pt", tmp_path, bench.speed_overrides(True))
+    assert seen[0][-5:] == list(bench.speed_overrides(True))
+
+
+def test_named_full_run_and_mixed_speed_cache_is_refused(bench, monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["run.py", "--name", "GEGL-strong"])
+    with pytest.raises(SystemExit, match="--name GEGL-strong"):
+        bench.main()
+    cache = tmp_path / "gegl_cache.json"
+    prior = tmp_path / "model.pt"
+    prior.write_bytes(b"x")
+    cache.write_text(json.dumps({"prior": {"path": str(prior)}, "speed": "fp32",
+                                 "median1|gegl|0|100": {"auc_top10": 0.5}}))
+    monkeypatch.setattr(sys, "argv", ["run.py", "--out", str(tmp_path), "--prior", str(prior),
+                                      "--bf16", "--tasks", "median1", "--budget", "100"])
+    with pytest.raises(SystemExit, match="speed setting 'fp32'"):
+        bench.main()

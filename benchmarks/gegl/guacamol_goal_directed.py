@@ -436,8 +436,12 @@ def generate(scoring_function, number_molecules: int, starting_population: list[
 
 # --bf16: the opt-in speed settings of every apprentice arm (bfloat16 autocast of the LSTM's
 # training forwards, length-sorted groups where the arm has them); graph GA has no LSTM
-BF16_OVERRIDES = ("gegl.imitation_precision=bf16", "gegl.imitation_length_groups=4",
-                  "lstm_hc.precision=bf16", "lstm_hc.length_groups=4", "reinvent.precision=bf16")
+def bf16_overrides() -> tuple[str, ...]:
+    """selfsup's BF16_SPEED_OVERRIDES, imported when asked (the worker, in GuacaMol's venv,
+    imports this module without selfsup)."""
+    from selfsup.chem.optimize import BF16_SPEED_OVERRIDES
+
+    return BF16_SPEED_OVERRIDES
 
 
 def run_unit(task: str, arm: str, seed: int, budget: int, prior: str | None, run_root: Path,
@@ -617,7 +621,7 @@ def notes_text(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
               f"`{prior.get('path', '?')}` ({prior.get('size', '?')}, "
               f"{prior.get('n_params', '?')} parameters, validity {prior.get('validity', '?')}, "
               f"sha256 {str(prior.get('sha256', '?'))[:12]}); apprentice speed settings: "
-              + ("bf16 (`" + " ".join(BF16_OVERRIDES) + "`)" if cache.get("speed") == "bf16"
+              + ("bf16 (`" + " ".join(bf16_overrides()) + "`)" if cache.get("speed") == "bf16"
                  else "the defaults (float32)") + ".", ""]
     lines.append(f"Published columns: {PAPER_SOURCE}. They are a reference, not a same-budget "
                  "comparison: the published runs were not held to a budget of unique calls (GEGL: "
@@ -673,8 +677,9 @@ def main(argv: list[str] | None = None) -> int:
                     "the strong prior when shipped, else benchmarks/results/gegl_prior)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (both sides)")
     ap.add_argument("--bf16", action="store_true",
-                    help="every apprentice arm with its opt-in bf16 speed settings (" +
-                    " ".join(BF16_OVERRIDES) + "); a cache holds units of one setting")
+                    help="every apprentice arm with its opt-in bf16 speed settings "
+                    "(selfsup.chem.optimize.BF16_SPEED_OVERRIDES); a cache holds units of one "
+                    "setting")
     ap.add_argument("--out", default=None, help="output folder (cache, runs, results)")
     ap.add_argument("--report", action="store_true",
                     help="only write the results from the cache (run nothing)")
@@ -757,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     unit = run_unit(task, arm, seed, budget, prior_path, run_root,
                                     args.guacamol_python, args.threads,
-                                    BF16_OVERRIDES if args.bf16 else ())
+                                    bf16_overrides() if args.bf16 else ())
                 finally:
                     lock.unlink(missing_ok=True)
                 unit["unit_seconds"] = round(time.perf_counter() - t_unit, 1)

@@ -28,6 +28,16 @@ everything into its output folder. Several runners may share one cache (e.g. dif
 ``--seeds``): each merges the file from disk before it writes a finished unit, and a lock file
 per unit (``<out>/runs/<unit>.lock``, its pid) keeps two runners off the same unit.
 
+    python benchmarks/gegl/run.py --name gegl_strong --bf16 \
+        --prior benchmarks/results/gegl_prior_strong/model.pt \
+        --arms gegl lstm_hc reinvent gegl_no_expert prior_only graph_ga
+
+(issue 24's rerun with the shipped prior: ``--name`` keeps a second full benchmark beside the first,
+``benchmarks/results/gegl_strong.{json,md}``, its cache ``gegl_strong_cache.json`` and its runs in
+``runs/bench-gegl_strong-full/``; ``--bf16`` trains every apprentice arm with the opt-in bf16
+settings, ``selfsup.chem.optimize.BF16_SPEED_OVERRIDES``, recorded in the cache, which then refuses
+units of the other setting; a run folder is reused only with the same settings.)
+
     python benchmarks/gegl/run.py --verify               # re-run committed units, compare
 
 ``--verify`` runs committed units again (default: the cheapest graph_ga and gegl units;
@@ -42,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -133,10 +144,18 @@ def _commit_prior(info: dict) -> dict:
 
 
 def _prior_info(model_path: Path, source: str) -> dict:
+    import yaml
+
     res = load_json(model_path.parent / "results.json")
+    cfg_file = model_path.parent / "config.yaml"
+    model = (yaml.safe_load(cfg_file.read_text()) or {}).get("model", {}) if cfg_file.is_file() \
+        else {}
     return {"path": _stored(model_path), "source": source,
-            "validity": res.get("validity"), "val_loss": res.get("val_loss"),
-            "steps": res.get("steps"), "n_params": res.get("n_params"),
+            "validity": res.get("validity"), "n_samples": res.get("n_samples"),
+            "val_loss": res.get("val_loss"), "steps": res.get("steps"),
+            "n_params": res.get("n_params"), "n_train": res.get("n_train"),
+            "size": (f"{model['n_layers']} x {model['hidden_dim']}"
+                     if {"n_layers", "hidden_dim"} <= set(model) else None),
             "train_seconds": res.get("train_seconds")}
 
 
@@ -185,8 +204,35 @@ def _summary(res: dict, run_path: Path, resumed: bool) -> dict:
     return out
 
 
-def run_unit(task: str, arm: str, seed: int, budget: int, prior: str, run_root: Path) -> dict:
-    """One (task, arm, seed) optimisation through selfsup.chem.optimize; resumes a killed one."""
+# the apprentice's training arithmetic of a unit: float32 (the library's defaults) or --bf16
+# (selfsup.chem.optimize.BF16_SPEED_OVERRIDES); a run folder is reused only with the same
+FP32_SETTINGS = {"gegl.imitation_precision": "32", "gegl.imitation_length_groups": "1",
+                 "lstm_hc.precision": "32", "lstm_hc.length_groups": "1",
+                 "reinvent.precision": "32"}
+
+
+def speed_overrides(bf16: bool) -> tuple[str, ...]:
+    from selfsup.chem.optimize import BF16_SPEED_OVERRIDES
+
+    return tuple(BF16_SPEED_OVERRIDES) if bf16 else ()
+
+
+def _has_settings(cfg: dict, overrides: tuple[str, ...]) -> bool:
+    """Whether a run's config has the speed settings of ``overrides`` (the float32 defaults for
+    every key not in them; a config without a key predates it: the default)."""
+    want = {**FP32_SETTINGS, **dict(o.split("=", 1) for o in overrides)}
+    for key, value in want.items():
+        section, _, name = key.partition(".")
+        got = (cfg.get(section) or {}).get(name, FP32_SETTINGS[key])
+        if str(got) != value:
+            return False
+    return True
+
+
+def run_unit(task: str, arm: str, seed: int, budget: int, prior: str, run_root: Path,
+             overrides: tuple[str, ...] = ()) -> dict:
+    """One (task, arm, seed) optimisation through selfsup.chem.optimize; resumes a killed one.
+    ``overrides``: the speed settings (:func:`speed_overrides`)."""
     import yaml
 
     from selfsup.chem.optimize import optimize, resume
@@ -201,7 +247,7 @@ def run_unit(task: str, arm: str, seed: int, budget: int, prior: str, run_root: 
             continue
         cfg = yaml.safe_load((old / "config.yaml").read_text()) or {}
         if (cfg.get("budget") != budget or cfg.get("prior") != prior
-                or cfg.get("max_smiles_length") != limit):
+                or cfg.get("max_smiles_length") != limit or not _has_settings(cfg, overrides)):
             continue
         if Run.open(old).meta.get("status") == "finished" and (old / "results.json").is_file():
             return _summary(load_json(old / "results.json"), old, resumed=False)
@@ -212,7 +258,8 @@ def run_unit(task: str, arm: str, seed: int, budget: int, prior: str, run_root: 
     run, res = optimize(None, [f"name={name}", f"run_root={run_root}", f"objective={task}",
                                f"optimizer={arm}", f"seed={seed}", f"budget={budget}",
                                f"prior={prior}", "n_jobs=1",
-                               f"max_smiles_length={'null' if limit is None else limit}"])
+                               f"max_smiles_length={'null' if limit is None else limit}",
+                               *overrides])
     return _summary(res, run.path, resumed=False)
 
 
@@ -351,6 +398,14 @@ def main() -> int:
                     help=f"max_steps of the pretraining when there is no --prior (default: the "
                          f"config's 2400; quick mode {QUICK_PRETRAIN_STEPS})")
     ap.add_argument("--out", default=None, help="output folder (cache, runs, prior)")
+    ap.add_argument("--name", default="gegl",
+                    help="full mode: the benchmark's name, gegl or gegl_<tag> (e.g. gegl_strong "
+                    "for the run with the shipped prior): results benchmarks/results/<name>."
+                    "{json,md}, unit cache <name>_cache.json, runs runs/bench-<name>-full")
+    ap.add_argument("--bf16", action="store_true",
+                    help="every apprentice arm with its opt-in bf16 speed settings "
+                    "(selfsup.chem.optimize.BF16_SPEED_OVERRIDES); a cache holds units of one "
+                    "setting")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--report", action="store_true",
                     help="only write results from the cache (run nothing)")
@@ -388,12 +443,15 @@ def main() -> int:
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     budget = args.budget or (500 if args.quick else 10000)
     plogp_budget = budget if args.plogp_budget is None else args.plogp_budget
+    name = args.name
+    if not re.fullmatch(r"gegl(_[a-z0-9]+)?", name):
+        raise SystemExit(f"--name {name}: use gegl or gegl_<tag> (lower-case letters, digits)")
     out = Path(args.out) if args.out else (
-        REPO / "runs" / f"bench-gegl-quick-{time.strftime('%Y%m%d-%H%M%S')}" if args.quick
-        else REPO / "runs" / "bench-gegl-full")
+        REPO / "runs" / f"bench-{name}-quick-{time.strftime('%Y%m%d-%H%M%S')}" if args.quick
+        else REPO / "runs" / f"bench-{name}-full")
     out.mkdir(parents=True, exist_ok=True)
     committed = not (args.out or args.quick)  # full mode's cache and prior live in the repository
-    cache_path = (RESULTS if committed else out) / "gegl_cache.json"
+    cache_path = (RESULTS if committed else out) / f"{name}_cache.json"
     cache = load_json(cache_path)
     run_root = out / "runs"
     steps = args.pretrain_steps or (QUICK_PRETRAIN_STEPS if args.quick else None)
@@ -410,9 +468,15 @@ def main() -> int:
         if before and before != prior["path"] and any("|" in k for k in cache):
             raise SystemExit(f"{cache_path} holds units run with the prior {before}; pass that "
                              "--prior or another --out")
+        speed = "bf16" if args.bf16 else "fp32"
+        if cache.get("speed", "fp32") != speed and any("|" in k for k in cache):
+            raise SystemExit(f"{cache_path} holds units run with speed setting "
+                             f"{cache.get('speed', 'fp32')!r}; pass the same --bf16 choice or "
+                             "another --out/--name")
         prior.setdefault("seconds_this_run", round(time.perf_counter() - t_prior, 1))
         cache = _merged(cache_path, cache)
         cache["prior"] = prior
+        cache["speed"] = speed
         # recorded at the start, so a runner that is killed still shows in the report
         invocation = {"started": started, "command": "python " + " ".join(sys.argv),
                       "seconds": None}
@@ -438,7 +502,8 @@ def main() -> int:
                 print(f"[gegl bench]   another runner is on {key}; skipped here", flush=True)
                 continue
             try:
-                unit = run_unit(task, arm, seed, b, prior_path, run_root)
+                unit = run_unit(task, arm, seed, b, prior_path, run_root,
+                                speed_overrides(args.bf16))
             finally:
                 lock.unlink(missing_ok=True)
             unit["unit_seconds"] = round(time.perf_counter() - t_unit, 1)  # with loading
@@ -461,8 +526,8 @@ def main() -> int:
     command = "python " + " ".join(sys.argv)
     extra = {"tasks": tasks, "arms": arms, "seeds": seeds, "budget": budget,
              "plogp_budget": plogp_budget, "prior": prior, "missing_units": missing,
-             "cache": str(cache_path)}
-    jp, mp = write_results("gegl", mode, command, started, time.perf_counter() - t0, rows,
+             "cache": str(cache_path), "speed": cache.get("speed", "fp32")}
+    jp, mp = write_results(name, mode, command, started, time.perf_counter() - t0, rows,
                            out if args.out or args.quick else None, notes, extra)
     print(f"wrote {jp} and {mp}" + (f" ({len(missing)} units missing)" if missing else ""))
     return 0
@@ -544,6 +609,10 @@ def summary_table(cache: dict, tasks: list[str], arms: list[str], seeds: list[in
     return "\n".join(lines)
 
 
+def _count(n) -> str | None:
+    return f"{n:,}" if isinstance(n, int) else None
+
+
 def make_notes(tasks, arms, seeds, budget, plogp_budget, prior, missing, quick, cache) -> str:
     names = ", ".join(f"{display_name(t)} (`{t}`)" for t in tasks)
     validity = prior.get("validity")
@@ -557,9 +626,14 @@ def make_notes(tasks, arms, seeds, budget, plogp_budget, prior, missing, quick, 
         "",
         f"Prior (one model for every apprentice arm): {prior.get('source', '?')}, "
         f"`{prior.get('path', '?')}`, {prior.get('steps', '?')} steps, validity "
-        f"{validity if validity is not None else '?'} of 500 samples, validation loss "
-        f"{_fmt(prior.get('val_loss'))}, {prior.get('n_params', '?')} parameters (2 x 256 LSTM on "
-        "50k ZINC250k molecules). PMO's published numbers used a REINVENT-style prior "
+        f"{validity if validity is not None else '?'} of {prior.get('n_samples') or 500} samples, "
+        f"validation loss {_fmt(prior.get('val_loss'))}, {prior.get('n_params', '?')} parameters "
+        f"({prior.get('size') or '2 x 256'} LSTM on "
+        f"{_count(prior.get('n_train')) or '50k'} ZINC250k molecules). "
+        + ("Apprentice training in bfloat16 autocast with length groups (`--bf16`: "
+           + ", ".join(f"`{o}`" for o in speed_overrides(True)) + "). "
+           if cache.get("speed") == "bf16" else "")
+        + "PMO's published numbers used a REINVENT-style prior "
         "trained on ChEMBL/ZINC of a different (larger) size, 5 seeds and its own GA/LSTM "
         "settings, so absolute values are not comparable with its tables; the arms here share "
         "one prior and one oracle.",

@@ -6,9 +6,9 @@ registered optimisers (see :data:`OPTIMIZERS`); each is a function
 ``ctx.score``. The loop, the record of every oracle call, checkpoints and outputs are shared.
 """
 
-from .base import OPTIMIZERS, OptimizationContext, OptimizeConfig
+from .base import BF16_SPEED_OVERRIDES, OPTIMIZERS, OptimizationContext, OptimizeConfig
 from .generator import SelfsupGoalDirectedGenerator
 from .run import optimize, resume
 
-__all__ = ["OPTIMIZERS", "OptimizationContext", "OptimizeConfig", "SelfsupGoalDirectedGenerator",
-           "optimize", "resume"]
+__all__ = ["BF16_SPEED_OVERRIDES", "OPTIMIZERS", "OptimizationContext", "OptimizeConfig",
+           "SelfsupGoalDirectedGenerator", "optimize", "resume"]

@@ -110,6 +110,15 @@ class ReinventConfig:
     precision: str = "32"
 
 
+# The opt-in speed settings of every apprentice optimiser, as overrides: bfloat16 autocast of the
+# LSTM's training forwards, and length-sorted groups where the optimiser has them (graph GA has no
+# LSTM). They change the arithmetic, so seeded runs differ from float32 ones (GEGL's whole runs
+# agree within their seed spread: benchmarks/results/gegl_speed.md).
+BF16_SPEED_OVERRIDES: tuple[str, ...] = (
+    "gegl.imitation_precision=bf16", "gegl.imitation_length_groups=4", "lstm_hc.precision=bf16",
+    "lstm_hc.length_groups=4", "reinvent.precision=bf16")
+
+
 @dataclass(frozen=True)
 class OptimizeConfig:
     name: str = "optimize"
