@@ -102,12 +102,13 @@ def test_speed_settings_match_run_configs(bench):
     assert bf16 == tuple(BF16_SPEED_OVERRIDES) and bench.speed_overrides(False) == ()
     old = {"gegl": {"n_apprentice": 100}}  # a config from before the settings existed: float32
     assert bench._has_settings(old, ()) and not bench._has_settings(old, bf16)
-    new = {"gegl": {"imitation_precision": "bf16", "imitation_length_groups": 4},
-           "lstm_hc": {"precision": "bf16", "length_groups": 4},
-           "reinvent": {"precision": "bf16"}}
+    new = {"gegl": {"imitation_precision": "bf16", "imitation_length_groups": 1},
+           "lstm_hc": {"precision": "bf16"}, "reinvent": {"precision": "bf16"}}
     assert bench._has_settings(new, bf16) and not bench._has_settings(new, ())
     half = {**new, "reinvent": {"precision": "32"}}
     assert not bench._has_settings(half, bf16)
+    grouped = {**new, "lstm_hc": {"precision": "bf16", "length_groups": 4}}
+    assert not bench._has_settings(grouped, bf16)  # another setting than --bf16's
 
 
 def test_run_unit_reuses_only_a_run_with_the_same_speed_settings(bench, monkeypatch, tmp_path):
@@ -133,7 +134,7 @@ def test_run_unit_reuses_only_a_run_with_the_same_speed_settings(bench, monkeypa
     assert got["auc_top10"] == 0.5 and got["run"] == str(run) and not seen
     with pytest.raises(RuntimeError):  # bf16: that run is not reused, a new one starts
         bench.run_unit("median1", "gegl", 0, 100, "p.pt", tmp_path, bench.speed_overrides(True))
-    assert seen[0][-5:] == list(bench.speed_overrides(True))
+    assert seen[0][-3:] == list(bench.speed_overrides(True))
 
 
 def test_named_full_run_and_mixed_speed_cache_is_refused(bench, monkeypatch, tmp_path):

@@ -434,8 +434,8 @@ def generate(scoring_function, number_molecules: int, starting_population: list[
     return molecules, summary
 
 
-# --bf16: the opt-in speed settings of every apprentice arm (bfloat16 autocast of the LSTM's
-# training forwards, length-sorted groups where the arm has them); graph GA has no LSTM
+# --bf16: the opt-in speed setting of every apprentice arm (bfloat16 autocast of the LSTM's
+# training forwards; graph GA has no LSTM)
 def bf16_overrides() -> tuple[str, ...]:
     """selfsup's BF16_SPEED_OVERRIDES, imported when asked (the worker, in GuacaMol's venv,
     imports this module without selfsup)."""
