@@ -252,7 +252,7 @@ class Bench:
             from selfsup.chem.retro.workflows.ord_split import (
                 HELD_OUT,
                 TRAIN,
-                _default_out,
+                default_split_root,
                 load_ord_split,
             )
             from selfsup.chem.retro.workflows.route_benchmark import (
@@ -265,7 +265,7 @@ class Bench:
             )
 
             split = Path(self.args.ord_split_dir) if self.args.ord_split_dir else (
-                _default_out() / "seed0")
+                default_split_root() / "seed0")
             reactions = dataset_reactions_with_ord(
                 load_uspto_reactions(self.args.data_root, self.args.cache_dir),
                 load_ord_split(split, TRAIN), load_ord_split(split, HELD_OUT))

@@ -18,7 +18,7 @@ from selfsup.errors import InputError
 # ----------------------------------------------------------------------------------------------
 
 
-def _fragments(side: str) -> list[Any]:
+def reaction_fragments(side: str) -> list[Any]:
     from rdkit import Chem, rdBase
 
     if not side.strip():
@@ -30,7 +30,7 @@ def _fragments(side: str) -> list[Any]:
     return list(Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False))
 
 
-def _maps(mol: Any) -> set[int]:
+def atom_map_numbers(mol: Any) -> set[int]:
     return {a.GetAtomMapNum() for a in mol.GetAtoms() if a.GetAtomMapNum() > 0}
 
 
@@ -43,7 +43,7 @@ def _unmapped_smiles(mol: Any) -> str:
     return Chem.MolToSmiles(mol)
 
 
-def _main_product_index(heavy: Sequence[int]) -> int | None:
+def main_product_index(heavy: Sequence[int]) -> int | None:
     top = max(heavy)
     hits = [i for i, h in enumerate(heavy) if h == top]
     return hits[0] if len(hits) == 1 and top > 0 else None
@@ -57,20 +57,20 @@ def _one_reaction(rec: dict) -> tuple[Any, str | None]:
     left, mid, right = text.split(">")
     if rec.get("mapped"):
         try:
-            prods = _fragments(right)
-            donors = _fragments(left) + _fragments(mid)
+            prods = reaction_fragments(right)
+            donors = reaction_fragments(left) + reaction_fragments(mid)
         except InputError:
             return None, "unparsable_reaction"
         if not prods:
             return None, "no_product"
-        pick = _main_product_index([p.GetNumHeavyAtoms() for p in prods])
+        pick = main_product_index([p.GetNumHeavyAtoms() for p in prods])
         if pick is None:
             return None, "ambiguous_main_product"
         product = prods[pick]
-        pmaps = _maps(product)
+        pmaps = atom_map_numbers(product)
         if not pmaps:
             return None, "unmapped_product"
-        reactants = [_unmapped_smiles(m) for m in donors if _maps(m) & pmaps]
+        reactants = [_unmapped_smiles(m) for m in donors if atom_map_numbers(m) & pmaps]
         if not reactants:
             return None, "no_mapped_reactant"
         product_smiles = _unmapped_smiles(product)
@@ -82,7 +82,7 @@ def _one_reaction(rec: dict) -> tuple[Any, str | None]:
             with rdBase.BlockLogs():
                 mol = Chem.MolFromSmiles(smi)
             heavy.append(-1 if mol is None else mol.GetNumHeavyAtoms())
-        pick = _main_product_index(heavy)
+        pick = main_product_index(heavy)
         if pick is None:
             return None, "ambiguous_main_product"
         product_smiles = rec["products"][pick]

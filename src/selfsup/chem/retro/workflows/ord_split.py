@@ -98,23 +98,23 @@ def mapped_main_reaction(rec: dict) -> str | None:
     when the record is unmapped or has no such reaction."""
     from rdkit import Chem
 
-    from .ord_reactions import _fragments, _main_product_index, _maps
+    from .ord_reactions import atom_map_numbers, main_product_index, reaction_fragments
 
     if not rec.get("mapped"):
         return None
     left, mid, right = rec["reaction"].split(" ")[0].split(">")
     try:
-        prods = _fragments(right)
-        donors = _fragments(left) + _fragments(mid)
+        prods = reaction_fragments(right)
+        donors = reaction_fragments(left) + reaction_fragments(mid)
     except InputError:
         return None
     if not prods:
         return None
-    pick = _main_product_index([p.GetNumHeavyAtoms() for p in prods])
+    pick = main_product_index([p.GetNumHeavyAtoms() for p in prods])
     if pick is None:
         return None
-    pmaps = _maps(prods[pick])
-    kept = [Chem.MolToSmiles(m) for m in donors if _maps(m) & pmaps]
+    pmaps = atom_map_numbers(prods[pick])
+    kept = [Chem.MolToSmiles(m) for m in donors if atom_map_numbers(m) & pmaps]
     if not pmaps or not kept:
         return None
     return ".".join(kept) + ">>" + Chem.MolToSmiles(prods[pick])
@@ -254,7 +254,7 @@ def split_families(
 # ----------------------------------------------------------------------------------------------
 
 
-def _default_out() -> Path:
+def default_split_root() -> Path:
     from selfsup.data.registry import default_root
 
     return default_root() / "derived" / "ord_split"
@@ -309,7 +309,7 @@ def build_ord_split(
 ) -> dict[str, Any]:
     """Clean (cached), split and write the ORD reactions (module docstring); returns the report
     with the paths of ``train.tsv`` and ``heldout.tsv``."""
-    base = Path(out) if out is not None else _default_out()
+    base = Path(out) if out is not None else default_split_root()
     clean, info, uspto = _cached_clean(base, ord_root, uspto_root, cache_dir)
     train_products = {r.product for r in uspto if r.split == "train"}
     groups, rep = split_families([c.reaction for c in clean], [c.id for c in clean], seed=seed,
@@ -370,7 +370,7 @@ def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
         if not Path(args.evaluate).is_file():
             raise InputError(f"--evaluate {args.evaluate}: no such model file; pass a saved "
                              "template model (the model.pt of `selfsup chem train-single-step`)")
-        base = Path(args.out) if args.out is not None else _default_out()
+        base = Path(args.out) if args.out is not None else default_split_root()
         held = load_ord_split(base / f"seed{args.seed}", HELD_OUT)
         if args.n and args.n < len(held):
             pick = np.sort(np.random.default_rng(0).choice(len(held), args.n, replace=False))

@@ -401,7 +401,7 @@ def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
     from selfsup.provenance import provenance
 
     from ..models.mlp import load_template_model
-    from .ord_split import HELD_OUT, TRAIN, _default_out, load_ord_split
+    from .ord_split import HELD_OUT, TRAIN, default_split_root, load_ord_split
     from .route_benchmark import load_uspto_reactions
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -429,7 +429,7 @@ def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
                 f"--model {args.model}: no such model file")
         raise InputError(f"{what}; pass a saved template model (the model.pt of `selfsup chem "
                          "train-single-step`)")
-    split_dir = Path(args.split_dir) if args.split_dir else _default_out() / "seed0"
+    split_dir = Path(args.split_dir) if args.split_dir else default_split_root() / "seed0"
     ord_train, ord_held = load_ord_split(split_dir, TRAIN), load_ord_split(split_dir, HELD_OUT)
     reactions = dataset_reactions_with_ord(load_uspto_reactions(), ord_train, ord_held)
     if args.train_targets:
