@@ -206,9 +206,16 @@ def _summary(res: dict, run_path: Path, resumed: bool) -> dict:
 
 # the apprentice's training arithmetic of a unit: float32 (the library's defaults) or --bf16
 # (selfsup.chem.optimize.BF16_SPEED_OVERRIDES); a run folder is reused only with the same
-FP32_SETTINGS = {"gegl.imitation_precision": "32", "gegl.imitation_length_groups": "1",
-                 "lstm_hc.precision": "32", "lstm_hc.length_groups": "1",
-                 "reinvent.precision": "32"}
+SPEED_KEYS = ("gegl.imitation_precision", "gegl.imitation_length_groups", "lstm_hc.precision",
+              "lstm_hc.length_groups", "reinvent.precision")
+
+
+def _fp32_settings() -> dict[str, str]:
+    """The library's defaults (``OptimizeConfig``) of the speed keys, as strings."""
+    from selfsup.chem.optimize import OptimizeConfig
+
+    cfg = OptimizeConfig()
+    return {k: str(getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1])) for k in SPEED_KEYS}
 
 
 def speed_overrides(bf16: bool) -> tuple[str, ...]:
@@ -220,10 +227,11 @@ def speed_overrides(bf16: bool) -> tuple[str, ...]:
 def _has_settings(cfg: dict, overrides: tuple[str, ...]) -> bool:
     """Whether a run's config has the speed settings of ``overrides`` (the float32 defaults for
     every key not in them; a config without a key predates it: the default)."""
-    want = {**FP32_SETTINGS, **dict(o.split("=", 1) for o in overrides)}
+    defaults = _fp32_settings()
+    want = {**defaults, **dict(o.split("=", 1) for o in overrides)}
     for key, value in want.items():
         section, _, name = key.partition(".")
-        got = (cfg.get(section) or {}).get(name, FP32_SETTINGS[key])
+        got = (cfg.get(section) or {}).get(name, defaults[key])
         if str(got) != value:
             return False
     return True
