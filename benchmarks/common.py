@@ -589,6 +589,57 @@ def run_units(units: list[tuple[str, int, str]], cache: dict, cache_path: Path,
     return cache
 
 
+# The apprentice's training arithmetic of a chemistry optimisation unit: float32 (the library's
+# defaults) or --bf16 (selfsup.chem.optimize.BF16_SPEED_OVERRIDES). A unit cache records which
+# one its units ran with, and a run folder is reused or resumed only with the same one.
+SPEED_KEYS = ("gegl.imitation_precision", "gegl.imitation_length_groups", "lstm_hc.precision",
+              "lstm_hc.length_groups", "reinvent.precision")
+
+
+def fp32_speed_settings() -> dict[str, str]:
+    """The library's defaults (``OptimizeConfig``) of the speed keys, as strings."""
+    from selfsup.chem.optimize import OptimizeConfig
+
+    cfg = OptimizeConfig()
+    return {k: str(getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1])) for k in SPEED_KEYS}
+
+
+def speed_overrides(bf16: bool) -> tuple[str, ...]:
+    """The ``selfsup chem optimize`` overrides of a speed setting (none for float32)."""
+    from selfsup.chem.optimize import BF16_SPEED_OVERRIDES
+
+    return tuple(BF16_SPEED_OVERRIDES) if bf16 else ()
+
+
+def has_speed_settings(cfg: dict, overrides: tuple[str, ...]) -> bool:
+    """Whether a run's config has the settings of ``overrides`` (``section.key=value``; the
+    float32 defaults for every speed key not in them; a config without a speed key predates it:
+    the default)."""
+    defaults = fp32_speed_settings()
+    want = {**defaults, **dict(o.split("=", 1) for o in overrides)}
+    for key, value in want.items():
+        got = cfg
+        for part in key.split("."):
+            got = got.get(part) if isinstance(got, dict) else None
+        if got is None:
+            got = defaults.get(key)
+        if str(got) != value:
+            return False
+    return True
+
+
+def claim_speed_setting(cache: dict, cache_path: Path, bf16: bool, has_units: bool,
+                        other_out: str = "another --out") -> None:
+    """Record in ``cache`` the speed setting this invocation runs with; refuse (SystemExit naming
+    the fix) when the cache already holds units (``has_units``) of the other one."""
+    speed = "bf16" if bf16 else "fp32"
+    held = cache.get("speed", "fp32")
+    if held != speed and has_units:
+        raise SystemExit(f"{cache_path} holds units run with speed setting {held!r}; pass the "
+                         f"same --bf16 choice or {other_out}")
+    cache["speed"] = speed
+
+
 def reuse_or_resume_optimize_run(old: Path, tag: str) -> tuple[Path, dict, bool] | None:
     """For a ``selfsup chem optimize`` run folder of the wanted config: ``(folder, results,
     False)`` when it finished, ``(folder, results, True)`` after replay-resuming it when it was

@@ -281,3 +281,28 @@ def test_worker_runs_guacamols_own_benchmark(bench, tmp_path):
     assert res["score"] == pytest.approx(want, abs=1e-9)
     assert res["number_scoring_function_calls"] == 3  # our requests (the answer is scored apart)
     assert res["top_counts"] == [1, 10, 100] and res["versions"]["guacamol"] == "0.5.5"
+
+
+def test_matching_runs_skips_a_run_of_another_speed_setting(bench, tmp_path):
+    """A killed unit run under float32 is not resumed by a --bf16 runner (nor the reverse)."""
+    import yaml
+
+    from selfsup.chem.optimize import BF16_SPEED_OVERRIDES
+
+    want = {"budget": 100, "optimizer": "gegl", "seed": 0}
+    configs = {
+        "u-gegl-s0-20260101-000000": {**want},  # float32: the library's defaults
+        "u-gegl-s0-20260102-000000": {**want, "gegl": {"imitation_precision": "bf16",
+                                                       "imitation_length_groups": 1},
+                                      "lstm_hc": {"precision": "bf16"},
+                                      "reinvent": {"precision": "bf16"}},
+        "u-gegl-s0-20260103-000000": {**want, "budget": 200},  # another budget
+    }
+    for name, cfg in configs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text("{}")
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(cfg))
+    fp32 = bench._matching_runs(tmp_path, "u-gegl-s0", want)
+    bf16 = bench._matching_runs(tmp_path, "u-gegl-s0", want, tuple(BF16_SPEED_OVERRIDES))
+    assert [p.name for p in fp32] == ["u-gegl-s0-20260101-000000"]
+    assert [p.name for p in bf16] == ["u-gegl-s0-20260102-000000"]

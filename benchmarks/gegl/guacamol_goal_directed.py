@@ -361,17 +361,20 @@ def _ranked(run_path: Path) -> list[str]:
     return [ln.split(",")[1] for ln in lines if ln.strip()]
 
 
-def _matching_runs(run_root: Path, name: str, want: dict) -> list[Path]:
-    """Earlier run folders of this unit with the same config values as ``want``, newest
-    first."""
+def _matching_runs(run_root: Path, name: str, want: dict,
+                   overrides: tuple[str, ...] = ()) -> list[Path]:
+    """Earlier run folders of this unit with the same config values as ``want`` and the speed
+    settings of ``overrides``, newest first."""
     import yaml
+
+    from common import has_speed_settings
 
     out = []
     for old in sorted(run_root.glob(f"{name}-2*"), reverse=True):
         if not (old / "run.json").is_file() or not (old / "config.yaml").is_file():
             continue
         cfg = yaml.safe_load((old / "config.yaml").read_text()) or {}
-        if all(cfg.get(k) == v for k, v in want.items()):
+        if all(cfg.get(k) == v for k, v in want.items()) and has_speed_settings(cfg, overrides):
             out.append(old)
     return out
 
@@ -407,7 +410,7 @@ def generate(scoring_function, number_molecules: int, starting_population: list[
     cpu0 = time.process_time()
     try:
         run_path, res, resumed = None, None, False
-        for old in _matching_runs(run_root, name, want):
+        for old in _matching_runs(run_root, name, want, overrides):
             found = reuse_or_resume_optimize_run(old, f"[{NAME}]")
             if found is not None:
                 run_path, res, resumed = found
@@ -432,16 +435,6 @@ def generate(scoring_function, number_molecules: int, starting_population: list[
                    n_returned=len(molecules),
                    optimiser_cpu_seconds=round(time.process_time() - cpu0, 1))
     return molecules, summary
-
-
-# --bf16: the opt-in speed setting of every apprentice arm (bfloat16 autocast of the LSTM's
-# training forwards; graph GA has no LSTM)
-def bf16_overrides() -> tuple[str, ...]:
-    """selfsup's BF16_SPEED_OVERRIDES, imported when asked (the worker, in GuacaMol's venv,
-    imports this module without selfsup)."""
-    from selfsup.chem.optimize import BF16_SPEED_OVERRIDES
-
-    return BF16_SPEED_OVERRIDES
 
 
 def run_unit(task: str, arm: str, seed: int, budget: int, prior: str | None, run_root: Path,
@@ -588,6 +581,8 @@ def notes_text(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
                prior: dict, missing: list[str], quick: bool) -> str:
     """The Markdown of the goal-directed section: the task x arm table of GuacaMol's scores
     beside the paper's, then what was run."""
+    from common import speed_overrides
+
     paper_arms = [a for a in PAPER_ARMS if any(a in v for v in PAPER.values())]
     head = ["task", *arms] + [f"published {a}" for a in paper_arms]
     lines = [f"## Goal-directed (GuacaMol's own harness), {setting_name(budget)}", "",
@@ -621,7 +616,7 @@ def notes_text(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
               f"`{prior.get('path', '?')}` ({prior.get('size', '?')}, "
               f"{prior.get('n_params', '?')} parameters, validity {prior.get('validity', '?')}, "
               f"sha256 {str(prior.get('sha256', '?'))[:12]}); apprentice speed settings: "
-              + ("bf16 (`" + " ".join(bf16_overrides()) + "`)" if cache.get("speed") == "bf16"
+              + ("bf16 (`" + " ".join(speed_overrides(True)) + "`)" if cache.get("speed") == "bf16"
                  else "the defaults (float32)") + ".", ""]
     lines.append(f"Published columns: {PAPER_SOURCE}. They are a reference, not a same-budget "
                  "comparison: the published runs were not held to a budget of unique calls (GEGL: "
@@ -691,7 +686,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from common import RESULTS, load_json, merge_cache, now, write_shared_results
+    from common import (
+        RESULTS,
+        claim_speed_setting,
+        load_json,
+        merge_cache,
+        now,
+        speed_overrides,
+        write_shared_results,
+    )
     from common import claim_unit as claim
     from selfsup import progress
     from selfsup.io import atomic_write_json
@@ -733,12 +736,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{cache_path} holds units of the prior {old['path']} (sha256 "
                              f"{old['sha256'][:12]}); pass that --prior or another --out")
         cache["prior"] = prior
-        speed = "bf16" if args.bf16 else "fp32"
-        if cache.get("speed", "fp32") != speed and any(k.count("|") == 3 for k in cache):
-            raise SystemExit(f"{cache_path} holds units run with speed setting "
-                             f"{cache.get('speed', 'fp32')!r}; pass the same --bf16 choice or "
-                             "another --out")
-        cache["speed"] = speed
+        claim_speed_setting(cache, cache_path, args.bf16,
+                            any(k.count("|") == 3 for k in cache))
         invocation = {"started": started, "command": command, "seconds": None}
         cache.setdefault("invocations", []).append(invocation)
         atomic_write_json(cache_path, cache)
@@ -762,7 +761,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     unit = run_unit(task, arm, seed, budget, prior_path, run_root,
                                     args.guacamol_python, args.threads,
-                                    bf16_overrides() if args.bf16 else ())
+                                    speed_overrides(args.bf16))
                 finally:
                     lock.unlink(missing_ok=True)
                 unit["unit_seconds"] = round(time.perf_counter() - t_unit, 1)

@@ -59,19 +59,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import (  # noqa: E402
-    claim_unit as _claim,
-)
 from common import (
+    claim_speed_setting,
     compare_units,
+    has_speed_settings,
     load_json,
     now,
     provenance_census,
     row,
     select_cheapest,
+    speed_overrides,
     verify_folder,
     write_results,
     write_verification,
+)
+from common import (  # noqa: E402
+    claim_unit as _claim,
 )
 from selfsup.io import atomic_write_json  # noqa: E402
 from selfsup.provenance import provenance  # noqa: E402
@@ -204,39 +207,6 @@ def _summary(res: dict, run_path: Path, resumed: bool) -> dict:
     return out
 
 
-# the apprentice's training arithmetic of a unit: float32 (the library's defaults) or --bf16
-# (selfsup.chem.optimize.BF16_SPEED_OVERRIDES); a run folder is reused only with the same
-SPEED_KEYS = ("gegl.imitation_precision", "gegl.imitation_length_groups", "lstm_hc.precision",
-              "lstm_hc.length_groups", "reinvent.precision")
-
-
-def _fp32_settings() -> dict[str, str]:
-    """The library's defaults (``OptimizeConfig``) of the speed keys, as strings."""
-    from selfsup.chem.optimize import OptimizeConfig
-
-    cfg = OptimizeConfig()
-    return {k: str(getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1])) for k in SPEED_KEYS}
-
-
-def speed_overrides(bf16: bool) -> tuple[str, ...]:
-    from selfsup.chem.optimize import BF16_SPEED_OVERRIDES
-
-    return tuple(BF16_SPEED_OVERRIDES) if bf16 else ()
-
-
-def _has_settings(cfg: dict, overrides: tuple[str, ...]) -> bool:
-    """Whether a run's config has the speed settings of ``overrides`` (the float32 defaults for
-    every key not in them; a config without a key predates it: the default)."""
-    defaults = _fp32_settings()
-    want = {**defaults, **dict(o.split("=", 1) for o in overrides)}
-    for key, value in want.items():
-        section, _, name = key.partition(".")
-        got = (cfg.get(section) or {}).get(name, defaults[key])
-        if str(got) != value:
-            return False
-    return True
-
-
 def run_unit(task: str, arm: str, seed: int, budget: int, prior: str, run_root: Path,
              overrides: tuple[str, ...] = ()) -> dict:
     """One (task, arm, seed) optimisation through selfsup.chem.optimize; resumes a killed one.
@@ -255,7 +225,7 @@ def run_unit(task: str, arm: str, seed: int, budget: int, prior: str, run_root: 
             continue
         cfg = yaml.safe_load((old / "config.yaml").read_text()) or {}
         if (cfg.get("budget") != budget or cfg.get("prior") != prior
-                or cfg.get("max_smiles_length") != limit or not _has_settings(cfg, overrides)):
+                or cfg.get("max_smiles_length") != limit or not has_speed_settings(cfg, overrides)):
             continue
         if Run.open(old).meta.get("status") == "finished" and (old / "results.json").is_file():
             return _summary(load_json(old / "results.json"), old, resumed=False)
@@ -476,15 +446,11 @@ def main() -> int:
         if before and before != prior["path"] and any("|" in k for k in cache):
             raise SystemExit(f"{cache_path} holds units run with the prior {before}; pass that "
                              "--prior or another --out")
-        speed = "bf16" if args.bf16 else "fp32"
-        if cache.get("speed", "fp32") != speed and any("|" in k for k in cache):
-            raise SystemExit(f"{cache_path} holds units run with speed setting "
-                             f"{cache.get('speed', 'fp32')!r}; pass the same --bf16 choice or "
-                             "another --out/--name")
         prior.setdefault("seconds_this_run", round(time.perf_counter() - t_prior, 1))
         cache = _merged(cache_path, cache)
         cache["prior"] = prior
-        cache["speed"] = speed
+        claim_speed_setting(cache, cache_path, args.bf16, any("|" in k for k in cache),
+                            "another --out/--name")
         # recorded at the start, so a runner that is killed still shows in the report
         invocation = {"started": started, "command": "python " + " ".join(sys.argv),
                       "seconds": None}
