@@ -178,6 +178,11 @@ def test_filter_reproducing_drops_and_counts():
     assert keep == [0] and rep is report
     assert report.skipped == {"template_not_reproducing": 2}
     assert [i for i, _ in report.examples] == [11, 12]
+    assert not report.examples[0][1].startswith("rec-")
+    # labels (record ids) start each skip message, so a skipped record can be looked up
+    labelled = BulkReport()
+    filter_reproducing(items, labelled, indices=[10, 11, 12], labels=["rec-a", "rec-b", "rec-c"])
+    assert [m.split(":")[0] for _, m in labelled.examples] == ["rec-b", "rec-c"]
 
 
 def _model(templates: list[str]) -> MLPSingleStepModel:

@@ -200,22 +200,23 @@ def template_keys(templates: Iterable[str]) -> list[str]:
 
 def filter_reproducing(
     items: Sequence[tuple[Reaction, str]], report: BulkReport | None = None,
-    indices: Sequence[int] | None = None,
+    indices: Sequence[int] | None = None, labels: Sequence[str] | None = None,
 ) -> tuple[list[int], BulkReport]:
     """Positions of the ``(reaction, template)`` items whose template gives back the reaction's
     reactants from its product (:func:`~..core.reactions.template_reproduces`); the others are
     skipped in ``report`` as ``template_not_reproducing`` (``indices`` give the item numbers the
-    report names; default the positions)."""
+    report names, default the positions; ``labels``, e.g. record ids, start each message)."""
     report = report if report is not None else BulkReport()
     keep: list[int] = []
     for pos, (rxn, template) in enumerate(items):
         if template_reproduces(template, rxn):
             keep.append(pos)
         else:
+            who = f"{labels[pos]}: " if labels is not None else ""
             report.skip(pos if indices is None else int(indices[pos]),
                         "template_not_reproducing",
-                        f"template {template!r} does not give {rxn.reactants_smiles!r} back "
-                        f"from {rxn.product!r}")
+                        f"{who}template {template!r} does not give {rxn.reactants_smiles!r} "
+                        f"back from {rxn.product!r}")
     return keep, report
 
 

@@ -29,8 +29,9 @@ one:
 :func:`build_ord_split` writes ``<out>/seed<seed>/train.tsv`` and ``heldout.tsv`` (tables of
 :func:`~..training.templates_data.write_reaction_table`: id, mapped reaction, template) and
 ``report.json``; the cleaned reactions are cached in ``<out>/clean.tsv`` (keyed by the ORD and
-USPTO-50k files). ``configs/retro/single_step_ord_cpu.yaml`` trains on USPTO-50k train + the
-``train.tsv`` of seed 0 (``data.extra_train``), cleaned as above. Run::
+USPTO-50k files and ``CLEANING_VERSION``, raised whenever the cleaning changes).
+``configs/retro/single_step_ord_cpu.yaml`` trains on USPTO-50k train + the ``train.tsv`` of seed 0
+(``data.extra_train``), cleaned as above. Run::
 
     python -m selfsup.chem.retro.workflows.ord_split [--seed 0] [--out DIR]
     python -m selfsup.chem.retro.workflows.ord_split --evaluate MODEL.pt [...]
@@ -157,7 +158,7 @@ def clean_ord_reactions(
         items.append((rxn, template))
         kept.append((rid, text))
         at.append(i)
-    keep, _ = filter_reproducing(items, bulk, indices=at)
+    keep, _ = filter_reproducing(items, bulk, indices=at, labels=[k[0] for k in kept])
     out = [OrdReaction(kept[j][0], kept[j][1], items[j][1], items[j][0]) for j in keep]
     bulk.n_ok = len(out)
     if report is not None:
@@ -260,6 +261,12 @@ def default_split_root() -> Path:
     return default_root() / "derived" / "ord_split"
 
 
+# Part of the key of the cached cleaned reactions (``clean.tsv``) besides the input data: raise it
+# whenever the cleaning (``clean_ord_reactions`` and what it calls) changes what it keeps, so a
+# cache made by the old code is rebuilt rather than reused.
+CLEANING_VERSION = 1
+
+
 def _digest(paths: Iterable[Path]) -> str:
     h = hashlib.sha256()
     for p in sorted(paths):
@@ -278,7 +285,7 @@ def _cached_clean(out: Path, ord_root: str | None, uspto_root: str | None,
     from .route_benchmark import load_uspto_reactions
 
     uspto = load_uspto_reactions(uspto_root, cache_dir)
-    key = _digest(ord_table_files(ord_root)) + "-" + hashlib.sha256(
+    key = f"v{CLEANING_VERSION}-" + _digest(ord_table_files(ord_root)) + "-" + hashlib.sha256(
         "\n".join(f"{r.split}\t{r.product}\t{'.'.join(r.reactants)}" for r in uspto).encode()
     ).hexdigest()[:16]
     table, meta = out / "clean.tsv", out / "clean.json"
@@ -356,7 +363,8 @@ def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--evaluate", default=None, metavar="MODEL",
                     help="a saved template model: print its exact-match top-k on the held-out "
                     "ORD reactions of this seed's split")
-    ap.add_argument("--n", type=int, default=0, help="evaluate on a seeded subset of N (0: all)")
+    ap.add_argument("--n", type=int, default=0,
+                    help="evaluate on a subset of N drawn with --seed (0: all)")
     ap.add_argument("--top-k", type=int, nargs="+", default=[1, 10, 50])
     args = ap.parse_args(None if argv is None else list(argv))
     if args.evaluate is None:
@@ -373,7 +381,8 @@ def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
         base = Path(args.out) if args.out is not None else default_split_root()
         held = load_ord_split(base / f"seed{args.seed}", HELD_OUT)
         if args.n and args.n < len(held):
-            pick = np.sort(np.random.default_rng(0).choice(len(held), args.n, replace=False))
+            pick = np.sort(np.random.default_rng(args.seed).choice(len(held), args.n,
+                                                                   replace=False))
             held = [held[i] for i in pick]
         model = load_template_model(args.evaluate)
         em = evaluate_exact_match(model, [h.reaction.product for h in held],
