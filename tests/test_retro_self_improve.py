@@ -366,3 +366,58 @@ def test_per_iteration_counts_add_up_and_the_value_network_is_trained(tiny, tmp_
     assert res["iterations"][0]["n_not_top1"] == 0
     assert res["value_models"] == [str(run.path / "iterations" / f"iter_{i}" / "value.pt")
                                    for i in (1, 2)]
+
+
+EXTRA = {
+    "propionyl": "[CH3:1][CH2:4][C:2](=[O:3])O.[NH2:5][CH2:6][CH2:7][OH:8]"
+    ">>[CH3:1][CH2:4][C:2](=[O:3])[NH:5][CH2:6][CH2:7][OH:8]",
+    "boc_benzyl": "CC(C)(C)OC(=O)[NH:1][CH2:2][c:3]1[cH:4][cH:5][cH:6][cH:7][cH:8]1"
+    ">>[NH2:1][CH2:2][c:3]1[cH:4][cH:5][cH:6][cH:7][cH:8]1",
+}
+
+
+def test_self_improvement_rehearses_the_models_own_training_split(tiny, tmp_path):
+    """A model trained on USPTO-50k plus an extra table (as the USPTO+ORD model) records that
+    split in its checkpoint, and self-improvement's rehearsal and random control draw from it,
+    not from USPTO-50k alone; a model without the record is read from its run folder."""
+    from selfsup.chem.retro.training.templates_data import write_reaction_table
+    from selfsup.chem.retro.training.train_single_step import model_data_settings
+
+    root, _ = tiny
+    table = write_reaction_table(tmp_path / "extra.tsv", [
+        {"id": k, "reaction": v, "template": extract_retro_template(v)}
+        for k, v in EXTRA.items()])
+    run, _ = train_single_step(None, [
+        f"data.root={root}", f"data.cache_dir={root / 'cache'}", f"data.extra_train=[{table}]",
+        f"run_root={tmp_path / 'ss'}", "model.hidden=32", "model.dropout=0.0", "optim.lr=0.02",
+        "optim.batch_size=8", "optim.epochs=5", "trainer.threads=1", "trainer.device=cpu",
+        "eval.n_test=0", "eval.top_k=[1,5]"])
+    model = run.path / "model.pt"
+    settings, source = model_data_settings(model)
+    assert source == "checkpoint" and settings["extra_train"] == [str(table)]
+    assert settings["clean"] is False and settings["min_count"] == 1
+    # the random control draws min(control_n_reactions, train size) reactions: 7 = 5 + 2 only
+    # when the extra table is part of the split
+    _, res = self_improve(None, _si_overrides(root, model, tmp_path, mode="random_control",
+                                              control_n_reactions=50))
+    assert res["training_split"]["n_train_reactions"] == 7
+    assert res["training_split"]["source"] == "checkpoint"
+    assert res["iterations"][0]["n_finetune_examples"] == 7
+    si_model = MLPSingleStepModel.load(res["models"][0])
+    assert si_model.extra["data"]["extra_train"] == [str(table)]
+    # an explicit setting wins: USPTO-50k alone
+    _, res = self_improve(None, _si_overrides(root, model, tmp_path, mode="random_control",
+                                              control_n_reactions=50,
+                                              **{"data.extra_train": "[]"}))
+    assert res["training_split"]["n_train_reactions"] == 5
+    assert res["training_split"]["source"] == "checkpoint and the config"
+    # a model saved before the record existed: its run folder's config.yaml says the same
+    old = MLPSingleStepModel.load(model)
+    old.extra.pop("data")
+    old.save(run.path / "model.pt", extra=old.extra)
+    settings, source = model_data_settings(run.path / "model.pt")
+    assert source.endswith("config.yaml") and settings["extra_train"] == [str(table)]
+    # and outside a run folder: the defaults (USPTO-50k alone)
+    old.save(tmp_path / "loose.pt", extra=old.extra)
+    settings, source = model_data_settings(tmp_path / "loose.pt")
+    assert source == "defaults" and settings["extra_train"] == []

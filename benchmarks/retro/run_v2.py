@@ -430,6 +430,9 @@ class Bench:
                 f"stock={a.stock}" if a.stock else "stock=null",
                 f"data.root={a.data_root}" if a.data_root else "data.root=null",
                 f"data.cache_dir={a.cache_dir}" if a.cache_dir else "data.cache_dir=null",
+                # rehearse the model's own training split (USPTO-50k + ORD train for the
+                # USPTO+ORD model); runs made before this setting existed are not resumed
+                "data.clean=null", "data.extra_train=null",
                 f"eval.n_test={self.st['n_onestep']}", "eval.top_k=[1,10]",
                 f"finetune.epochs={self.st['finetune_epochs']}",
                 f"forward.model={a.forward_model}" if a.forward_model else "forward.model=null"]

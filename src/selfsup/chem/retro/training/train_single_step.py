@@ -53,6 +53,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -85,8 +86,10 @@ if TYPE_CHECKING:
     from lightning.fabric import Fabric
 
 __all__ = [
+    "DATA_SETTING_KEYS",
     "SingleStepConfig",
     "load_single_step_config",
+    "model_data_settings",
     "resume",
     "train_epoch",
     "train_single_step",
@@ -289,17 +292,47 @@ def _fabric(cfg: SingleStepConfig, run: Run):
     return out
 
 
+# the settings of the training split (prepare_uspto50k's keyword arguments) that a saved model
+# records in its checkpoint (``extra["data"]``), so that what fine-tunes it later
+# (self-improvement's rehearsal and random control) draws from the same split
+DATA_SETTING_KEYS = ("min_count", "reextract", "radius", "n_bits", "clean", "extra_train")
+
+
+def _data_settings(cfg: SingleStepConfig) -> dict[str, Any]:
+    d = cfg.data
+    return {"min_count": int(d.min_count), "reextract": bool(d.reextract), "radius": int(d.radius),
+            "n_bits": int(d.n_bits), "clean": bool(d.clean),
+            "extra_train": [str(p) for p in d.extra_train]}
+
+
 def _prepare(cfg: SingleStepConfig) -> tuple[TemplateData, dict]:
-    return prepare_uspto50k(
-        cfg.data.root,
-        cfg.data.cache_dir,
-        min_count=cfg.data.min_count,
-        reextract=cfg.data.reextract,
-        radius=cfg.data.radius,
-        n_bits=cfg.data.n_bits,
-        clean=cfg.data.clean,
-        extra_train=tuple(cfg.data.extra_train),
-    )
+    settings = _data_settings(cfg)
+    return prepare_uspto50k(cfg.data.root, cfg.data.cache_dir,
+                            **{**settings, "extra_train": tuple(settings["extra_train"])})
+
+
+def model_data_settings(model_path: str | os.PathLike) -> tuple[dict[str, Any], str]:
+    """The training-split settings (``DATA_SETTING_KEYS``) a single-step model was trained with,
+    and where they were read: its checkpoint (``extra["data"]``, written since issue 23), else
+    the ``config.yaml`` of the ``selfsup chem train-single-step`` run folder holding it, else
+    the defaults (USPTO-50k alone, as recorded templates)."""
+    import yaml
+
+    from ..models.mlp import _read_checkpoint
+
+    path = Path(model_path)
+    extra = _read_checkpoint(path).get("extra", {}) or {}
+    if isinstance(extra.get("data"), dict):
+        got, source = extra["data"], "checkpoint"
+    elif (path.parent / "config.yaml").is_file() and (path.parent / "run.json").is_file():
+        got = (yaml.safe_load((path.parent / "config.yaml").read_text()) or {}).get("data") or {}
+        source = str(path.parent / "config.yaml")
+    else:
+        got, source = {}, "defaults"
+    base = _data_settings(SingleStepConfig())
+    out = {k: got.get(k, base[k]) for k in DATA_SETTING_KEYS}
+    out["extra_train"] = [str(p) for p in (out["extra_train"] or [])]
+    return out, source
 
 
 def train_single_step(
@@ -463,7 +496,7 @@ def _train(
     model = model_cls(net, data.templates, radius=cfg.data.radius, device=device)
     model.save(run.path / "model.pt",
                extra={"best_epoch": int(best["epoch"]), "valid_template_top1": best["metric"],
-                      "direction": direction})
+                      "direction": direction, "data": _data_settings(cfg)})
 
     results: dict[str, Any] = {
         "direction": direction,

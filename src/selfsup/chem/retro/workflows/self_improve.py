@@ -88,6 +88,7 @@ __all__ = [
     "plan_resumable",
     "resume_self_improve",
     "self_improve",
+    "training_split_settings",
 ]
 
 
@@ -98,6 +99,12 @@ __all__ = [
 class SIDataConfig:
     root: str | None = None  # folder of reaction_templates_50k_*.csv; None: fetch
     cache_dir: str | None = None  # prepared arrays (default <data cache>/derived/...)
+    # the model's own training split (rehearsal, random control, default targets and stock):
+    # None takes each setting from what the single-step model was trained with (its checkpoint,
+    # or its run folder's config.yaml: train_single_step.model_data_settings), so a model
+    # trained on USPTO-50k + ORD rehearses both; set them to override
+    clean: bool | None = None
+    extra_train: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -452,6 +459,23 @@ def _add_plan_seconds(d: Path, seconds: float, n_new: int, killed: bool) -> list
     return calls
 
 
+def training_split_settings(cfg: SelfImproveConfig) -> tuple[dict[str, Any], str]:
+    """The settings of ``prepare_uspto50k`` for the model's own training split: those the model
+    was trained with (:func:`~..training.train_single_step.model_data_settings`), with
+    ``data.clean`` / ``data.extra_train`` of ``cfg`` in their place where set; and where they
+    were read."""
+    from ..training.train_single_step import model_data_settings
+
+    split, source = model_data_settings(cfg.model)
+    if cfg.data.clean is not None:
+        split["clean"] = bool(cfg.data.clean)
+    if cfg.data.extra_train is not None:
+        split["extra_train"] = [str(x) for x in cfg.data.extra_train]
+    if cfg.data.clean is not None or cfg.data.extra_train is not None:
+        source += " and the config"
+    return split, source
+
+
 def _self_improve(run: Run, cfg: SelfImproveConfig) -> dict[str, Any]:
     import torch
 
@@ -471,7 +495,11 @@ def _self_improve(run: Run, cfg: SelfImproveConfig) -> dict[str, Any]:
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
     t_start = time.perf_counter()
-    data, _ = prepare_uspto50k(cfg.data.root, cfg.data.cache_dir)
+    split, split_source = training_split_settings(cfg)
+    data, _ = prepare_uspto50k(cfg.data.root, cfg.data.cache_dir,
+                               **{**split, "extra_train": tuple(split["extra_train"])})
+    log.info("training split (rehearsal, control): %s (from %s); %d train reactions",
+             split, split_source, len(data["train"]))
     reactions = reactions_from_template_data(data)
     stock = default_stock(reactions) if cfg.stock is None else make_stock(cfg.stock)
     rng = np.random.default_rng(cfg.targets.seed)
@@ -655,7 +683,8 @@ def _self_improve(run: Run, cfg: SelfImproveConfig) -> dict[str, Any]:
         row["seconds"] = round(time.perf_counter() - t_it, 2)
         # the iteration is finished once summary.json is written, after its model and data
         model.save(d / "model.pt", extra={"iteration": it, "mode": cfg.mode,
-                                          "n_finetune_examples": ft["n_examples"]})
+                                          "n_finetune_examples": ft["n_examples"],
+                                          "data": split})
         atomic_write_text(d / "reactions.csv", _reactions_csv(pool))
         atomic_write_json(d / "summary.json", row)
         history.append(row)
@@ -673,6 +702,7 @@ def _self_improve(run: Run, cfg: SelfImproveConfig) -> dict[str, Any]:
         "n_targets": len(targets),
         "n_bad_targets": n_bad,
         "stock": stock.describe(),
+        "training_split": {**split, "source": split_source, "n_train_reactions": len(train)},
         "onestep_before": onestep0,
         "onestep_after": last,
         "onestep_dropped": {f"top{k}": last[f"top{k}"] < onestep0[f"top{k}"] for k in ks},
