@@ -196,3 +196,37 @@ def test_a_killed_benchmark_resumes_its_self_improvement_run_of_the_same_config(
     assert b.si_run_to_resume("bench-si-s0", want) == older
     assert b.si_run_to_resume("bench-si-s0", want + ["targets.n=5000"]) is None
     assert b.si_run_to_resume("bench-si-s1", want) is None
+
+
+def test_runners_sharing_a_cache_keep_each_settings_meta(tmp_path):
+    """Two runners of two stocks write one cache: each setting's meta (what the refusal checks
+    compare with) reaches the file and stays there; what is on disk does not overwrite a
+    runner's newer meta of its own setting."""
+    from selfsup.chem.retro.core.toy import dead_end_world
+
+    v2 = load_bench_script("retro", "run_v2.py")
+    targets = tmp_path / "t.smi"
+    targets.write_text(dead_end_world().target + "\n")
+    heldout = tmp_path / "heldout_products.smi"
+    heldout.write_text("OCC\n")
+    out = str(tmp_path / "o")
+    common = ["--model", "toy:all", "--quick", "--out", out, "--targets", str(targets),
+              "--target-set", "toy", "--stock", "toy:all"]
+    benches = [v2.Bench(v2.parse_args(common)),
+               v2.Bench(v2.parse_args(common + ["--stock-exclude", str(heldout)]))]
+    for b in benches:
+        b.prepare_targets()
+        b.cache = b.load_cache()
+        v2.atomic_write_json(b.cache_path, b.merged())
+    first, second = benches
+    assert first.setting != second.setting
+    disk = json.loads(first.cache_path.read_text())
+    assert set(disk["setting_meta"]) == {first.setting, second.setting}
+    # the first runner's meta changes (e.g. a recorded setting it had lacked): its write keeps
+    # it, and the second runner's next write keeps both
+    first.cache["setting_meta"][first.setting]["value_routes"] = "with-ord"
+    v2.atomic_write_json(first.cache_path, first.merged())
+    v2.atomic_write_json(second.cache_path, second.merged())
+    disk = json.loads(first.cache_path.read_text())
+    assert disk["setting_meta"][first.setting]["value_routes"] == "with-ord"
+    assert set(disk["setting_meta"]) == {first.setting, second.setting}

@@ -368,8 +368,18 @@ class Bench:
         cache["setting_meta"][self.setting] = meta
         return cache
 
+    def merged(self) -> dict:
+        """The cache on disk with this runner's entries added (:func:`common.merge_cache`, where
+        what is on disk wins), and this runner's checked ``setting_meta`` of its own setting in
+        place of the file's (another runner's settings kept as the file has them)."""
+        out = merge_cache(self.cache_path, self.cache)
+        own = (self.cache.get("setting_meta") or {}).get(self.setting)
+        if own is not None:
+            out["setting_meta"] = {**(out.get("setting_meta") or {}), self.setting: own}
+        return out
+
     def save_prep(self, key: str, entry: dict) -> None:
-        cache = merge_cache(self.cache_path, self.cache)
+        cache = self.merged()
         cache[key] = entry
         atomic_write_json(self.cache_path, cache)
         self.cache = cache
@@ -571,7 +581,7 @@ class Bench:
         from selfsup.chem.retro.workflows.self_improve import plan_resumable
 
         t_unit = time.perf_counter()
-        self.cache = merge_cache(self.cache_path, self.cache)
+        self.cache = self.merged()
         key = common.unit_key(setting, seed, arm)
         model, value, planner, prep_s = self.arm_spec(arm, seed)
         # the records' file names the unit's model and value network (but Retro*-0 with the base
@@ -754,7 +764,7 @@ def main(argv=None) -> int:
     b = Bench(args)
     b.prepare_targets()
     b.cache = b.load_cache()
-    atomic_write_json(b.cache_path, merge_cache(b.cache_path, b.cache))
+    atomic_write_json(b.cache_path, b.merged())
     b.log(f"setting {b.setting}; output {b.out}; runs {b.run_root}")
     if not args.report:
         arms = args.arms or ARMS
@@ -762,14 +772,14 @@ def main(argv=None) -> int:
 
         def run_unit(*a):
             unit = b.run_unit(*a)
-            b.cache = merge_cache(b.cache_path, b.cache)
+            b.cache = b.merged()
             return unit
 
         shown = ("success_at_10", f"success_at_{min(100, b.st['max_iterations'])}",
                  "mean_iterations")
         b.cache = common.run_units(units, b.cache, b.cache_path, b.run_root, run_unit,
                                    {b.setting: {}}, args.threads, b.started, b.t0, TAG, shown)
-    report(b, merge_cache(b.cache_path, b.cache))
+    report(b, b.merged())
     return 0
 
 
