@@ -13,15 +13,18 @@ Each iteration ``i = 1..n_iterations``:
    top-1 (:func:`forward_augment`);
 5. fine-tune the current model on them (20 epochs, lr 1e-4, batch 1024, dropout 0.4:
    :func:`~selfsup.chem.retro.training.fine_tune.fine_tune`), with
-   ``finetune.replay`` > 0 mixed with that many times as many random reactions of the training
-   split (rehearsal, so that the model does not drift towards the few templates of the routes;
-   see the benchmark notes);
+   ``finetune.replay`` > 0 mixed with that many times as many random reactions of the model's
+   own training split (rehearsal, so that the model does not drift towards the few templates of
+   the routes; see the benchmark notes). That split is the one the model was trained on, read
+   from its checkpoint or run folder (:func:`training_split_settings`): USPTO-50k plus the ORD
+   training group for a model trained on both, so that rehearsal does not teach it to forget
+   the ORD reactions;
 6. save ``iterations/iter_i/{model.pt, reactions.csv, plan.jsonl}`` and evaluate one-step
    exact-match top-k on held-out test reactions (reported before and after: it must not drop).
 
-``mode: random_control`` skips planning and fine-tunes on ``control_n_reactions`` true training
-reactions drawn at random (the same number the self-improvement iteration kept), to separate the
-effect of the planned data from that of more fine-tuning.
+``mode: random_control`` skips planning and fine-tunes on ``control_n_reactions`` true reactions
+of that training split drawn at random (the same number the self-improvement iteration kept), to
+separate the effect of the planned data from that of more fine-tuning.
 
 At scale (the paper plans on all its training targets; ``configs/retro/self_improve_scale.yaml``
 plans on 5,000 per iteration) planning runs over ``n_workers`` processes and is resumable at
