@@ -24,7 +24,7 @@ from selfsup.chem.retro.workflows.self_improve import (
     confidence_filter,
     self_improve,
 )
-from selfsup.errors import ConfigError
+from selfsup.errors import ConfigError, InputError
 
 RXN = {
     "boc": "CC(C)(C)OC(=O)[NH:1][CH2:2][CH2:3][OH:4]>>[NH2:1][CH2:2][CH2:3][OH:4]",
@@ -366,6 +366,17 @@ def test_per_iteration_counts_add_up_and_the_value_network_is_trained(tiny, tmp_
     assert res["iterations"][0]["n_not_top1"] == 0
     assert res["value_models"] == [str(run.path / "iterations" / f"iter_{i}" / "value.pt")
                                    for i in (1, 2)]
+    # trained afterwards from the run's records: the same network as value.train made
+    from selfsup.chem.retro.workflows.self_improve import train_iteration_value
+
+    path, info = train_iteration_value(run.path, 2, out=tmp_path / "again.pt")
+    assert info["n_routes"] == res["iterations"][1]["value"]["n_routes"]
+    again, saved = ValueModel.load(path), ValueModel.load(run.path / "iterations" / "iter_2"
+                                                          / "value.pt")
+    sd1, sd2 = again.net.state_dict(), saved.net.state_dict()
+    assert sd1.keys() == sd2.keys() and all(torch.equal(sd1[k], sd2[k]) for k in sd1)
+    with pytest.raises(InputError, match="has not finished"):
+        train_iteration_value(run.path, 3)
 
 
 EXTRA = {

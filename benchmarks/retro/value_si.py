@@ -36,8 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from v2lib import (  # noqa: E402
     SUCCESS_AT,
     both_solved,
-    setting_name,
-    stock_label,
     write_compact,
 )
 
@@ -58,6 +56,13 @@ def main(argv=None) -> int:
     ap.add_argument("--target-set", help="name of the target set")
     ap.add_argument("--n-targets", type=int, default=None)
     ap.add_argument("--stock", default=None)
+    ap.add_argument("--stock-exclude", default=None,
+                    help="SMILES file of molecules taken out of the stock (run_v2.py's)")
+    ap.add_argument("--stock-name", default=None, help="the stock's name in the setting")
+    ap.add_argument("--train-value", action="store_true",
+                    help="--si-run made without value.train: train iteration --iteration's "
+                    "value network now, as value.train would have (into the output's runs "
+                    "folder; the run is not changed)")
     ap.add_argument("--max-iterations", type=int, default=None)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
@@ -93,15 +98,27 @@ def main(argv=None) -> int:
     v2 += [f"--target-set={args.target_set}"] if args.target_set else []
     v2 += [f"--n-targets={args.n_targets}"] if args.n_targets is not None else []
     v2 += [f"--stock={args.stock}"] if args.stock else []
+    v2 += [f"--stock-exclude={args.stock_exclude}"] if args.stock_exclude else []
+    v2 += [f"--stock-name={args.stock_name}"] if args.stock_name else []
     b = Bench(parse_args(v2))
     b.prepare_targets()
 
     if args.si_run:
         d = Path(args.si_run) / "iterations" / f"iter_{args.iteration}"
         model, value = d / "model.pt", d / "value.pt"
+        if not value.is_file() and args.train_value:
+            from selfsup.chem.retro.workflows.self_improve import train_iteration_value
+
+            value = work / "runs" / f"value-{Path(args.si_run).name}-iter{args.iteration}.pt"
+            if not value.is_file():
+                t = time.perf_counter()
+                _, info = train_iteration_value(args.si_run, args.iteration, out=value)
+                print(f"[value_si] value network trained on {info['n_routes']} routes "
+                      f"({info['n_examples']} examples) in {time.perf_counter() - t:.0f}s: "
+                      f"{value}", flush=True)
         if not value.is_file():
             raise SystemExit(f"{value} does not exist: make the self-improvement run with "
-                             "value.train=true")
+                             "value.train=true, or pass --train-value")
     elif args.quick and args.model and not args.value:
         made = work / "si-run.txt"
         if made.is_file():
@@ -131,7 +148,7 @@ def main(argv=None) -> int:
               flush=True)
         write_compact(out / f"{NAME}_targets" / f"{arm}.jsonl", recs[arm])
     cmp = both_solved(recs["retro_star_0"], recs["retro_star_si_value"])
-    setting = setting_name(b.target_set, stock_label(args.stock), len(b.targets), max_its)
+    setting = b.setting
     rows = []
     for arm, rs in recs.items():
         s = summarize(rs, max_iterations=max_its, success_at=SUCCESS_AT)

@@ -91,6 +91,7 @@ __all__ = [
     "plan_resumable",
     "resume_self_improve",
     "self_improve",
+    "train_iteration_value",
     "training_split_settings",
 ]
 
@@ -440,6 +441,49 @@ def resume_self_improve(run_path: str | os.PathLike) -> tuple[Run, dict[str, Any
     return resume_run("chem.self_improve", SelfImproveConfig, run_path,
                       lambda run, cfg, _: _self_improve(run, cfg),
                       loader=load_self_improve_config)
+
+
+def train_iteration_value(run_path: str | os.PathLike, iteration: int = 1,
+                          out: str | os.PathLike | None = None) -> tuple[Path, dict[str, Any]]:
+    """Retro*'s value network of iteration ``iteration`` of a finished self-improvement run made
+    without ``value.train``: trained, as ``value.train=true`` would have, on the solved routes of
+    that iteration's planning (``plan.jsonl``), costs under its fine-tuned model, with the run's
+    stock and ``value.*`` settings and seed. Saved at ``out`` (default ``iter_i/value.pt``);
+    returns the path and what it was trained on."""
+    import yaml
+
+    from ..models.mlp import MLPSingleStepModel
+
+    run_path = Path(run_path)
+    if not (run_path / "config.yaml").is_file():
+        raise InputError(f"{run_path}: no config.yaml; pass a `selfsup chem self-improve` run")
+    cfg = load_self_improve_config(base=yaml.safe_load((run_path / "config.yaml").read_text()))
+    if cfg.mode != "self_improve":
+        raise InputError(f"{run_path} is a {cfg.mode} run: it planned no routes")
+    d = run_path / "iterations" / f"iter_{int(iteration)}"
+    if _finished_iteration(d) is None or not (d / "plan.jsonl").is_file():
+        raise InputError(f"{d}: iteration {iteration} of that run has not finished; resume it "
+                         f"with `selfsup chem self-improve --resume {run_path}` first")
+    if cfg.stock is None:
+        from ..training.templates_data import prepare_uspto50k
+        from .route_benchmark import default_stock, reactions_from_template_data
+
+        split, _ = training_split_settings(cfg)
+        data, _ = prepare_uspto50k(cfg.data.root, cfg.data.cache_dir,
+                                   **{**split, "extra_train": tuple(split["extra_train"])})
+        stock = default_stock(reactions_from_template_data(data))
+    else:
+        from .plan import make_stock
+
+        stock = make_stock(cfg.stock)
+    if cfg.torch_threads:
+        import torch
+
+        torch.set_num_threads(int(cfg.torch_threads))
+    path = Path(out) if out is not None else d / "value.pt"
+    model = MLPSingleStepModel.load(d / "model.pt")
+    info = _train_value(cfg, read_records(d / "plan.jsonl"), model, stock, path, int(iteration))
+    return path, info
 
 
 def _finished_iteration(d: Path) -> dict[str, Any] | None:
