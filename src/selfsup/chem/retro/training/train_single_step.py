@@ -306,9 +306,7 @@ def _data_settings(cfg: SingleStepConfig) -> dict[str, Any]:
 
 
 def _prepare(cfg: SingleStepConfig) -> tuple[TemplateData, dict]:
-    settings = _data_settings(cfg)
-    return prepare_uspto50k(cfg.data.root, cfg.data.cache_dir,
-                            **{**settings, "extra_train": tuple(settings["extra_train"])})
+    return prepare_uspto50k(cfg.data.root, cfg.data.cache_dir, **_data_settings(cfg))
 
 
 def model_data_settings(model_path: str | os.PathLike) -> tuple[dict[str, Any], str]:

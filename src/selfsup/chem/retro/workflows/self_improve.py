@@ -464,18 +464,12 @@ def train_iteration_value(run_path: str | os.PathLike, iteration: int = 1,
     if _finished_iteration(d) is None or not (d / "plan.jsonl").is_file():
         raise InputError(f"{d}: iteration {iteration} of that run has not finished; resume it "
                          f"with `selfsup chem self-improve --resume {run_path}` first")
+    reactions = None
     if cfg.stock is None:
-        from ..training.templates_data import prepare_uspto50k
-        from .route_benchmark import default_stock, reactions_from_template_data
+        from .route_benchmark import reactions_from_template_data
 
-        split, _ = training_split_settings(cfg)
-        data, _ = prepare_uspto50k(cfg.data.root, cfg.data.cache_dir,
-                                   **{**split, "extra_train": tuple(split["extra_train"])})
-        stock = default_stock(reactions_from_template_data(data))
-    else:
-        from .plan import make_stock
-
-        stock = make_stock(cfg.stock)
+        reactions = reactions_from_template_data(_training_data(cfg)[0])
+    stock = _run_stock(cfg, reactions)
     if cfg.torch_threads:
         import torch
 
@@ -523,17 +517,36 @@ def training_split_settings(cfg: SelfImproveConfig) -> tuple[dict[str, Any], str
     return split, source
 
 
+def _training_data(cfg: SelfImproveConfig) -> tuple[Any, dict[str, Any], str]:
+    """The prepared training split of the model (:func:`training_split_settings`), its settings
+    and where they were read."""
+    from ..training.templates_data import prepare_uspto50k
+
+    split, source = training_split_settings(cfg)
+    data, _ = prepare_uspto50k(cfg.data.root, cfg.data.cache_dir, **split)
+    return data, split, source
+
+
+def _run_stock(cfg: SelfImproveConfig, reactions: Any = None):
+    """The run's stock: ``cfg.stock``, or the never-produced reactants of ``reactions`` (those of
+    the training split of :func:`_training_data`) when it is None."""
+    if cfg.stock is not None:
+        from .plan import make_stock
+
+        return make_stock(cfg.stock)
+    from .route_benchmark import default_stock
+
+    return default_stock(reactions)
+
+
 def _self_improve(run: Run, cfg: SelfImproveConfig) -> dict[str, Any]:
     import torch
 
     from ..models.mlp import MLPSingleStepModel
     from ..training.fine_tune import fine_tune
     from ..training.metrics import evaluate_exact_match
-    from ..training.templates_data import prepare_uspto50k
-    from .plan import make_stock
     from .route_benchmark import (
         build_route_benchmark,
-        default_stock,
         load_targets,
         reactions_from_template_data,
     )
@@ -542,13 +555,11 @@ def _self_improve(run: Run, cfg: SelfImproveConfig) -> dict[str, Any]:
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
     t_start = time.perf_counter()
-    split, split_source = training_split_settings(cfg)
-    data, _ = prepare_uspto50k(cfg.data.root, cfg.data.cache_dir,
-                               **{**split, "extra_train": tuple(split["extra_train"])})
+    data, split, split_source = _training_data(cfg)
     log.info("training split (rehearsal, control): %s (from %s); %d train reactions",
              split, split_source, len(data["train"]))
     reactions = reactions_from_template_data(data)
-    stock = default_stock(reactions) if cfg.stock is None else make_stock(cfg.stock)
+    stock = _run_stock(cfg, reactions)
     rng = np.random.default_rng(cfg.targets.seed)
 
     # -- targets (a resumed run reads the ones it wrote) --------------------------------------
