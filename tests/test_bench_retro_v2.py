@@ -230,3 +230,94 @@ def test_runners_sharing_a_cache_keep_each_settings_meta(tmp_path):
     disk = json.loads(first.cache_path.read_text())
     assert disk["setting_meta"][first.setting]["value_routes"] == "with-ord"
     assert set(disk["setting_meta"]) == {first.setting, second.setting}
+
+
+def test_retro_star_0_is_planned_afresh_and_checked_when_the_first_seeds_records_are_gone(
+        tmp_path, monkeypatch):
+    """On another machine the first seed's full records (run folder) are gone: a later seed's
+    Retro*-0 unit plans again and must give back the first seed's per-target results (kept
+    beside the table); a base model that plans differently stops the benchmark."""
+    import shutil
+    import time
+
+    from selfsup.chem.retro.core.toy import cycle_world, dead_end_world
+
+    v2 = load_bench_script("retro", "run_v2.py")
+    common = sys.modules["common"]
+    b = v2.Bench(v2.parse_args(["--model", "toy:all", "--quick", "--out",
+                                str(tmp_path / "out"), "--seeds", "0", "1", "2",
+                                "--stock", "toy:all", "--arms", "retro_star_0"]))
+    b.targets = [dead_end_world().target, cycle_world().target, "NCCN"]
+    b.target_source = "toy"
+    b.stock_name = "toy-all"
+    b.setting = v2.setting_name("toy", "toy-all", 3, 100)
+    b.cache = {"model": "toy:all", "setting_meta": {b.setting: {
+        "targets_hash": v2.text_hash(b.targets), "n_targets": 3, "target_source": "toy",
+        "stock_spec": "toy:all", "stock": b.stock().describe(), "max_iterations": 100,
+        "settings": b.st}}}
+    monkeypatch.setattr(b, "onestep", lambda m: {"top1": 0.5, "top10": 0.9, "n": 2})
+
+    def run(seeds, cache):
+        return common.run_units([(b.setting, s, "retro_star_0") for s in seeds], cache,
+                                b.cache_path, b.run_root, b.run_unit, {b.setting: {}}, 1,
+                                "now", time.perf_counter(), "[test]", ("success_at_10",))
+
+    cache = run([0], b.cache)
+    shutil.rmtree(b.run_root / "targets")  # another machine: the run folder is gone
+    cache = run([1], cache)
+    u1 = cache[common.unit_key(b.setting, 1, "retro_star_0")]
+    assert u1["copied_from_seed"] is None and u1["n_searched"] == 3
+    assert u1["mean_iterations"] == cache[common.unit_key(b.setting, 0,
+                                                          "retro_star_0")]["mean_iterations"]
+    # the first seed's kept results say otherwise (another model): refused, nothing cached
+    shutil.rmtree(b.run_root / "targets")
+    kept = b.targets_dir / (v2.file_key(common.unit_key(b.setting, 0, "retro_star_0"))
+                            + ".jsonl")
+    rows = [json.loads(x) for x in kept.read_text().splitlines()]
+    rows[1]["first_solution_iteration"] = 3
+    kept.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(SystemExit, match="1 targets .first: index 1. differ"):
+        run([2], cache)
+
+
+def test_prepared_files_made_again_keep_the_cache_only_when_they_are_the_same_work(lib):
+    """Self-improvement models, controls and value networks made again on another machine:
+    the cached entry takes the new paths when the deterministic figures agree, and the
+    benchmark stops when they differ or when nothing can be compared."""
+    it = {"iteration": 1, "n_targets": 50, "n_solved": 48, "n_kept": 40, "n_not_top1": 0,
+          "finetune_loss_last": 0.0935, "onestep": {"top1": 0.45, "top10": 0.72, "n": 1000},
+          "stage_seconds": {"plan": 400.0}}
+    cached = {"models": ["/gone/iter_1/model.pt"], "run": "/gone", "seconds": 900.0,
+              "iterations": [it]}
+    new = {"models": ["/here/iter_1/model.pt"], "run": "/here", "seconds": 950.0,
+           "model_sha256": ["abc"], "iterations": [{**it, "stage_seconds": {"plan": 420.0}}],
+           "provenance": {"cpu": "x"}}
+    out = lib.remade_entry("prep:si:s:seed0", cached, new, lib.compare_iterations)
+    assert out["models"] == ["/here/iter_1/model.pt"] and out["run"] == "/here"
+    assert out["model_sha256"] == ["abc"]
+    assert out["seconds"] == 900.0 and out["iterations"] == [it]  # the original run's figures
+    assert "iteration 1 finetune_loss_last" in out["remade"][0]["checked"]
+    # a later remake checks the hash recorded the first time
+    again = lib.remade_entry("k", out, {**new, "run": "/third"}, lib.compare_iterations)
+    assert again["run"] == "/third" and len(again["remade"]) == 2
+    with pytest.raises(SystemExit, match="model_sha256"):
+        lib.remade_entry("k", out, {**new, "model_sha256": ["abd"]}, lib.compare_iterations)
+    changed = {**new, "iterations": [{**it, "n_kept": 41}]}
+    with pytest.raises(SystemExit, match="iteration 1 n_kept: cached 40, made now 41"):
+        lib.remade_entry("prep:si:s:seed0", cached, changed, lib.compare_iterations)
+    # a control cached before it recorded its own figures: its unit's one-step top-1
+    ctl_old = {"model": "/gone/m.pt", "n_reactions": 40}
+    ctl_new = {"model": "/here/m.pt", "n_reactions": 40, "onestep": {"top1": 0.435}}
+    unit = {"onestep_top1": 0.435}
+    out = lib.remade_entry("c", ctl_old, ctl_new,
+                           lambda o, n: lib.compare_control(o, n, unit))
+    assert out["model"] == "/here/m.pt"
+    assert out["remade"][0]["checked"] == ["n_reactions", "onestep top1 of its unit"]
+    with pytest.raises(SystemExit, match="onestep top1 of its unit"):
+        lib.remade_entry("c", ctl_old, {**ctl_new, "onestep": {"top1": 0.44}},
+                         lambda o, n: lib.compare_control(o, n, unit))
+    v_old = {"path": "/gone/v.pt", "n_examples": 10, "final": {"loss": 0.1}}
+    assert lib.remade_entry("v", v_old, {**v_old, "path": "/here/v.pt"},
+                            lib.compare_value)["path"] == "/here/v.pt"
+    with pytest.raises(SystemExit, match="nothing to check"):
+        lib.remade_entry("v", {"path": "/gone"}, {"path": "/here"}, lib.compare_value)

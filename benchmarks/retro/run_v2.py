@@ -84,8 +84,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from v2lib import (  # noqa: E402
     SUCCESS_AT,
+    check_same_search,
+    compare_control,
+    compare_iterations,
+    compare_value,
     draw_curves,
     file_key,
+    remade_entry,
     setting_name,
     stock_label,
     success_curve,
@@ -95,6 +100,9 @@ from v2lib import (  # noqa: E402
 
 import common  # noqa: E402
 from common import RESULTS, load_json, merge_cache, now, write_results  # noqa: E402
+from selfsup.chem.retro.core.proposal_store import (  # noqa: E402
+    model_file_key as file_sha256,
+)
 from selfsup.io import atomic_write_json, atomic_write_text  # noqa: E402
 from selfsup.provenance import provenance  # noqa: E402
 
@@ -335,6 +343,13 @@ class Bench:
             raise SystemExit(f"{self.cache_path} holds units of the base model {cache['model']}; "
                              "pass that --model or another --out")
         cache["model"] = model
+        sha = file_sha256(model) if Path(model).is_file() else None  # None: a toy model
+        if sha and cache.get("model_sha256") not in (None, sha):
+            raise SystemExit(f"{self.cache_path} holds units of a base model {model} whose "
+                             f"SHA-256 began {cache['model_sha256']}; this file's begins {sha} "
+                             "(made again differently?): pass that model or another --out")
+        if sha:
+            cache["model_sha256"] = sha
         meta = {"targets_hash": text_hash(self.targets), "n_targets": len(self.targets),
                 "target_source": self.target_source, "stock_spec": self.args.stock,
                 "stock_exclude": self.args.stock_exclude,
@@ -413,13 +428,17 @@ class Bench:
         vmodel, hist = train_value_network(examples, epochs=self.st["value_epochs"], seed=seed)
         vmodel.save(path)
         secs = time.perf_counter() - t
-        self.save_prep(key, {"path": str(path), "n_routes": len(pick),
-                             "n_examples": len(examples), "final": hist[-1],
-                             "source": "known train routes of the chained "
-                                       + ("USPTO-50k + ORD" if with_ord else "USPTO-50k")
-                                       + " benchmark (longest first), costs under the base "
-                                       "model",
-                             "seconds": round(secs, 1), "provenance": provenance()})
+        entry = {"path": str(path), "n_routes": len(pick), "n_examples": len(examples),
+                 "final": hist[-1],
+                 "source": "known train routes of the chained "
+                           + ("USPTO-50k + ORD" if with_ord else "USPTO-50k")
+                           + " benchmark (longest first), costs under the base model",
+                 "seconds": round(secs, 1), "model_sha256": file_sha256(path),
+                 "provenance": provenance()}
+        cached = self.merged().get(key)
+        if cached is not None:  # its file is gone (another machine): the same network again?
+            entry = remade_entry(key, cached, entry, compare_value)
+        self.save_prep(key, entry)
         self.log(f"seed {seed} value network: {len(examples)} examples, {secs:.0f}s")
         return str(path), secs
 
@@ -477,8 +496,12 @@ class Bench:
             return {"models": [str(run / "iterations" / f"iter_{i}" / "model.pt")
                                for i in (1, 2)], "iterations": its, "run": str(run)}, 0.0
         key = f"prep:si:{self.stock_name}:seed{seed}"
-        if key in self.cache:
-            return self.cache[key], 0.0
+        cached = self.cache.get(key)
+        if cached is not None and all(Path(m).is_file() for m in cached["models"]):
+            return cached, 0.0
+        if cached is not None:
+            self.log(f"seed {seed} self-improvement: the models of {cached['run']} are gone "
+                     "(another machine); made again and checked against the cached run")
         from selfsup.chem.retro.workflows.self_improve import (
             resume_self_improve,
             self_improve,
@@ -498,7 +521,10 @@ class Bench:
         secs = time.perf_counter() - t
         entry = {"models": res["models"], "iterations": res["iterations"], "run": str(run.path),
                  "n_targets": res["n_targets"], "seconds": round(secs, 1),
+                 "model_sha256": [file_sha256(m) for m in res["models"]],
                  "provenance": provenance()}
+        if cached is not None:
+            entry = remade_entry(key, cached, entry, compare_iterations)
         self.save_prep(key, entry)
         self.log(f"seed {seed} self-improvement ({secs:.0f}s): " + "; ".join(
             f"iter {it['iteration']}: solved {it.get('n_solved')}/{it.get('n_targets')}, "
@@ -510,8 +536,12 @@ class Bench:
         if self.args.control_models:
             return self.args.control_models[self.seeds.index(seed)], 0.0
         key = f"prep:control:{self.stock_name}:seed{seed}"
-        if key in self.cache:
-            return self.cache[key]["model"], 0.0
+        cached = self.cache.get(key)
+        if cached is not None and Path(cached["model"]).is_file():
+            return cached["model"], 0.0
+        if cached is not None:
+            self.log(f"seed {seed} random control: {cached['model']} is gone (another "
+                     "machine); made again and checked against the cached one")
         from selfsup.chem.retro.workflows.self_improve import self_improve
 
         si, secs = self.si(seed)
@@ -520,10 +550,17 @@ class Bench:
         run, res = self_improve(None, self.common_si(seed, f"bench-random-control-s{seed}") + [
             "mode=random_control", f"control_n_reactions={n_kept}", "n_iterations=1"])
         secs += time.perf_counter() - t
-        self.save_prep(key, {"model": res["models"][0], "n_reactions": n_kept,
-                             "run": str(run.path), "seconds": round(secs, 1),
-                             "provenance": provenance()})
-        return res["models"][0], secs
+        it = res["iterations"][0]
+        entry = {"model": res["models"][0], "n_reactions": n_kept, "run": str(run.path),
+                 "seconds": round(secs, 1), "model_sha256": file_sha256(res["models"][0]),
+                 "finetune_loss_last": it.get("finetune_loss_last"),
+                 "onestep": it.get("onestep"), "provenance": provenance()}
+        if cached is not None:
+            unit = self.cache.get(common.unit_key(self.setting, seed, "random_control"))
+            entry = remade_entry(key, cached, entry, lambda old, new: compare_control(
+                old, new, unit))
+        self.save_prep(key, entry)
+        return entry["model"], secs
 
     # -- one-step accuracy of a model (memoised by path) --------------------------------------
     def onestep(self, model_path: str) -> dict:
@@ -593,9 +630,11 @@ class Bench:
         full.parent.mkdir(parents=True, exist_ok=True)
         copied = None
         zero = common.unit_key(setting, self.seeds[0], arm)
-        if arm == "retro_star_0" and seed != self.seeds[0] and zero in self.cache:
-            # deterministic: the first seed's search is every seed's (records copied)
-            src = self.run_root / "targets" / (file_key(zero) + ".jsonl")
+        src = self.run_root / "targets" / (file_key(zero) + ".jsonl")
+        if (arm == "retro_star_0" and seed != self.seeds[0] and zero in self.cache
+                and src.is_file()):
+            # deterministic: the first seed's search is every seed's (records copied; planned
+            # afresh when they are gone, and then checked against the first seed's results)
             atomic_write_text(full, src.read_text())
             copied = self.seeds[0]
         t = time.perf_counter()
@@ -610,6 +649,9 @@ class Bench:
         plan_s = time.perf_counter() - t
         summary = summarize(records, max_iterations=self.st["max_iterations"],
                             success_at=SUCCESS_AT)
+        if arm == "retro_star_0" and seed != self.seeds[0] and copied is None \
+                and zero in self.cache:
+            check_same_search(records, self.targets_dir / (file_key(zero) + ".jsonl"))
         t = time.perf_counter()
         one = self.onestep(model)
         eval_s = time.perf_counter() - t

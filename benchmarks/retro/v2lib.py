@@ -148,3 +148,105 @@ def draw_curves(curves: dict[str, dict[str, list[list[float]]]], path: Path,
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+# ------------------------------------------------------- prepared files made again elsewhere
+# A run's prepared models (self-improvement iterations, the random control, value networks)
+# live in its run folder, which another machine does not have. The benchmark then makes them
+# again, deterministically, and keeps the cached units only when the new files are the same
+# work: these compare what the cache recorded of the old files with the new ones.
+
+SI_FIGURES = ("n_targets", "n_solved", "n_route_reactions", "n_kept", "n_not_top1",
+              "n_forward_augmented", "n_replay", "n_finetune_examples", "finetune_loss_last",
+              "onestep")
+PATH_KEYS = ("models", "model", "run", "path", "model_sha256")
+
+
+def _differ(what: str, old: Any, new: Any, diffs: list[str], checked: list[str]) -> None:
+    if old is None:
+        return
+    checked.append(what)
+    if old != new:
+        diffs.append(f"{what}: cached {old!r}, made now {new!r}")
+
+
+def compare_iterations(old: dict[str, Any], new: dict[str, Any]) -> tuple[list, list]:
+    """(what was compared, what differs) between a cached self-improvement entry and one made
+    again: its files' hashes where the cache has them, and each iteration's deterministic
+    figures (solved, kept, not top-1, forward-augmented, fine-tuning examples and last loss,
+    one-step accuracy)."""
+    diffs: list[str] = []
+    checked: list[str] = []
+    _differ("model_sha256", old.get("model_sha256"), new.get("model_sha256"), diffs, checked)
+    its_old, its_new = old.get("iterations") or [], new.get("iterations") or []
+    if len(its_old) != len(its_new):
+        diffs.append(f"iterations: cached {len(its_old)}, made now {len(its_new)}")
+    for a, b in zip(its_old, its_new):
+        for f in SI_FIGURES:
+            _differ(f"iteration {a.get('iteration')} {f}", a.get(f), b.get(f), diffs, checked)
+    return checked, diffs
+
+
+def compare_control(old: dict[str, Any], new: dict[str, Any],
+                    unit: dict[str, Any] | None) -> tuple[list, list]:
+    """As :func:`compare_iterations` for the random control: its file's hash, last fine-tuning
+    loss and one-step accuracy where the cache has them, else the one-step top-1 that its
+    cached unit reported."""
+    diffs: list[str] = []
+    checked: list[str] = []
+    _differ("n_reactions", old.get("n_reactions"), new.get("n_reactions"), diffs, checked)
+    for f in ("model_sha256", "finetune_loss_last", "onestep"):
+        _differ(f, old.get(f), new.get(f), diffs, checked)
+    if old.get("onestep") is None and unit is not None:
+        _differ("onestep top1 of its unit", unit.get("onestep_top1"),
+                (new.get("onestep") or {}).get("top1"), diffs, checked)
+    return checked, diffs
+
+
+def compare_value(old: dict[str, Any], new: dict[str, Any]) -> tuple[list, list]:
+    """As :func:`compare_iterations` for a value network: examples, final losses, hash."""
+    diffs: list[str] = []
+    checked: list[str] = []
+    for f in ("n_routes", "n_examples", "final", "model_sha256"):
+        _differ(f, old.get(f), new.get(f), diffs, checked)
+    return checked, diffs
+
+
+def remade_entry(key: str, cached: dict[str, Any], new: dict[str, Any], compare) -> dict:
+    """The cached entry ``key`` with the paths (and hashes) of the files made again, when
+    ``compare(cached, new)`` finds them the same work; else SystemExit naming the differences
+    (the cached units were made with the lost files and must not be mixed with new ones).
+    The entry's ``remade`` lists each time it was made again, with what was compared."""
+    checked, diffs = compare(cached, new)
+    if diffs:
+        raise SystemExit(f"{key}: made again on this machine, it differs from the cached one "
+                         f"({'; '.join(diffs)}). The cached units used the lost files: move "
+                         "the cache aside (or pass another --out) to start this setting over")
+    if not checked:
+        raise SystemExit(f"{key}: made again on this machine, but the cache records nothing "
+                         "to check it against; move the cache aside to start over")
+    out = {**cached, **{k: new[k] for k in PATH_KEYS if k in new}}
+    out["remade"] = [*(cached.get("remade") or []),
+                     {"seconds": new.get("seconds"), "checked": checked,
+                      "provenance": new.get("provenance")}]
+    return out
+
+
+def check_same_search(records: Sequence[dict[str, Any]], per_target: Path) -> int:
+    """SystemExit unless ``records`` planned afresh give, target by target, what the per-target
+    file ``per_target`` (:func:`compact`) holds, timings aside; returns the targets compared."""
+    import json
+
+    if not per_target.is_file():
+        raise SystemExit(f"{per_target} is missing: no first-seed results to check against")
+    want = {r["index"]: r for r in map(json.loads, per_target.read_text().splitlines())}
+    have = {c["index"]: c for c in map(compact, records)}
+    if set(want) != set(have):
+        raise SystemExit(f"planned afresh, the targets differ from {per_target}")
+    keys = ("success", "first_solution_iteration", "iterations", "route_length", "best_cost")
+    bad = [i for i in sorted(want) if any(want[i].get(k) != have[i].get(k) for k in keys)]
+    if bad:
+        raise SystemExit(f"planned afresh, {len(bad)} targets (first: index {bad[0]}) differ "
+                         f"from {per_target}: the base model is not the one the cached units "
+                         "were made with")
+    return len(want)
