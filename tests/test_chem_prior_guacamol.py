@@ -69,7 +69,8 @@ def test_notes_give_every_prior_beside_the_anchor(bench):
 
 
 @pytest.mark.skipif(not GUACAMOL_PYTHON.is_file(),
-                    reason="the GuacaMol venv (/work/peers/make.sh) is not on this machine")
+                    reason="the GuacaMol venv (benchmarks/peers/make_guacamol_venv.sh) is not on "
+                           "this machine")
 def test_guacamol_scores_the_samples_and_rows_merge(bench, prior, corpus, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

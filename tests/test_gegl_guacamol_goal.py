@@ -255,8 +255,8 @@ def test_register_objective_for_this_process():
 
 
 @pytest.mark.skipif(not GUACAMOL_PYTHON.is_file(),
-                    reason="needs the GuacaMol venv (/work/peers/make.sh): guacamol is not "
-                    "installed in .venv")
+                    reason="needs the GuacaMol venv (benchmarks/peers/make_guacamol_venv.sh): "
+                           "guacamol is not installed in .venv")
 def test_worker_runs_guacamols_own_benchmark(bench, tmp_path):
     """GuacaMol's Osimertinib MPO benchmark asks for 100 molecules, scores ours on request with
     its own function (equal to our RDKit objective), then scores the answer itself: 3 unique

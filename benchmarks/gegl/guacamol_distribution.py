@@ -4,7 +4,8 @@ Our side (this repository's ``.venv``) loads a prior (the ``model.pt`` of ``self
 pretrain``) and samples SMILES with our sampler (:meth:`SmilesLSTM.sample`, seeded, temperature
 1); the samples go as a JSON file to this same script run by the interpreter of the GuacaMol venv
 (``--worker``, default ``/work/peers/guacamol-venv/bin/python``; recipe in
-``/work/peers/make.sh``), which scores them with GuacaMol 0.5.5's own distribution-learning suite
+``benchmarks/peers/make_guacamol_venv.sh``), which scores them with GuacaMol 0.5.5's own
+distribution-learning suite
 (``guacamol.benchmark_suites.distribution_learning_benchmark_suite(..., "v2", n)``: Validity,
 Uniqueness, Novelty, KL divergence, Fréchet ChemNet Distance) through a
 ``DistributionMatchingGenerator`` that hands out the sampled SMILES in order. Every benchmark
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if not Path(args.guacamol_python).is_file():
         raise SystemExit(f"no GuacaMol venv at {args.guacamol_python}; build it with "
-                         "/work/peers/make.sh (or pass --guacamol-python)")
+                         "benchmarks/peers/make_guacamol_venv.sh (or pass --guacamol-python)")
     started, t0 = now(), time.perf_counter()
     n = args.n_samples or (1000 if args.quick else 10000)
     prior = Path(args.prior).resolve()

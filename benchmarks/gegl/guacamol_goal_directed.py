@@ -12,13 +12,13 @@ them with the task's scoring function and computes the task score (for these eig
 of the top-1, top-10 and top-100 scores). That task score is the metric.
 
 The bridge (two virtual environments, as ``guacamol_distribution.py``): GuacaMol lives in
-``/work/peers/guacamol-venv`` (recipe in ``/work/peers/make.sh``: installed with --no-deps next to
-fcd, torch 2.13 CPU); our package runs in this repository's ``.venv`` (torch 2.14, the build the
-PMO benchmark ran on), and is not installed in the GuacaMol venv, so the optimisers run on the
-same torch, numpy and RDKit as ``benchmarks/gegl/run.py``. This script runs in ``.venv``; per unit
-it starts itself under the GuacaMol venv's interpreter (``--worker``), which holds the benchmark
-object and talks to us over its stdin/stdout, one JSON object per line (its other output goes to
-``<unit>.worker.log``):
+``/work/peers/guacamol-venv`` (recipe in ``benchmarks/peers/make_guacamol_venv.sh``: installed with
+--no-deps next to fcd, torch 2.13 CPU); our package runs in this repository's ``.venv`` (torch 2.14,
+the build the PMO benchmark ran on), and is not installed in the GuacaMol venv, so the optimisers
+run on the same torch, numpy and RDKit as ``benchmarks/gegl/run.py``. This script runs in ``.venv``;
+per unit it starts itself under the GuacaMol venv's interpreter (``--worker``), which holds the
+benchmark object and talks to us over its stdin/stdout, one JSON object per line (its other output
+goes to ``<unit>.worker.log``):
 
     worker -> us  {"op": "generate", "number_molecules": 100, "starting_population": null}
     us -> worker  {"op": "score", "smiles": [...]}        (as often as the optimiser asks)
@@ -723,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not Path(args.guacamol_python).is_file():
             raise SystemExit(f"no GuacaMol venv at {args.guacamol_python}; build it with "
-                             "/work/peers/make.sh (or pass --guacamol-python)")
+                             "benchmarks/peers/make_guacamol_venv.sh (or pass --guacamol-python)")
         path, source = ((Path(args.prior).resolve(), "given (--prior)") if args.prior
                         else default_prior())
         if not path.is_file():
