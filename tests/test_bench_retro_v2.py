@@ -321,3 +321,43 @@ def test_prepared_files_made_again_keep_the_cache_only_when_they_are_the_same_wo
                             lib.compare_value)["path"] == "/here/v.pt"
     with pytest.raises(SystemExit, match="nothing to check"):
         lib.remade_entry("v", {"path": "/gone"}, {"path": "/here"}, lib.compare_value)
+
+
+def test_the_cache_knows_its_base_and_forward_models_by_hash_wherever_they_lie(tmp_path):
+    """Made again on another machine, the base and forward models lie at other paths: the
+    cache takes them when their SHA-256 agrees with what it recorded, and refuses other
+    files."""
+    import shutil
+
+    from selfsup.chem.retro.core.toy import dead_end_world
+
+    v2 = load_bench_script("retro", "run_v2.py")
+    targets = tmp_path / "t.smi"
+    targets.write_text(dead_end_world().target + "\n")
+    for name, data in (("old/base.pt", b"base weights"), ("old/fwd.pt", b"forward weights")):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+
+    def bench(base, fwd):
+        b = v2.Bench(v2.parse_args(["--model", str(base), "--quick", "--out",
+                                    str(tmp_path / "o"), "--targets", str(targets),
+                                    "--target-set", "toy", "--stock", "toy:all",
+                                    "--forward-model", str(fwd)]))
+        b.prepare_targets()
+        return b
+
+    b = bench(tmp_path / "old/base.pt", tmp_path / "old/fwd.pt")
+    b.cache = b.load_cache()
+    b.cache[f"prep:si:{b.stock_name}:seed0"] = {"models": []}  # a made self-improvement run
+    v2.atomic_write_json(b.cache_path, b.merged())
+    shutil.copytree(tmp_path / "old", tmp_path / "new")
+    again = bench(tmp_path / "new/base.pt", tmp_path / "new/fwd.pt")
+    cache = again.load_cache()
+    assert cache["model"] == str((tmp_path / "new/base.pt").resolve())
+    assert cache["model_sha256"] == b.cache["model_sha256"]
+    (tmp_path / "new/fwd.pt").write_bytes(b"other forward weights")
+    with pytest.raises(SystemExit, match="--forward-model"):
+        bench(tmp_path / "new/base.pt", tmp_path / "new/fwd.pt").load_cache()
+    (tmp_path / "new/base.pt").write_bytes(b"other base weights")
+    with pytest.raises(SystemExit, match="SHA-256 begins"):
+        bench(tmp_path / "new/base.pt", tmp_path / "old/fwd.pt").load_cache()

@@ -339,17 +339,20 @@ class Bench:
     def load_cache(self) -> dict:
         cache = load_json(self.cache_path)
         model = str(Path(self.args.model).resolve())
-        if cache.get("model") not in (None, model):
+        sha = file_sha256(model) if Path(model).is_file() else None  # None: a toy model
+        if cache.get("model_sha256") not in (None, sha):
+            raise SystemExit(f"{self.cache_path} holds units of a base model ({cache['model']}) "
+                             f"whose SHA-256 begins {cache['model_sha256']}; {model} "
+                             f"{'begins ' + sha if sha else 'is not a file'}: pass that model "
+                             "(its file, wherever it lies) or another --out")
+        if cache.get("model") not in (None, model) and not cache.get("model_sha256"):
             raise SystemExit(f"{self.cache_path} holds units of the base model {cache['model']}; "
                              "pass that --model or another --out")
-        cache["model"] = model
-        sha = file_sha256(model) if Path(model).is_file() else None  # None: a toy model
-        if sha and cache.get("model_sha256") not in (None, sha):
-            raise SystemExit(f"{self.cache_path} holds units of a base model {model} whose "
-                             f"SHA-256 began {cache['model_sha256']}; this file's begins {sha} "
-                             "(made again differently?): pass that model or another --out")
+        cache["model"] = model  # the same file (by hash) may lie elsewhere on another machine
         if sha:
             cache["model_sha256"] = sha
+        forward = self.args.forward_model
+        forward_sha = file_sha256(forward) if forward and Path(forward).is_file() else None
         meta = {"targets_hash": text_hash(self.targets), "n_targets": len(self.targets),
                 "target_source": self.target_source, "stock_spec": self.args.stock,
                 "stock_exclude": self.args.stock_exclude,
@@ -357,7 +360,8 @@ class Bench:
                 "settings": self.st, "si_runs": self.args.si_runs,
                 "control_models": self.args.control_models, "values": self.args.values,
                 "value_routes": self.args.value_routes,
-                "forward_model": self.args.forward_model}
+                "forward_model": self.args.forward_model,
+                "forward_model_sha256": forward_sha}
         old = cache.setdefault("setting_meta", {}).get(self.setting)
         if old and (old["targets_hash"] != meta["targets_hash"]
                     or old.get("stock_spec") != meta["stock_spec"]
@@ -376,7 +380,10 @@ class Bench:
                              f"{old.get('value_routes', 'uspto50k-chained')}; pass the same or "
                              "another --out")
         made_si = [k for k in cache if k.startswith(f"prep:si:{self.stock_name}:")]
-        if old and made_si and old.get("forward_model") != meta["forward_model"]:
+        same_forward = (old.get("forward_model") == meta["forward_model"] if old else True) or (
+            old.get("forward_model_sha256") is not None
+            and old.get("forward_model_sha256") == forward_sha)
+        if old and made_si and not same_forward:
             raise SystemExit(f"{self.cache_path} holds self-improvement runs of setting "
                              f"{self.setting} made with --forward-model "
                              f"{old.get('forward_model')}; pass the same or another --out")
