@@ -51,6 +51,16 @@ and the full records with routes (``plan.jsonl`` format; a unit's planning resum
 target) in ``<runs>/targets/<unit>.jsonl`` (full mode: ``runs/bench-retro-v2-full/``, not
 committed).
 
+On another machine (the cache is committed, the run folder is not): the base and forward models
+are known by SHA-256, so the same files made again (``ord_split`` and ``train-single-step``
+are deterministic on one thread) are accepted at any path and other files refused. Prepared
+files that are gone are made again and kept only when they are the same work
+(``v2lib.remade_entry``): a self-improvement run's deterministic figures per iteration (solved,
+kept, not top-1, forward-augmented, last fine-tuning loss, one-step accuracy) and, from now on,
+its models' hashes; the control's and value network's figures alike; a later seed's Retro*-0,
+whose first-seed records are gone, plans afresh and must give back the first seed's per-target
+results. Anything else stops the run, naming what differs.
+
 Sizing of the full mode (200 targets, 500 iterations, 3 seeds, self-improvement on 5,000 train
 targets at 100 iterations, 1,000 one-step reactions), from what was measured here with the
 3-epoch template MLP in the loop, one torch thread per process, on this 2-core machine shared
