@@ -82,3 +82,34 @@ def test_model_figures(krr):
     model.proposals["M"] = [Proposal(("C",), 0.7)]
     figs, _ = krr.model_figures(model, [{"smiles": "T", "route": ROUTE}])
     assert figs["solvable_share"] == 1.0
+
+
+def test_figures_of_models_known_by_hash_outlive_their_files(krr, tmp_path):
+    """Models made on an earlier machine are gone; their figures, kept by SHA-256 beside the
+    results, are reported without the files. A gone model without kept figures is refused."""
+    import json
+
+    figs = {m: 0.5 for m in krr.METRICS}
+    cache = {"model": "/gone/base.pt", "model_sha256": "aaaa",
+             "prep:si:leaves:seed0": {"models": ["/gone/i1.pt", "/gone/i2.pt"],
+                                       "model_sha256": ["bbbb", "cccc"]},
+             "prep:control:leaves:seed0": {"model": "/gone/c.pt", "model_sha256": "dddd"}}
+    assert krr.model_hashes(cache) == {"/gone/base.pt": "aaaa", "/gone/i1.pt": "bbbb",
+                                       "/gone/i2.pt": "cccc", "/gone/c.pt": "dddd"}
+    (tmp_path / "cache.json").write_text(json.dumps(cache))
+    (tmp_path / "routes.json").write_text(json.dumps([{"smiles": "T", "route": ROUTE}]))
+    out = tmp_path / "out"
+    out.mkdir()
+    kept = {h: {"model": "x", "targets": "1 targets", "figures": {**figs, "mean_entropy": i}}
+            for i, h in enumerate(("aaaa", "bbbb", "cccc", "dddd"))}
+    (out / "retro_known_route_rank_cache.json").write_text(json.dumps(kept))
+    argv = ["--cache", str(tmp_path / "cache.json"), "--routes", str(tmp_path / "routes.json"),
+            "--out", str(out)]
+    assert krr.main(argv) == 0
+    rows = json.loads((out / "retro_known_route_rank.json").read_text())["rows"]
+    ent = {r["arm"]: r["mean"] for r in rows if r["metric"] == "mean_entropy"}
+    assert ent == {"base": 0, "si1": 1, "si2": 2, "random_control": 3}
+    del kept["cccc"]
+    (out / "retro_known_route_rank_cache.json").write_text(json.dumps(kept))
+    with pytest.raises(SystemExit, match="/gone/i2.pt is gone"):
+        krr.main(argv)

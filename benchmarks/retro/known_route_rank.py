@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import RESULTS, load_json, now, row, write_results  # noqa: E402
+from selfsup.io import atomic_write_json  # noqa: E402
 
 NAME = "retro_known_route_rank"
 ROUTES = RESULTS / "retro_reachable" / "reachable_routes.json"
@@ -72,6 +73,20 @@ def models_from_cache(cache: dict, stock: str) -> dict[str, dict[int, str]]:
             out["si1"][seed], out["si2"][seed] = entry["models"][0], entry["models"][1]
         elif parts[1] == "control":
             out["random_control"][seed] = entry["model"]
+    return out
+
+
+def model_hashes(cache: dict) -> dict[str, str]:
+    """``{model.pt: SHA-256 prefix}`` of the base and fine-tuned models whose hash the cache
+    records (``run_v2.py`` records them since the runs moved between machines)."""
+    out = {cache["model"]: cache["model_sha256"]} if cache.get("model_sha256") else {}
+    for key, entry in cache.items():
+        if not key.startswith(("prep:si:", "prep:control:")) or not isinstance(entry, dict):
+            continue
+        paths = entry.get("models") or [entry.get("model")]
+        shas = entry.get("model_sha256")
+        shas = shas if isinstance(shas, list) else [shas]
+        out.update({p: h for p, h in zip(paths, shas) if p and h})
     return out
 
 
@@ -147,17 +162,34 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS if not args.quick
         else Path("runs") / f"bench-{NAME}-quick-{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"[{NAME}] {len(targets)} targets, stocks {stocks}; output {out}", flush=True)
-    memo: dict[str, tuple[dict, list[dict]]] = {}
+    memo: dict[str, dict] = {}
+    # figures of models known by hash, kept beside the results: a model whose file is gone
+    # (made on another machine) keeps its figures
+    sha_of = model_hashes(cache)
+    kept_path = out / f"{NAME}_cache.json"
+    kept = load_json(kept_path) if not args.quick else {}
+    key_targets = f"{len(targets)} targets"
 
     def figures_of(path: str) -> dict:
+        sha = sha_of.get(path)
+        if path not in memo and sha and (kept.get(sha) or {}).get("targets") == key_targets:
+            memo[path] = kept[sha]["figures"]
         if path not in memo:
+            if not Path(path).is_file():
+                raise SystemExit(f"{path} is gone and its figures are not kept in {kept_path}: "
+                                 "run benchmarks/retro/run_v2.py again to make it (it checks "
+                                 "the remade model against its cache)")
             tm = time.perf_counter()
-            memo[path] = model_figures(MLPSingleStepModel.load(path), targets)
-            print(f"[{NAME}]   {path}: solvable {memo[path][0]['solvable_share']:.3f}, median "
-                  f"rank {memo[path][0]['median_template_rank']}, entropy "
-                  f"{memo[path][0]['mean_entropy']:.3f} ({time.perf_counter() - tm:.0f}s)",
+            memo[path] = model_figures(MLPSingleStepModel.load(path), targets)[0]
+            print(f"[{NAME}]   {path}: solvable {memo[path]['solvable_share']:.3f}, median "
+                  f"rank {memo[path]['median_template_rank']}, entropy "
+                  f"{memo[path]['mean_entropy']:.3f} ({time.perf_counter() - tm:.0f}s)",
                   flush=True)
-        return memo[path][0]
+            if sha and not args.quick:
+                kept[sha] = {"model": path, "targets": key_targets, "figures": memo[path]}
+                out.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(kept_path, kept)
+        return memo[path]
 
     rows, seeds_of = [], {}
     for stock in stocks:
