@@ -390,10 +390,10 @@ class Bench:
                              f"{old.get('value_routes', 'uspto50k-chained')}; pass the same or "
                              "another --out")
         made_si = [k for k in cache if k.startswith(f"prep:si:{self.stock_name}:")]
-        same_forward = (old.get("forward_model") == meta["forward_model"] if old else True) or (
+        same_forward = old is None or old.get("forward_model") == meta["forward_model"] or (
             old.get("forward_model_sha256") is not None
-            and old.get("forward_model_sha256") == forward_sha)
-        if old and made_si and not same_forward:
+            and old["forward_model_sha256"] == forward_sha)
+        if made_si and not same_forward:
             raise SystemExit(f"{self.cache_path} holds self-improvement runs of setting "
                              f"{self.setting} made with --forward-model "
                              f"{old.get('forward_model')}; pass the same or another --out")
