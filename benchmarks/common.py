@@ -807,17 +807,25 @@ def paired_difference(cache: dict, setting: str, base: str, other: str, metric: 
             "spread": max(sd, sa, sb), "seeds": seeds, "differences": d}
 
 
-def pm(vals: list[float], scale: float = 100.0) -> str:
-    """``mean ± sample std`` of ``vals`` times ``scale`` (one value: the mean alone), .1f."""
+def pm(vals: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    """``mean ± sample std`` of ``vals`` times ``scale`` (one value: the mean alone), with
+    ``digits`` decimals."""
     m = statistics.fmean(vals) * scale
     if len(vals) == 1:
-        return f"{m:.1f}"
-    return f"{m:.1f} ± {statistics.stdev(vals) * scale:.1f}"
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} ± {statistics.stdev(vals) * scale:.{digits}f}"
 
 
-def arms_table(cache: dict, setting: str, arms: list[str], columns, headers: dict) -> str:
+def _scale(formats: dict | None, metric: str) -> tuple[float, int]:
+    """(scale, decimals) of ``metric`` in ``formats`` (metric -> (scale, decimals)); default
+    (100, 1): a share shown in %."""
+    return (formats or {}).get(metric, (100.0, 1))
+
+
+def arms_table(cache: dict, setting: str, arms: list[str], columns, headers: dict,
+               formats: dict | None = None) -> str:
     """Arms x ``columns`` (metrics, headed ``headers[m]``), mean ± sample std over the seeds
-    (in %); arms without units left out."""
+    (in %, or as ``formats[m]`` = (scale, decimals) says); arms without units left out."""
     lines = ["| arm | seeds | " + " | ".join(headers[m] for m in columns) + " |",
              "|---|---|" + "---|" * len(columns)]
     for arm in arms:
@@ -825,18 +833,18 @@ def arms_table(cache: dict, setting: str, arms: list[str], columns, headers: dic
         for m in columns:
             v = unit_values(cache, setting, arm, m)
             n = max(n, len(v))
-            cells.append(pm(list(v.values())) if v else "-")
+            cells.append(pm(list(v.values()), *_scale(formats, m)) if v else "-")
         if n:
             lines.append(f"| {arm} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def diff_table(cache: dict, setting: str, arms: list[str], pairs, columns, corner: str,
-               headers: dict | None = None) -> str:
+               headers: dict | None = None, formats: dict | None = None) -> str:
     """``other - base`` of each (base, other) of ``pairs`` whose arms are both shown, paired by
-    seed (:func:`paired_difference`), in points: mean (± std and spread with 2+ seeds). Columns
-    headed ``headers[m]`` (None: the metric names), first column ``corner``. "" when no pair has
-    a figure."""
+    seed (:func:`paired_difference`), in points (or as ``formats[m]`` = (scale, decimals)
+    says): mean (± std and spread with 2+ seeds). Columns headed ``headers[m]`` (None: the
+    metric names), first column ``corner``. "" when no pair has a figure."""
     lines = [f"| {corner} | seeds | "
              + " | ".join(headers[m] if headers else m for m in columns) + " |",
              "|---|---|" + "---|" * len(columns)]
@@ -851,8 +859,9 @@ def diff_table(cache: dict, setting: str, arms: list[str], pairs, columns, corne
                 cells.append("-")
                 continue
             seeds = d["seeds"]
-            cells.append(f"{d['mean'] * 100:+.1f}" + (
-                f" ± {d['std'] * 100:.1f} (spread {d['spread'] * 100:.1f})"
+            k, n = _scale(formats, m)
+            cells.append(f"{d['mean'] * k:+.{n}f}" + (
+                f" ± {d['std'] * k:.{n}f} (spread {d['spread'] * k:.{n}f})"
                 if len(d["seeds"]) > 1 else ""))
         if seeds:
             any_row = True

@@ -78,7 +78,8 @@ def test_report_from_a_cache_of_made_up_units(tmp_path, monkeypatch):
         "targets_hash": "h", "n_targets": 3, "target_source": "three made-up targets",
         "stock_spec": "toy:all", "stock": {"name": "toy:all", "size": 6},
         "max_iterations": 100, "settings": b.st}}}
-    fsis = {"retro_star_0": [5, None, 40], "mcts": [20, 80, None]}
+    fsis = {"retro_star_0": [5, None, 40], "mcts": [20, 80, None], "retro_star": [5, 9, 40]}
+    iters = {"retro_star_0": [1.0, 1.0], "mcts": [10.0, 11.0], "retro_star": [3.0, 4.0]}
     for seed in (0, 1):
         for arm, fs in fsis.items():
             recs = [_rec(i, f, length=2) for i, f in enumerate(fs)]
@@ -87,7 +88,8 @@ def test_report_from_a_cache_of_made_up_units(tmp_path, monkeypatch):
             s = {f"success_at_{k}": sum(f is not None and f <= k for f in fs) / 3
                  for k in (10, 25, 50, 100)}
             cache[common.unit_key(b.setting, seed, arm)] = {
-                **s, "mean_route_length": 2.0, "mean_iterations": 1.0, "onestep_top1": 0.4,
+                **s, "mean_route_length": 2.0, "mean_iterations": iters[arm][seed],
+                "onestep_top1": 0.4,
                 "onestep_top10": 0.8, "per_target": str(p), "unit_seconds": 60.0}
     v2.report(b, cache)
     doc = json.loads((out / "retro.json").read_text())
@@ -98,7 +100,16 @@ def test_report_from_a_cache_of_made_up_units(tmp_path, monkeypatch):
     assert got[("mcts", "unit_minutes")]["seeds"] == [1.0, 1.0]
     md = (out / "retro.md").read_text()
     assert "![curves](retro_curves.png)" in md and "toy:all" in md
-    assert "Missing units (14)" in md  # 9 arms x 2 seeds, 4 made up
+    assert "Missing units (12)" in md  # 9 arms x 2 seeds, 6 made up
+    # README's table: shares with 3 decimals, iterations with 1, route length with 2
+    assert ("| retro_star_0 | 2 | 0.333 ± 0.000 | 0.333 ± 0.000 | 0.667 ± 0.000 | "
+            "0.667 ± 0.000 | 1.0 ± 0.0 | 2.00 ± 0.00 | 0.400 ± 0.000 |") in md
+    assert "| mcts | 2 | 0.000 ± 0.000 | 0.333 ± 0.000 |" in md and "| 10.5 ± 0.7 |" in md
+    assert "| mcts_si1 |" not in md  # arms without units are left out
+    # paired by seed: retro_star - retro_star_0 solves one more target within 10, +2.5 its
+    assert ("| retro_star - retro_star_0 | 2 | +0.333 ± 0.000 (spread 0.000) |" in md
+            and "| +2.5 ± 0.7 (spread 0.7) |" in md)
+    assert "random_control" not in md.split("Paired by seed")[1].split("##")[0]
     assert (out / "retro_curves.png").stat().st_size > 1000
 
 

@@ -133,6 +133,32 @@ def settings(quick: bool) -> dict:
             "n_onestep": 1000, "n_value_routes": 1000, "value_epochs": 50}
 
 
+# the arms table's columns (README's): success within N, mean iterations, route length, top-1
+SHORT = {**{f"success_at_{k}": f"@{k}" for k in SUCCESS_AT}, "mean_iterations": "mean iterations",
+         "mean_route_length": "route length", "onestep_top1": "one-step top-1"}
+FORMATS = {**{f"success_at_{k}": (1.0, 3) for k in SUCCESS_AT}, "mean_iterations": (1.0, 1),
+           "mean_route_length": (1.0, 2), "onestep_top1": (1.0, 3)}
+# paired by seed in the differences table: (base, other) -> other - base
+PAIRS = [("retro_star_0", "retro_star"), ("retro_star_0", "retro_star_0_si1"),
+         ("retro_star_0", "retro_star_0_si2"), ("random_control", "retro_star_0_si1"),
+         ("retro_star", "retro_star_si1"), ("mcts", "mcts_si1")]
+
+
+def summary_tables(cache: dict, setting: str, max_iterations: int) -> str:
+    """The setting's arms x (success within 10 / 25 / 50 / 100 / 500 or fewer, mean iterations,
+    route length, one-step top-1), mean ± sample std over seeds, then the paired differences of
+    :data:`PAIRS`."""
+    cols = [f"success_at_{k}" for k in (10, 25, 50, 100, 500) if k <= max_iterations] + [
+        "mean_iterations", "mean_route_length", "onestep_top1"]
+    out = ["Mean ± sample std over seeds (success as shares):", "",
+           common.arms_table(cache, setting, ARMS, cols, SHORT, FORMATS)]
+    diff = common.diff_table(cache, setting, ARMS, PAIRS, cols, "difference", SHORT, FORMATS)
+    if diff:
+        out += ["", "Paired by seed, other minus base: mean ± std of the per-seed differences "
+                "(spread: the largest of that std and the two arms' seed stds):", "", diff]
+    return "\n".join(out)
+
+
 def metrics(max_iterations: int) -> list[str]:
     return ([f"success_at_{k}" for k in SUCCESS_AT if k <= max_iterations]
             + ["mean_route_length", "mean_iterations", "onestep_top1", "onestep_top10"])
@@ -785,6 +811,7 @@ def report(b: Bench, cache: dict) -> None:
             (f"Planning speed of the units run here: {min(its):.1f} to {max(its):.1f} "
              "iterations/s (one process per unit, the machine shared)." if its else ""),
             (f"Missing units ({len(missing)}): {', '.join(missing)}." if missing else ""),
+            "", summary_tables(cache, setting, mx),
         ]))
     si = si_table(cache)
     png = b.out / f"{NAME}_curves.png"
