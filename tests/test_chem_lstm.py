@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import chain_corpus, pretrain_straight_and_resumed
+from conftest import chain_corpus, load_bench_script, pretrain_straight_and_resumed
 from selfsup.chem.lstm import (
     CHECKPOINT_FORMAT,
     SmilesLSTM,
@@ -189,30 +189,16 @@ def test_sampling_is_deterministic_and_reports_log_likelihoods(vocab):
     assert model.sample(0, vocab) == []
 
 
-def _whole_batch_sample(model, b, max_len, generator):
-    """Reference sampler: every row runs every step until all have emitted <eos>; next tokens
-    drawn with ``torch.multinomial`` from the softmax of the logits."""
-    tok = torch.full((b, 1), 1)  # BOS_ID
-    out, finished, hidden = [tok], torch.zeros(b, dtype=torch.bool), None
-    with torch.no_grad():
-        for _ in range(max_len):
-            logits, hidden = model(tok, hidden)
-            nxt = torch.multinomial(F.softmax(logits[:, -1].float(), -1), 1,
-                                    generator=generator).squeeze(1)
-            nxt = torch.where(finished, torch.zeros_like(nxt), nxt)  # PAD_ID = 0
-            out.append(nxt[:, None])
-            finished |= nxt == 2  # EOS_ID
-            tok = nxt[:, None]
-            if bool(finished.all()):
-                break
-    return torch.cat(out, 1)
-
-
 def test_finished_rows_leave_the_batch_and_the_draws_stay_the_whole_batchs(vocab):
+    # the reference: the sampler before rows left the batch (every row runs every step until
+    # all have emitted <eos>), kept as the baseline of benchmarks/gegl/sampling_speed.py
+    whole_batch_chunk = load_bench_script("gegl", "sampling_speed.py").whole_batch_chunk
     assert (vocab.pad_id, vocab.bos_id, vocab.eos_id) == (0, 1, 2)
     model = tiny(vocab, hidden=48, layers=3)
     for seed in range(3):
-        ref = _whole_batch_sample(model, 64, 40, torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            ref, _, _ = whole_batch_chunk(model, 64, 40, 1.0,
+                                          torch.Generator().manual_seed(seed), torch.device("cpu"))
         got = model.sample(64, vocab, max_len=40, generator=torch.Generator().manual_seed(seed),
                            return_details=True)
         # rows end at different steps, so rows left the batch while others ran on

@@ -73,24 +73,16 @@ def whole_batch_chunk(self, b, max_len, temperature, generator, device):
     return torch.cat(out, dim=1), log_probs, finished
 
 
-class use_arm:
+def use_arm(arm: str):
     """Context: ``SmilesLSTM._sample_chunk`` is the arm's sampler inside."""
+    import contextlib
+    from unittest import mock
 
-    def __init__(self, arm: str) -> None:
-        self.arm = arm
+    from selfsup.chem.lstm.model import SmilesLSTM
 
-    def __enter__(self):
-        from selfsup.chem.lstm.model import SmilesLSTM
-
-        self.saved = SmilesLSTM._sample_chunk
-        if self.arm == "whole_batch":
-            SmilesLSTM._sample_chunk = whole_batch_chunk
-        return self
-
-    def __exit__(self, *exc):
-        from selfsup.chem.lstm.model import SmilesLSTM
-
-        SmilesLSTM._sample_chunk = self.saved
+    if arm == "whole_batch":
+        return mock.patch.object(SmilesLSTM, "_sample_chunk", whole_batch_chunk)
+    return contextlib.nullcontext()
 
 
 def sampling_part(prior: str, n: int, repeats: int) -> tuple[list[dict], dict]:
