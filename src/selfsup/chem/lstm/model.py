@@ -293,11 +293,11 @@ class SmilesLSTM(nn.Module):
 
         A sequence leaves the LSTM's batch once it has emitted ``<eos>`` (its later tokens are
         padding): the steps cost what the unfinished rows cost, not ``b`` rows until the longest
-        ends (with the 3 x 512 prior, 256 samples: 57% of the row-steps of the whole batch). The
-        random draws stay those of the full batch (the next
-        tokens are drawn from a (b, V) matrix whose finished rows are uniform and ignored), so a
-        seeded sample equals the whole-batch sampler's up to the float rounding of the smaller
-        matrix products (tokens equal in the checks of tests/test_lstm.py)."""
+        ends (with the shipped 3 x 512 prior, 256 samples run 54% of the whole batch's row-steps;
+        benchmarks/results/gegl_sampling_speed.md). The random draws stay those of the full
+        batch (the next tokens are drawn from a (b, V) matrix whose finished rows are uniform and
+        ignored), so a seeded sample equals the whole-batch sampler's up to the float rounding of
+        the smaller matrix products (tokens equal in tests/test_chem_lstm.py)."""
         tok = torch.full((b, 1), BOS_ID, dtype=torch.long, device=device)  # (b, 1)
         out = [tok]
         log_probs = torch.zeros(b, device=device)  # (b,)
