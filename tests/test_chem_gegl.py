@@ -3,6 +3,7 @@ the GuacaMol wrapper: a tiny prior trained in the test, tiny budgets, seeded, of
 
 import csv
 import math
+import os
 
 import numpy as np
 import pytest
@@ -10,13 +11,22 @@ import torch
 
 from selfsup.chem.lstm import SmilesLSTM, SmilesLSTMConfig, train_likelihood
 from selfsup.chem.molecules import Vocabulary, canonicalize_many
-from selfsup.chem.optimize import OPTIMIZERS, OptimizationContext, OptimizeConfig, optimize
+from selfsup.chem.optimize import (
+    OPTIMIZERS,
+    OptimizationContext,
+    OptimizeConfig,
+    optimize,
+    resume,
+)
+from selfsup.chem.optimize.base import STATE_FILE
 from selfsup.chem.optimize.common import Progress
 from selfsup.chem.optimize.generator import SelfsupGoalDirectedGenerator
 from selfsup.chem.optimize.queues import MaxRewardQueue
 from selfsup.chem.oracles import Oracle
 from selfsup.config import load_config
 from selfsup.errors import ConfigError
+from selfsup.io import atomic_torch_save, safe_torch_load
+from selfsup.runs import Run
 
 HEADS = ["", "O", "N", "Cl", "F", "N#C", "OC", "NC", "C(=O)O", "C(=O)N", "c1ccccc1", "c1ccncc1",
          "C1CCCCC1", "S", "C=C", "CC(C)", "OC(=O)C", "N(C)C", "C1CC1", "c1ccoc1"]
@@ -32,8 +42,7 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
-@pytest.fixture(scope="module")
-def prior(tmp_path_factory):
+def _tiny_prior(tmp_path_factory, n_layers: int = 1, dropout: float = 0.0) -> str:
     """A tiny SMILES LSTM trained for 150 steps on 160 small molecules (a group on a chain)."""
     corpus, n_bad = canonicalize_many([f"{h}{'C' * k}" for h in HEADS for k in range(1, 9)])
     assert n_bad == 0
@@ -43,11 +52,22 @@ def prior(tmp_path_factory):
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = SmilesLSTM(SmilesLSTMConfig(len(vocab), embed_dim=16, hidden_dim=64,
-                                            n_layers=1, dropout=0.0))
+                                            n_layers=n_layers, dropout=dropout))
         train_likelihood(model, corpus, vocab, steps=150, batch_size=32, lr=1e-2,
                          generator=torch.Generator().manual_seed(0))
     torch.set_num_threads(threads)
     return str(model.save(tmp_path_factory.mktemp("prior") / "model.pt", vocab))
+
+
+@pytest.fixture(scope="module")
+def prior(tmp_path_factory):
+    return _tiny_prior(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def prior_with_dropout(tmp_path_factory):
+    """Two layers with dropout between them: imitation draws from torch's global generator."""
+    return _tiny_prior(tmp_path_factory, n_layers=2, dropout=0.3)
 
 
 @pytest.fixture
@@ -126,6 +146,88 @@ def test_replay_from_a_partial_record_asks_for_the_same_molecules(prior, pool_fi
     OPTIMIZERS[optimizer](OptimizationContext(oracle, POOL, None), cfg,
                           np.random.default_rng(cfg.seed))
     assert [r.smiles for r in oracle.records] == [r["smiles"] for r in _calls(run)]
+
+
+# ------------------------------------------------------------------------- state snapshots
+class _Killed(BaseException):
+    """Stands for SIGKILL: raised where the fault-injection hook would kill the process."""
+
+
+def _killed_after_state(args, tmp_path, monkeypatch, name, nth):
+    """Run ``args`` with a snapshot every round and 'kill' it right after its ``nth``."""
+    seen = []
+
+    def kill(pid, sig):
+        seen.append(sig)
+        if len(seen) == nth:
+            raise _Killed
+
+    with monkeypatch.context() as m:
+        m.setenv("SELFSUP_FAULT_INJECT", "kill_after_state")
+        m.setattr(os, "kill", kill)
+        with pytest.raises(_Killed):
+            optimize(None, args + [f"name={name}", "state_every_seconds=0"])
+    (path,) = (tmp_path / "runs").glob(f"{name}-*")
+    return path
+
+
+def _counting_samples(monkeypatch):
+    """Count SmilesLSTM.sample calls (one per round of each apprentice optimiser)."""
+    n = []
+    orig = SmilesLSTM.sample
+
+    def sample(self, *a, **k):
+        n.append(1)
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(SmilesLSTM, "sample", sample)
+    return n
+
+
+@pytest.mark.parametrize("optimizer", ["gegl", "lstm_hc", "reinvent"])
+def test_a_run_killed_after_a_state_snapshot_goes_on_from_it_to_the_same_calls(
+        prior_with_dropout, pool_file, tmp_path, monkeypatch, optimizer):
+    args = _args(prior_with_dropout, pool_file, tmp_path, optimizer, budget=150)
+    rounds = _counting_samples(monkeypatch)
+    full, res_full = optimize(None, args + ["name=full", "state_every_seconds=null"])
+    n_full = len(rounds)
+    assert n_full >= 4 and not (full.path / STATE_FILE).exists()
+    killed = _killed_after_state(args, tmp_path, monkeypatch, "killed", nth=2)
+    state = safe_torch_load(killed / STATE_FILE)
+    saved = len(_calls(Run.open(killed)))
+    assert state["optimizer"] == optimizer and state["round"] == 2
+    assert 0 < state["calls"] == saved < 150  # the record was saved with the snapshot
+    rounds.clear()
+    run, res = resume(killed)
+    assert len(rounds) == n_full - 2  # rounds 1 and 2 were not run again
+    assert _calls(run) == _calls(full)  # the same molecules in the same order
+    for k in ("top1", "top10_mean", "auc_top10", "n_calls", "top10"):
+        assert res[k] == res_full[k]
+    if optimizer != "reinvent":  # the queue record: every round once, as the full run's
+        assert (run.path / "queues.jsonl").read_text() == (full.path / "queues.jsonl").read_text()
+    assert "resuming from the state of round 2" in (run.path / "log.txt").read_text()
+    assert not (run.path / STATE_FILE).exists()  # a finished run keeps no snapshot
+
+
+def test_a_damaged_or_foreign_snapshot_is_set_aside_and_the_run_replays(
+        prior_with_dropout, pool_file, tmp_path, monkeypatch):
+    args = _args(prior_with_dropout, pool_file, tmp_path, "gegl", budget=150)
+    full, _ = optimize(None, args + ["name=full"])
+    for name, spoil in (("cut", lambda p: p.write_bytes(p.read_bytes()[:100])),
+                        ("other", lambda p: atomic_torch_save(
+                            {**safe_torch_load(p), "optimizer": "reinvent"}, p))):
+        killed = _killed_after_state(args, tmp_path, monkeypatch, name, nth=2)
+        spoil(killed / STATE_FILE)
+        rounds = _counting_samples(monkeypatch)
+        run, _ = resume(killed)
+        assert len(rounds) >= 4  # replayed from round 1
+        assert _calls(run) == _calls(full)
+        assert "replaying the run from its start" in (run.path / "log.txt").read_text()
+
+
+def test_state_every_seconds_is_checked(prior, pool_file, tmp_path):
+    with pytest.raises(ConfigError, match="state_every_seconds"):
+        optimize(None, _args(prior, pool_file, tmp_path, "gegl") + ["state_every_seconds=-1"])
 
 
 class _Ctx:

@@ -6,6 +6,19 @@ same seed: the optimiser is deterministic given the seed, so it asks for the sam
 same order, those already paid for are answered from the cache at no budget cost, and the run
 continues exactly where it was killed.
 
+State snapshots (the apprentice optimisers: GEGL and its variants, LSTM hill climbing, REINVENT):
+a replay re-does all the sampling and training the run had done, which for an hour-long 50k-call
+run costs the hour again. So, at the end of a round and at most every ``state_every_seconds``,
+such an optimiser saves everything its next rounds depend on (model and Adam state, every random
+generator, queues, counters) to ``optimizer_state.pt`` in the run folder, right after saving the
+call record (:meth:`OptimizationContext.save_state`). A resumed run loads the snapshot
+(:meth:`OptimizationContext.load_state`, ``weights_only``) and replays from that round: the calls
+between the snapshot and the record come from the cache as in a replay from the start, and the
+run asks for the same molecules in the same order as an uninterrupted one. A snapshot that cannot
+be read or does not fit the run (another optimiser, more calls than the record) is set aside with a
+log line and the run replays from the start. A finished run deletes its snapshot. Graph GA has no
+snapshot: its replay costs little next to its oracle calls.
+
 Queue record (``queues.jsonl`` in the run folder, GEGL and its variants): one JSON line per
 round, appended as the round ends (:meth:`OptimizationContext.log_queues`), with the round, the
 oracle calls spent so far and what the optimiser's queues held. A resumed run first drops the
@@ -30,7 +43,14 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError, InputError
-from ...io import append_jsonl, atomic_write_text, dumps_json, read_text_maybe_gzip
+from ...io import (
+    append_jsonl,
+    atomic_torch_save,
+    atomic_write_text,
+    dumps_json,
+    read_text_maybe_gzip,
+    safe_torch_load,
+)
 from ...progress import Progress
 from ...runs import Run
 from ..oracles import Oracle
@@ -141,6 +161,9 @@ class OptimizeConfig:
     max_smiles_length: int | None = 100
     n_jobs: int = 1  # processes for the genetic operators
     checkpoint_every: int = 500  # oracle calls between saves of the call record
+    # seconds between state snapshots of an apprentice optimiser (module docstring); 0: every
+    # round; null: none (a killed run replays from its start)
+    state_every_seconds: float | None = 300.0
     graph_ga: GraphGAConfig = field(default_factory=GraphGAConfig)
     prior: str | None = None  # model.pt of a pretrained SMILES LSTM (gegl, lstm_hc, reinvent, ...)
     gegl: GEGLConfig = field(default_factory=GEGLConfig)
@@ -152,8 +175,11 @@ class OptimizationContext:
     """What an optimiser sees: ``score`` (budgeted, cached, recorded), the start pool, the run."""
 
     def __init__(self, oracle: Oracle, start_pool: list[str], run: Run | None,
-                 checkpoint_every: int = 500, checkpoint_seconds: float = 60.0) -> None:
+                 checkpoint_every: int = 500, checkpoint_seconds: float = 60.0,
+                 state_every_seconds: float | None = None) -> None:
         self.oracle = oracle
+        self.state_every_seconds = state_every_seconds  # None: no state snapshots
+        self._state_saved_at = time.perf_counter()
         self.start_pool = start_pool
         self.run = run
         self.checkpoint_every = checkpoint_every
@@ -224,6 +250,53 @@ class OptimizationContext:
                                        **extra, "queues": queues})
         self._rounds_logged = round_index
 
+    def load_state(self, optimizer: str) -> dict[str, Any] | None:
+        """The state snapshot of a resumed run (module docstring), or None: a fresh run, no run
+        folder, no snapshot, or one that does not fit this run (logged; the caller replays from
+        the start). ``optimizer``: the name the snapshot was saved under."""
+        if self.run is None or not self.oracle.n_calls:
+            return None
+        path = self.run.path / STATE_FILE
+        if not path.is_file():
+            return None
+        log = self.run.logger()
+        try:
+            state = safe_torch_load(path)
+        except InputError as exc:
+            log.warning("%s; replaying the run from its start instead", exc)
+            return None
+        calls = state.get("calls") if isinstance(state, dict) else None
+        if (not isinstance(calls, int) or state.get("format") != STATE_FORMAT
+                or state.get("optimizer") != optimizer or calls > self.oracle.n_calls):
+            log.warning("%s does not fit this run (optimizer %r, %s calls; the record holds %d); "
+                        "replaying the run from its start instead", path,
+                        state.get("optimizer") if isinstance(state, dict) else None, calls,
+                        self.oracle.n_calls)
+            return None
+        log.info("resuming from the state of round %s (%d calls); the calls up to %d are "
+                 "replayed from the record", state.get("round"), calls, self.oracle.n_calls)
+        self._state_saved_at = time.perf_counter()
+        return state
+
+    def save_state(self, optimizer: str, build: Callable[[], dict[str, Any]]) -> bool:
+        """At a round's end: when ``state_every_seconds`` have passed since the last snapshot (or
+        the run's start), save the call record and then ``build()`` (tensors and plain data) as
+        the run's state snapshot, both atomically; True if saved. Draws no random number."""
+        if self.run is None or self.state_every_seconds is None or self.oracle.exhausted:
+            return False
+        if time.perf_counter() - self._state_saved_at < self.state_every_seconds:
+            return False
+        self.oracle.save_record(self.run.path / "oracle_calls.csv")  # the snapshot's calls <= it
+        self._last_saved = self.oracle.n_calls
+        self._saved_at = time.perf_counter()
+        atomic_torch_save({"format": STATE_FORMAT, "optimizer": optimizer,
+                           "calls": self.oracle.n_calls, **build()},
+                          self.run.path / STATE_FILE)
+        self._state_saved_at = time.perf_counter()
+        if os.environ.get("SELFSUP_FAULT_INJECT") == "kill_after_state":
+            os.kill(os.getpid(), signal.SIGKILL)  # test hook: die like a killed job
+        return True
+
     def score(self, smiles: Sequence[str]) -> list[float]:
         """Scores of ``smiles`` (nan past the budget); logs and checkpoints as calls accrue."""
         scores = self.oracle(list(smiles))
@@ -252,6 +325,8 @@ class OptimizationContext:
 
 
 QUEUE_LOG = "queues.jsonl"  # the per-round queue record of a run folder (module docstring)
+STATE_FILE = "optimizer_state.pt"  # an apprentice optimiser's state snapshot (module docstring)
+STATE_FORMAT = 1
 
 
 def read_queue_log(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -26,10 +26,12 @@ from .queues import MaxRewardQueue
 __all__ = [
     "Progress",
     "load_prior",
+    "random_state",
     "resolve_device",
     "sample_canonical",
     "score_weights",
     "seed_queue",
+    "set_random_state",
     "torch_generator",
 ]
 
@@ -64,6 +66,28 @@ def torch_generator(rng: np.random.Generator, device: torch.device | str = "cpu"
     device = torch.device(device)
     gen = torch.Generator(device=device if device.type == "cuda" else "cpu")
     return gen.manual_seed(int(rng.integers(0, 2**63 - 1)))
+
+
+def random_state(rng: np.random.Generator, generators: dict[str, torch.Generator],
+                 device: torch.device) -> dict:
+    """Every random generator a loop draws from, for a state snapshot: ``rng``'s bit generator,
+    torch's global one (dropout), the named ``generators`` and, on CUDA, the device's own."""
+    state = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state(),
+             "generators": {k: g.get_state() for k, g in generators.items()}}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_random_state(state: dict, rng: np.random.Generator,
+                     generators: dict[str, torch.Generator], device: torch.device) -> None:
+    """Inverse of :func:`random_state`: set ``rng`` and the generators in place."""
+    rng.bit_generator.state = state["numpy"]
+    torch.set_rng_state(state["torch"])
+    for k, g in generators.items():
+        g.set_state(state["generators"][k])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def sample_canonical(model: SmilesLSTM, vocab: Vocabulary, n: int, *, max_len: int,
@@ -109,6 +133,20 @@ class Progress:
         self.ctx = ctx
         self.name = name
         self.log = ctx.run.logger() if ctx.run is not None else None
+
+    def state_dict(self) -> dict:
+        """The counters, the molecules seen and the top-10 heap, as plain data (snapshots)."""
+        return {"seen": list(self.seen), "idle": self.idle, "stale": self.stale, "new": self.new,
+                "round": self.round, "top10": list(self.top10),
+                "top_changed": self.top_changed}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`state_dict`."""
+        self.seen = set(state["seen"])
+        self.idle, self.stale, self.new = int(state["idle"]), int(state["stale"]), int(state["new"])
+        self.round = int(state["round"])
+        self.top10 = [float(v) for v in state["top10"]]  # a heap: kept in its order
+        self.top_changed = bool(state["top_changed"])
 
     def saw(self, smiles: Sequence[str], scores: Sequence[float] | None = None) -> None:
         """Count ``smiles`` (canonical); with ``scores``, the finite scores of the molecules new

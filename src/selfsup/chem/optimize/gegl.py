@@ -69,10 +69,12 @@ from .base import GEGLConfig, OptimizationContext, OptimizeConfig, register
 from .common import (
     Progress,
     load_prior,
+    random_state,
     resolve_device,
     sample_canonical,
     score_weights,
     seed_queue,
+    set_random_state,
     torch_generator,
 )
 from .queues import MaxRewardQueue
@@ -119,6 +121,25 @@ def run_gegl(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.Gener
     seed_queue(ctx, cfg, rng, apprentice_q, progress)
     origin = dict.fromkeys(progress.seen, "pool")  # who first proposed each molecule
     new = {"apprentice": 0, "expert": 0, "pool": len(origin)}
+    generators = {"sample": sample_gen, "batch": batch_gen}
+    queues = {"apprentice": apprentice_q, "expert": expert_q}
+    if (state := ctx.load_state(name)) is not None:  # go on from the round it was saved at
+        model.load_state_dict(state["model"])
+        if adam is not None:
+            adam.load_state_dict(state["adam"])
+        set_random_state(state["random"], rng, generators, device)
+        for k, q in queues.items():
+            q.load_state_dict(state["queues"][k])
+        progress.load_state_dict(state["progress"])
+        origin, new = dict(state["origin"]), dict(state["new"])
+
+    def snapshot() -> dict:
+        return {"round": progress.round, "model": model.state_dict(),
+                "adam": adam.state_dict() if adam is not None else None,
+                "random": random_state(rng, generators, device),
+                "queues": {k: q.state_dict() for k, q in queues.items()},
+                "progress": progress.state_dict(), "origin": origin, "new": new}
+
     while progress.start_round():
         # 1. apprentice: sample, canonicalise, drop invalid, score
         samples = sample_canonical(model, vocab, g.n_apprentice, max_len=g.sample_max_len,
@@ -157,6 +178,7 @@ def run_gegl(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.Gener
         new = dict.fromkeys(new, 0)
         best = max(apprentice_q.scores()[:1] + expert_q.scores()[:1], default=float("nan"))
         progress.report(best=best, imitation_loss=loss)
+        ctx.save_state(name, snapshot)
 
 
 def _first_seen(origin: dict[str, str], smiles: list[str], scores: list[float],

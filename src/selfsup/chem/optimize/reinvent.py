@@ -32,7 +32,16 @@ from ...errors import ConfigError
 from ..lstm import encode_smiles
 from ..molecules import canonical_smiles
 from .base import OptimizationContext, OptimizeConfig, ReinventConfig, register
-from .common import Progress, load_prior, resolve_device, score_weights, seed_queue, torch_generator
+from .common import (
+    Progress,
+    load_prior,
+    random_state,
+    resolve_device,
+    score_weights,
+    seed_queue,
+    set_random_state,
+    torch_generator,
+)
 from .queues import MaxRewardQueue
 
 __all__ = ["ReinventConfig", "run_reinvent"]
@@ -64,6 +73,19 @@ def run_reinvent(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.G
     memory = MaxRewardQueue(r.memory_size, canonicalize=False)
     progress = Progress(ctx, "reinvent", r.patience, r.stale_rounds)
     seed_queue(ctx, cfg, rng, memory, progress)
+    generators = {"sample": sample_gen}
+    if (state := ctx.load_state("reinvent")) is not None:  # go on from where it was saved
+        agent.load_state_dict(state["agent"])
+        adam.load_state_dict(state["adam"])
+        set_random_state(state["random"], rng, generators, device)
+        memory.load_state_dict(state["memory"])
+        progress.load_state_dict(state["progress"])
+
+    def snapshot() -> dict:
+        return {"round": progress.round, "agent": agent.state_dict(), "adam": adam.state_dict(),
+                "random": random_state(rng, generators, device), "memory": memory.state_dict(),
+                "progress": progress.state_dict()}
+
     while progress.start_round():
         batch = agent.sample(r.batch_size, vocab, max_len=r.sample_max_len, generator=sample_gen,
                              device=device, return_details=True)
@@ -108,6 +130,7 @@ def run_reinvent(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.G
         memory.add([c for c, _ in valid], [v for _, v in valid])
         progress.report(loss=float(loss.detach()), memory_best=memory.scores()[0]
                         if len(memory) else float("nan"))
+        ctx.save_state("reinvent", snapshot)
 
 
 def _pad(tokens: torch.Tensor, width: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ from ..oracles import Oracle
 from . import gegl, graph_ga, lstm_hc, reinvent  # noqa: F401  (registers the optimisers)
 from .base import (
     OPTIMIZERS,
+    STATE_FILE,
     OptimizationContext,
     OptimizeConfig,
     _write_outputs,
@@ -43,7 +44,8 @@ def _run(run: Run, cfg: OptimizeConfig, resumed: bool) -> dict[str, Any]:
     # The rows logged up to the saved call record are the run's history and stay; those logged
     # after it are dropped, and the replay logs them again as it passes the same call counts.
     run.trim_metrics(oracle.n_calls if resumed else -1)
-    ctx = OptimizationContext(oracle, pool, run, cfg.checkpoint_every)
+    ctx = OptimizationContext(oracle, pool, run, cfg.checkpoint_every,
+                              state_every_seconds=cfg.state_every_seconds)
     ctx._last_logged = oracle.n_calls
     rng = np.random.default_rng(cfg.seed)
     log = run.logger()
@@ -55,12 +57,16 @@ def _run(run: Run, cfg: OptimizeConfig, resumed: bool) -> dict[str, Any]:
     results = _write_outputs(run, ctx, cfg)
     results["stopped"] = "budget" if oracle.exhausted else (ctx.stop_reason or "optimizer finished")
     run.finish(results)
+    (run.path / STATE_FILE).unlink(missing_ok=True)  # a finished run is not resumed
     return results
 
 
 def _check(cfg: OptimizeConfig) -> None:
     if cfg.budget <= 0:
         raise ConfigError(f"budget must be positive, got {cfg.budget}")
+    if cfg.state_every_seconds is not None and not cfg.state_every_seconds >= 0:
+        raise ConfigError(f"state_every_seconds must be >= 0 (0: every round) or null (no "
+                          f"snapshots), got {cfg.state_every_seconds}")
     from ..objectives import get_objective
 
     get_objective(cfg.objective)  # fail early on an unknown objective, listing valid names
