@@ -196,6 +196,7 @@ def test_rows_per_task_and_sums_over_complete_seeds(bench):
     assert by["gegl", "score_median1"]["std"] == pytest.approx(math.sqrt(0.02))
     assert by["gegl", "top1_osimertinib_mpo"]["seeds"] == [pytest.approx(0.9)]
     assert by["gegl", "wall_seconds_median1"]["seeds"] == [10.0, 30.0]
+    assert by["graph_ga", "calls_median1"]["seeds"] == [500]
     assert by["gegl", "score_sum"]["seeds"] == [pytest.approx(1.1)]  # seed 0 only
     assert by["gegl", "wall_seconds"]["seeds"] == [30.0]
     assert by["graph_ga", "score_sum"]["seeds"] == [pytest.approx(0.9)]
@@ -229,6 +230,18 @@ def test_notes_put_published_scores_beside_ours(bench):
     assert "| sum over the tasks | 1.100 | 0.900 | 1.359 | 1.345 |" in text
     assert "GEGL: the GEGL paper's table could not be read here" in text
     assert "Missing units (1): x." in text
+    assert "| unique calls per unit, mean | 1.0k | 0.8k | - | - |" in text
+    # a unit that stopped before the budget is named with its calls and reason
+    assert "and spent all of it but these" in text
+    assert "median1|graph_ga|0|1000 at 500 calls (?)" in text
+    full = {k: v for k, v in _cache(bench).items() if k != bench.unit_key("median1", "graph_ga",
+                                                                         0, 1000)}
+    text = bench.notes_text(full, ["median1"], ["gegl"], [0, 1], 1000, {}, [], quick=False)
+    assert "and spent all of it." in text and "Units resumed" not in text
+    full[bench.unit_key("median1", "gegl", 1, 1000)]["resumed"] = True
+    text = bench.notes_text(full, ["median1"], ["gegl"], [0, 1], 1000, {}, [], quick=False)
+    assert "count the time of their last process only" in text
+    assert text.count("median1|gegl|1|1000") == 1
 
 
 def test_register_objective_for_this_process():

@@ -527,6 +527,7 @@ def build_rows(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
                 rows.append(row(setting, arm, f"top1_{task}", [u["top1"] for u in done]))
                 rows.append(row(setting, arm, f"wall_seconds_{task}",
                                 [u["wall_seconds"] for u in done]))
+                rows.append(row(setting, arm, f"calls_{task}", [u["n_calls"] for u in done]))
         full = [s for s in seeds if all(unit_key(t, arm, s, budget) in cache for t in tasks)]
         if full and tasks:
             units = [[cache[unit_key(t, arm, s, budget)] for t in tasks] for s in full]
@@ -607,15 +608,30 @@ def notes_text(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
             for a in arms]
     lines.append("| optimiser minutes, all units | " + " | ".join(mins + ["-"] * len(paper_arms))
                  + " |")
+    calls = [f"{sum(us) / len(us) / 1000:.1f}k" if (us := [u["n_calls"] for t in tasks
+                                                            for u in units(t, a)]) else "-"
+             for a in arms]
+    lines.append("| unique calls per unit, mean | " + " | ".join(calls + ["-"] * len(paper_arms))
+                 + " |")
+    early = [(k, u) for t in tasks for a in arms for s in seeds
+             if (u := cache.get(k := unit_key(t, a, s, budget))) and u["n_calls"] < budget]
     lines += ["", f"GuacaMol 0.5.5's task scores (its `assess_model` on its v2 benchmark "
               f"objects; these tasks: mean of the top-1, top-10 and top-100 scores of 100 "
-              f"molecules), mean +- std over seeds {seeds}; each run had {budget:,} unique "
-              "oracle calls (unique valid canonical SMILES of at most "
-              f"{MAX_SMILES_LENGTH} characters scored by GuacaMol's scoring function).",
+              f"molecules), mean +- std over seeds {seeds}; each run had a budget of {budget:,} "
+              "unique oracle calls (unique valid canonical SMILES of at most "
+              f"{MAX_SMILES_LENGTH} characters scored by GuacaMol's scoring function) and spent "
+              + ("all of it." if not early else
+                 "all of it but these, which stopped on their own rule first (an apprentice arm "
+                 "after `stale_rounds`, 1,000, rounds in a row that left its top-10 unchanged, or "
+                 "`patience`, 20, without a new molecule; the graph GA after 1,000 generations "
+                 "without one): " + "; ".join(f"{k} at {u['n_calls']:,.0f} calls ("
+                                              f"{u.get('stopped', '?')})" for k, u in early)
+                 + "."),
               "", f"Prior of every apprentice arm: {prior.get('source', '?')}, "
               f"`{prior.get('path', '?')}` ({prior.get('size', '?')}, "
-              f"{prior.get('n_params', '?')} parameters, validity {prior.get('validity', '?')}, "
-              f"sha256 {str(prior.get('sha256', '?'))[:12]}); apprentice speed settings: "
+              f"{prior.get('n_params', '?')} parameters, "
+              + (f"validity {v}, " if (v := prior.get("validity")) is not None else "")
+              + f"sha256 {str(prior.get('sha256', '?'))[:12]}); apprentice speed settings: "
               + ("bf16 (`" + " ".join(speed_overrides(True)) + "`)" if cache.get("speed") == "bf16"
                  else "the defaults (float32)") + ".", ""]
     lines.append(f"Published columns: {PAPER_SOURCE}. They are a reference, not a same-budget "
@@ -642,6 +658,12 @@ def notes_text(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
                      "PMO benchmark's 10k-call units lstm_hc's seconds per call varied more than "
                      "10-fold across these tasks), so units of few tasks or few calls can "
                      "understate it.")
+        resumed = [k for t in tasks for a in arms for s in seeds
+                   if cache.get(k := unit_key(t, a, s, budget), {}).get("resumed")]
+        if resumed:
+            lines.append("Units resumed after a kill count the time of their last process only "
+                         "(an apprentice arm goes on from its last state snapshot, a graph GA "
+                         f"replays from its call record): {', '.join(resumed)}.")
     if quick:
         lines += ["", f"Quick mode: {len(tasks)} tasks, {budget} calls, {len(seeds)} seed(s); "
                   "a smoke test of the harness, not a result."]
