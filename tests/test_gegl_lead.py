@@ -216,3 +216,9 @@ def test_the_analysis_of_tiny_runs_writes_the_one_format(prior, tmp_path, lead):
     assert got[("prior_only", "share_expert_topk_final")] == 0.0
     assert ("gegl", "overtake_calls_vs_prior_only") in got
     assert got[("gegl", f"diversity_top{K}_calls_final")] > 0
+    assert "gegl's running top-10 mean passes for good: prior_only: " in (
+        out / "gegl_lead.md").read_text()
+    # a group of the gegl run alone: no overtaking line (there is no other arm to pass)
+    (gegl_run,) = (tmp_path / "runs").glob("gegl-*")
+    assert lead.main([str(gegl_run), "--out", str(tmp_path / "alone")]) == 0
+    assert "passes for good" not in (tmp_path / "alone" / "gegl_lead.md").read_text()

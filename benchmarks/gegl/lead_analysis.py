@@ -346,7 +346,7 @@ def notes_text(groups: dict, rounds: dict, rows: list[dict], skipped: list[str],
                     f"{_f(t['share_pool_top10'], 1)} | {_f(t['diversity_apprentice'])} / "
                     f"{_f(t['diversity_expert'])} / {_f(t['diversity_union_topk'])} |")
             lines.append("")
-        if lead_arm in arms:
+        if lead_arm in arms and len(arms) > 1:  # overtaking needs another arm of the group
             top10 = {a: running_top_mean(r["scores"], 10, budget) for a, r in arms.items()}
             parts = []
             for other in sorted(a for a in arms if a != lead_arm):
