@@ -640,6 +640,39 @@ def claim_speed_setting(cache: dict, cache_path: Path, bf16: bool, has_units: bo
     cache["speed"] = speed
 
 
+def run_work_seconds(run_path: Path) -> float | None:
+    """Seconds the processes of a run worked, killed ones included: for each process (the run's
+    start and each ``resumed`` time in run.json) the time from its start to its last line in
+    ``log.txt`` before the next one started, the last process up to ``finished_at``. run.json's
+    ``wall_seconds`` spans the gaps between processes too (a kill at the end of one sitting and a
+    resume in the next). Accurate to a log line: meant for runs that log every few seconds (an
+    optimiser's rounds). None without run.json's times or a log."""
+    meta = load_json(Path(run_path) / "run.json")
+    log = Path(run_path) / "log.txt"
+    try:
+        starts = [datetime.fromisoformat(t).timestamp()
+                  for t in [meta["started"], *meta.get("resumed", [])]]
+        end = datetime.fromisoformat(meta["finished_at"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not log.is_file():
+        return None
+    stamps = []
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:  # "2026-12-07 05:00:20,719 INFO ...", local time
+            stamps.append(datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp())
+        except ValueError:
+            continue
+    total = 0.0
+    for i, start in enumerate(starts):
+        if i + 1 < len(starts):
+            last = [t for t in stamps if start <= t < starts[i + 1]]
+            total += (max(last) - start) if last else 0.0
+        else:
+            total += max(end - start, 0.0)
+    return round(total, 1)
+
+
 def reuse_or_resume_optimize_run(old: Path, tag: str) -> tuple[Path, dict, bool] | None:
     """For a ``selfsup chem optimize`` run folder of the wanted config: ``(folder, results,
     False)`` when it finished, ``(folder, results, True)`` after replay-resuming it when it was

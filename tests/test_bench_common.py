@@ -170,3 +170,35 @@ def test_shared_results_file_keeps_other_writers_rows_sections_and_entries(tmp_p
     assert doc["command"] == "cmd b2" and doc["wall_seconds"] == 3.0
     md = (tmp_path / "shared.md").read_text()
     assert md.index("section A") < md.index("section B2") and "section B\n" not in md
+
+
+def test_run_work_seconds_adds_up_each_process_to_its_last_log_line(tmp_path):
+    """Three processes: killed at 10:00:40 (last line), resumed at 18:00:00 the next sitting and
+    killed again after 10:00:05 of it... the gaps between sittings do not count."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({
+        "started": "2026-12-07T10:00:00+00:00",
+        "resumed": ["2026-12-07T18:00:00+00:00", "2026-12-08T09:00:00+00:00"],
+        "finished_at": "2026-12-08T09:01:30+00:00"}))
+    lines = ["2026-12-07 10:00:01,000 INFO optimizer gegl ...",
+             "2026-12-07 10:00:40,500 INFO gegl round 9: ...",
+             "  a continuation line without a time",
+             "2026-12-07 18:00:00,100 INFO optimizer gegl ... (resumed from 500 calls)",
+             "2026-12-07 18:00:05,000 INFO gegl round 12: ...",
+             "2026-12-08 09:00:00,200 INFO optimizer gegl ... (resumed from 800 calls)"]
+    (run / "log.txt").write_text("\n".join(lines) + "\n")
+    with pytest.MonkeyPatch.context() as m:  # the log's times are local: pin the zone to UTC
+        m.setenv("TZ", "UTC")
+        import time
+
+        time.tzset()
+        try:
+            assert common.run_work_seconds(run) == pytest.approx(40.5 + 5.0 + 90.0)
+        finally:
+            m.delenv("TZ")
+            time.tzset()
+    (run / "log.txt").unlink()
+    assert common.run_work_seconds(run) is None
+    (run / "run.json").write_text(json.dumps({"started": "2026-12-07T10:00:00+00:00"}))
+    assert common.run_work_seconds(run) is None  # not finished

@@ -203,6 +203,13 @@ def test_rows_per_task_and_sums_over_complete_seeds(bench):
     assert "score_median1" in {m for a, m in by if a == "graph_ga"}
     assert sorted(missing) == ["median1|graph_ga|1|1000", "osimertinib_mpo|gegl|1|1000",
                                "osimertinib_mpo|graph_ga|1|1000"]
+    # a resumed unit's wall time is the working time of all its processes where recorded
+    cache = _cache(bench)
+    cache[bench.unit_key("median1", "gegl", 1, 1000)]["work_seconds"] = 45.0
+    rows, _ = bench.build_rows(cache, ["median1"], ["gegl"], [0, 1], 1000)
+    by = {(r["arm"], r["metric"]): r for r in rows}
+    assert by["gegl", "wall_seconds_median1"]["seeds"] == [10.0, 45.0]
+    assert bench.seconds_per_1k(cache, ["gegl"], 1000) == {"gegl": pytest.approx(25.0)}
 
 
 def test_seconds_per_thousand_calls_and_projection(bench):
@@ -240,7 +247,7 @@ def test_notes_put_published_scores_beside_ours(bench):
     assert "and spent all of it." in text and "Units resumed" not in text
     full[bench.unit_key("median1", "gegl", 1, 1000)]["resumed"] = True
     text = bench.notes_text(full, ["median1"], ["gegl"], [0, 1], 1000, {}, [], quick=False)
-    assert "count the time of their last process only" in text
+    assert "adds up the working time of every process" in text
     assert text.count("median1|gegl|1|1000") == 1
 
 
