@@ -286,16 +286,20 @@ class OptimizationContext:
             return False
         if time.perf_counter() - self._state_saved_at < self.state_every_seconds:
             return False
-        self.oracle.save_record(self.run.path / "oracle_calls.csv")  # the snapshot's calls <= it
-        self._last_saved = self.oracle.n_calls
-        self._saved_at = time.perf_counter()
+        self._save_record()  # first, so that the snapshot's calls are never more than its
         atomic_torch_save({"format": STATE_FORMAT, "optimizer": optimizer,
                            "calls": self.oracle.n_calls, **build()},
                           self.run.path / STATE_FILE)
         self._state_saved_at = time.perf_counter()
-        if os.environ.get("SELFSUP_FAULT_INJECT") == "kill_after_state":
-            os.kill(os.getpid(), signal.SIGKILL)  # test hook: die like a killed job
+        _fault_point("kill_after_state")
         return True
+
+    def _save_record(self) -> None:
+        """Save the oracle's call record atomically and note when (the next save counts from
+        here)."""
+        self.oracle.save_record(self.run.path / "oracle_calls.csv")
+        self._last_saved = self.oracle.n_calls
+        self._saved_at = time.perf_counter()
 
     def score(self, smiles: Sequence[str]) -> list[float]:
         """Scores of ``smiles`` (nan past the budget); logs and checkpoints as calls accrue."""
@@ -316,12 +320,15 @@ class OptimizationContext:
                    or (n > self._last_saved
                        and time.perf_counter() - self._saved_at >= self.checkpoint_seconds))
             if due:
-                self.oracle.save_record(self.run.path / "oracle_calls.csv")
-                self._last_saved = n
-                self._saved_at = time.perf_counter()
-                if os.environ.get("SELFSUP_FAULT_INJECT") == "kill_after_checkpoint":
-                    os.kill(os.getpid(), signal.SIGKILL)  # test hook: die like a killed job
+                self._save_record()
+                _fault_point("kill_after_checkpoint")
         return scores
+
+
+def _fault_point(name: str) -> None:
+    """Test hook: with ``SELFSUP_FAULT_INJECT=<name>`` the process dies here like a killed job."""
+    if os.environ.get("SELFSUP_FAULT_INJECT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 QUEUE_LOG = "queues.jsonl"  # the per-round queue record of a run folder (module docstring)
