@@ -1,3 +1,4 @@
+import contextlib
 import importlib.util
 import os
 from pathlib import Path
@@ -150,3 +151,25 @@ def brute_force_routes(table, stock, mol, above, depth, max_depth):
             cost, n = cost + c, n * k
         best, count = min(best, cost), count + n
     return best, count
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: raised where the fault-injection hook would kill the process."""
+
+
+@contextlib.contextmanager
+def killed_at(monkeypatch, point: str, nth: int = 1):
+    """The block runs with ``SELFSUP_FAULT_INJECT=point`` and dies (raises :class:`Killed`,
+    expected) at the ``nth`` time the hook fires; the earlier times it goes on."""
+    fired = []
+
+    def kill(pid, sig):
+        fired.append(sig)
+        if len(fired) == nth:
+            raise Killed
+
+    with monkeypatch.context() as m:
+        m.setenv("SELFSUP_FAULT_INJECT", point)
+        m.setattr(os, "kill", kill)
+        with pytest.raises(Killed):
+            yield

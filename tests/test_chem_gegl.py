@@ -3,12 +3,12 @@ the GuacaMol wrapper: a tiny prior trained in the test, tiny budgets, seeded, of
 
 import csv
 import math
-import os
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import killed_at
 from selfsup.chem.lstm import SmilesLSTM, SmilesLSTMConfig, train_likelihood
 from selfsup.chem.molecules import Vocabulary, canonicalize_many
 from selfsup.chem.optimize import (
@@ -149,24 +149,10 @@ def test_replay_from_a_partial_record_asks_for_the_same_molecules(prior, pool_fi
 
 
 # ------------------------------------------------------------------------- state snapshots
-class _Killed(BaseException):
-    """Stands for SIGKILL: raised where the fault-injection hook would kill the process."""
-
-
 def _killed_after_state(args, tmp_path, monkeypatch, name, nth):
     """Run ``args`` with a snapshot every round and 'kill' it right after its ``nth``."""
-    seen = []
-
-    def kill(pid, sig):
-        seen.append(sig)
-        if len(seen) == nth:
-            raise _Killed
-
-    with monkeypatch.context() as m:
-        m.setenv("SELFSUP_FAULT_INJECT", "kill_after_state")
-        m.setattr(os, "kill", kill)
-        with pytest.raises(_Killed):
-            optimize(None, args + [f"name={name}", "state_every_seconds=0"])
+    with killed_at(monkeypatch, "kill_after_state", nth):
+        optimize(None, args + [f"name={name}", "state_every_seconds=0"])
     (path,) = (tmp_path / "runs").glob(f"{name}-*")
     return path
 

@@ -5,12 +5,11 @@ replay-resume, and the shares, diversities and overtaking against hand-computed 
 import csv
 import json
 import math
-import os
 
 import pytest
 import torch
 
-from conftest import load_bench_script
+from conftest import killed_at, load_bench_script
 from selfsup.chem.lstm import SmilesLSTM, SmilesLSTMConfig, train_likelihood
 from selfsup.chem.molecules import Vocabulary, canonical_smiles, canonicalize_many
 from selfsup.chem.optimize import optimize, resume
@@ -88,19 +87,9 @@ def test_each_round_records_its_queues_with_the_origin_of_every_molecule(prior, 
     assert all(r["queues"]["expert"] == [] and r["new"]["expert"] == 0 for r in _rows(run2.path))
 
 
-class _Killed(BaseException):
-    """Stands for SIGKILL: raised where the fault-injection hook would kill the process."""
-
-
 def _killed_run(prior, tmp_path, monkeypatch, name):
-    def kill(pid, sig):
-        raise _Killed
-
-    with monkeypatch.context() as m:
-        m.setenv("SELFSUP_FAULT_INJECT", "kill_after_checkpoint")
-        m.setattr(os, "kill", kill)
-        with pytest.raises(_Killed):
-            optimize(None, _args(prior, tmp_path, name=name, checkpoint_every=60))
+    with killed_at(monkeypatch, "kill_after_checkpoint"):
+        optimize(None, _args(prior, tmp_path, name=name, checkpoint_every=60))
     (path,) = (tmp_path / "runs").glob(f"{name}-*")
     return path
 

@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from conftest import killed_at
 from selfsup.cli import main
 from selfsup.config import to_dict
 from selfsup.errors import ConfigError, InputError
@@ -106,25 +107,14 @@ def test_resuming_an_unknown_kind_with_a_foreign_config_changes_nothing(tmp_path
     assert _snapshot(run.path) == before
 
 
-class _Killed(BaseException):
-    """Stands for SIGKILL: raised where the fault-injection hook would kill the process."""
-
-
 def test_a_killed_and_resumed_optimize_run_keeps_its_whole_metric_history(tmp_path,
                                                                           monkeypatch):
     from selfsup.chem.optimize import optimize, resume
 
     args = _optimize_args(tmp_path, budget=450, checkpoint_every=250)
     full, _ = optimize(None, [*args, "name=full"])
-    monkeypatch.setenv("SELFSUP_FAULT_INJECT", "kill_after_checkpoint")
-
-    def kill(pid, sig):
-        raise _Killed
-
-    monkeypatch.setattr(os, "kill", kill)
-    with pytest.raises(_Killed):
+    with killed_at(monkeypatch, "kill_after_checkpoint"):
         optimize(None, [*args, "name=killed"])
-    monkeypatch.delenv("SELFSUP_FAULT_INJECT")
     (killed,) = (tmp_path / "runs").glob("killed-*")
     before = [r["step"] for r in Run.open(killed).read_metrics()]
     assert before and max(before) <= 300  # killed at its first record save (about 250 calls)
