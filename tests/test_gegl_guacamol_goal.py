@@ -245,7 +245,7 @@ def test_notes_put_published_scores_beside_ours(bench):
                                                                          0, 1000)}
     text = bench.notes_text(full, ["median1"], ["gegl"], [0, 1], 1000, {}, [], quick=False)
     assert "and spent all of it." in text and "Units resumed" not in text
-    full[bench.unit_key("median1", "gegl", 1, 1000)]["resumed"] = True
+    full[bench.unit_key("median1", "gegl", 1, 1000)]["work_seconds"] = 45.0  # resumed once
     text = bench.notes_text(full, ["median1"], ["gegl"], [0, 1], 1000, {}, [], quick=False)
     assert "adds up the working time of every process" in text
     assert text.count("median1|gegl|1|1000") == 1

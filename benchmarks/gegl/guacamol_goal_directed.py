@@ -671,8 +671,9 @@ def notes_text(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
                      "PMO benchmark's 10k-call units lstm_hc's seconds per call varied more than "
                      "10-fold across these tasks), so units of few tasks or few calls can "
                      "understate it.")
+        # the units whose wall time unit_wall takes from work_seconds (a run resumed after a kill)
         resumed = [k for t in tasks for a in arms for s in seeds
-                   if cache.get(k := unit_key(t, a, s, budget), {}).get("resumed")]
+                   if cache.get(k := unit_key(t, a, s, budget), {}).get("work_seconds") is not None]
         if resumed:
             lines.append("Units resumed after a kill (an apprentice arm goes on from its last "
                          "state snapshot, a graph GA replays from its call record): their wall "
