@@ -223,6 +223,14 @@ def test_seconds_per_thousand_calls_and_projection(bench):
              k("b", "gegl", 0, 1000): {"wall_seconds": 9.0, "n_calls": 1000}}  # no CPU record
     assert bench.seconds_per_1k(timed, ["gegl"], cpu=True) == {"gegl": pytest.approx(4.0)}
     assert bench.seconds_per_1k(timed, ["gegl"]) == {"gegl": pytest.approx(9.0)}
+    # a unit resumed after a kill counts its last process's CPU only: left out of the CPU figure
+    timed[k("c", "gegl", 0, 1000)] = {"wall_seconds": 5.0, "work_seconds": 20.0, "n_calls": 1000,
+                                      "cpu_seconds": 1.0, "worker_cpu_seconds": 0.0,
+                                      "resumed": True}
+    assert bench.seconds_per_1k(timed, ["gegl"], cpu=True) == {"gegl": pytest.approx(4.0)}
+    assert bench.seconds_per_1k(timed, ["gegl"]) == {"gegl": pytest.approx(1000 * 38 / 3000)}
+    timed.pop(k("a", "gegl", 0, 1000))
+    assert bench.seconds_per_1k(timed, ["gegl"], cpu=True) == {}
     # 8 tasks x 2 seeds x 50 thousand calls
     assert bench.projection({"a": 36.0, "b": 9.0}) == pytest.approx(45 * 50 * 16 / 3600)
     assert bench.projection({"a": 36.0}, n_tasks=1, n_seeds=1, budget=1000) == pytest.approx(0.01)

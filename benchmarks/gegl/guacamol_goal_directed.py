@@ -562,13 +562,14 @@ def seconds_per_1k(cache: dict, arms: list[str], budget: int | None = None,
                    cpu: bool = False) -> dict[str, float]:
     """Seconds per 1,000 unique calls of each arm over its finished units (of ``budget`` only,
     when given): total seconds / total calls x 1000; the optimiser's wall seconds, or with
-    ``cpu`` the CPU seconds of the whole unit (ours and the worker's; units without are
-    skipped)."""
+    ``cpu`` the CPU seconds of the whole unit (ours and the worker's; units without them are
+    skipped, and so are units resumed after a kill, whose CPU seconds count their last process
+    only)."""
     out = {}
     for arm in arms:
         us = [u for k, u in cache.items() if k.count("|") == 3 and k.split("|")[1] == arm
               and (budget is None or int(k.split("|")[3]) == budget) and u.get("n_calls")
-              and (not cpu or unit_cpu(u) is not None)]
+              and (not cpu or (unit_cpu(u) is not None and not u.get("resumed")))]
         if us:
             secs = sum(unit_cpu(u) if cpu else unit_wall(u) for u in us)
             out[arm] = 1000 * secs / sum(u["n_calls"] for u in us)
@@ -664,7 +665,8 @@ def notes_text(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
     if cpu_1k:
         lines.append("CPU seconds per 1,000 calls (the whole unit: ours and the GuacaMol "
                      "worker's): " + ", ".join(f"{a} {v:.1f}" for a, v in cpu_1k.items())
-                     + f"; scaled the same way: about {projection(cpu_1k):.1f} h of one core.")
+                     + "; scaled the same way, for the arms named: about "
+                     f"{projection(cpu_1k):.1f} h of one core.")
     if per_1k or cpu_1k:
         lines.append("Only a rough guide: the cost per call of an apprentice arm grows when its "
                      "generator collapses onto known molecules (more rounds per new call; in the "
@@ -678,7 +680,8 @@ def notes_text(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
             lines.append("Units resumed after a kill (an apprentice arm goes on from its last "
                          "state snapshot, a graph GA replays from its call record): their wall "
                          "time adds up the working time of every process, from the run's log; "
-                         "their CPU seconds count the last process only: "
+                         "their CPU seconds count the last process only, so the CPU figure "
+                         "above leaves them out: "
                          f"{', '.join(resumed)}.")
     if quick:
         lines += ["", f"Quick mode: {len(tasks)} tasks, {budget} calls, {len(seeds)} seed(s); "
