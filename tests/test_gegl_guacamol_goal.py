@@ -334,3 +334,62 @@ def test_matching_runs_skips_a_run_of_another_speed_setting(bench, tmp_path):
     bf16 = bench._matching_runs(tmp_path, "u-gegl-s0", want, tuple(BF16_SPEED_OVERRIDES))
     assert [p.name for p in fp32] == ["u-gegl-s0-20260101-000000"]
     assert [p.name for p in bf16] == ["u-gegl-s0-20260102-000000"]
+
+
+def test_matching_runs_skips_a_run_of_other_arm_settings(bench, tmp_path):
+    """A killed lstm_hc unit run with the optimiser's 1k-10k defaults is not resumed under this
+    protocol's settings (GuacaMol's baseline sizes), nor the reverse."""
+    import yaml
+
+    want = {"budget": 100, "optimizer": "lstm_hc", "seed": 0}
+    protocol = bench.ARM_SETTINGS["lstm_hc"]
+    assert "lstm_hc.n_samples=1024" in protocol and "lstm_hc.keep_top=512" in protocol
+    configs = {"u-lstm_hc-s0-20260101-000000": {**want, "lstm_hc": {"n_samples": 256,
+                                                                     "keep_top": 128,
+                                                                     "batch_size": 64}},
+               "u-lstm_hc-s0-20260102-000000": {**want, "lstm_hc": {"n_samples": 1024,
+                                                                     "keep_top": 512,
+                                                                     "batch_size": 256}}}
+    for name, cfg in configs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text("{}")
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert [p.name for p in bench._matching_runs(tmp_path, "u-lstm_hc-s0", want, protocol)] == [
+        "u-lstm_hc-s0-20260102-000000"]
+    assert [p.name for p in bench._matching_runs(
+        tmp_path, "u-lstm_hc-s0", want, ("lstm_hc.n_samples=256", "lstm_hc.keep_top=128",
+                                         "lstm_hc.batch_size=64"))] == [
+        "u-lstm_hc-s0-20260101-000000"]
+
+
+def test_units_of_other_arm_settings_are_superseded_and_named(bench):
+    """A cached unit made under other arm settings than the protocol's (one without the record:
+    the optimiser defaults) leaves the tables for ``superseded``, so it is run again; the report
+    names it with its score, calls and stop reason, and gives the protocol's settings."""
+    k = bench.unit_key
+    old = {"score": 0.359, "n_calls": 3661, "stopped": "no new molecule in 20 rounds",
+           "wall_seconds": 529.0}
+    new = {"score": 0.41, "top1": 0.42, "n_calls": 1000, "wall_seconds": 9.0,
+           "arm_settings": list(bench.ARM_SETTINGS["lstm_hc"])}
+    # no record: gegl has no protocol settings
+    gegl = {"score": 0.40, "top1": 0.4, "n_calls": 1000, "wall_seconds": 9.0}
+    cache = {k("median1", "lstm_hc", 0, 1000): old, k("median1", "lstm_hc", 1, 1000): new,
+             k("median1", "gegl", 0, 1000): gegl, "invocations": []}
+    settled = bench.settle(cache)
+    assert k("median1", "lstm_hc", 0, 1000) not in settled
+    assert settled["superseded"] == {k("median1", "lstm_hc", 0, 1000): old}
+    assert settled[k("median1", "lstm_hc", 1, 1000)] is new
+    assert settled[k("median1", "gegl", 0, 1000)] is gegl
+    assert bench.settle(settled) == settled  # idempotent
+    rows, missing = bench.build_rows(settled, ["median1"], ["lstm_hc"], [0, 1], 1000)
+    assert missing == [k("median1", "lstm_hc", 0, 1000)]
+    assert [r["seeds"] for r in rows if r["metric"] == "score_median1"] == [[0.41]]
+    text = bench.notes_text(settled, ["median1"], ["gegl", "lstm_hc"], [0, 1], 1000, {},
+                            missing, quick=False)
+    assert ("lstm_hc: `lstm_hc.n_samples=1024 lstm_hc.keep_top=512 lstm_hc.batch_size=256` "
+            "(GuacaMol's own SMILES LSTM hill-climbing baseline") in text
+    assert ("median1|lstm_hc|0|1000 with `the defaults`: score 0.359 at 3,661 calls (no new "
+            "molecule in 20 rounds)") in text
+    # another budget's superseded units belong to another setting's report
+    assert "Superseded" not in bench.notes_text(settled, ["median1"], ["lstm_hc"], [0, 1], 2000,
+                                                {}, [], quick=False)
