@@ -349,7 +349,13 @@ def test_matching_runs_skips_a_run_of_other_arm_settings(bench, tmp_path):
                                                                      "batch_size": 64}},
                "u-lstm_hc-s0-20260102-000000": {**want, "lstm_hc": {"n_samples": 1024,
                                                                      "keep_top": 512,
-                                                                     "batch_size": 256}}}
+                                                                     "batch_size": 256,
+                                                                     "stale_rounds": 200}},
+               # GuacaMol's sizes but the default top-10 rule (1,000 rounds)
+               "u-lstm_hc-s0-20260103-000000": {**want, "lstm_hc": {"n_samples": 1024,
+                                                                     "keep_top": 512,
+                                                                     "batch_size": 256,
+                                                                     "stale_rounds": 1000}}}
     for name, cfg in configs.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "run.json").write_text("{}")
@@ -386,8 +392,9 @@ def test_units_of_other_arm_settings_are_superseded_and_named(bench):
     assert [r["seeds"] for r in rows if r["metric"] == "score_median1"] == [[0.41]]
     text = bench.notes_text(settled, ["median1"], ["gegl", "lstm_hc"], [0, 1], 1000, {},
                             missing, quick=False)
-    assert ("lstm_hc: `lstm_hc.n_samples=1024 lstm_hc.keep_top=512 lstm_hc.batch_size=256` "
-            "(GuacaMol's own SMILES LSTM hill-climbing baseline") in text
+    assert ("lstm_hc: `lstm_hc.n_samples=1024 lstm_hc.keep_top=512 lstm_hc.batch_size=256 "
+            "lstm_hc.stale_rounds=200` (GuacaMol's own SMILES LSTM hill-climbing baseline") in text
+    assert "reinvent" not in text  # not an arm of this report
     assert ("median1|lstm_hc|0|1000 with `the defaults`: score 0.359 at 3,661 calls (no new "
             "molecule in 20 rounds)") in text
     # another budget's superseded units belong to another setting's report

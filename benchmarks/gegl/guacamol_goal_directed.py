@@ -54,8 +54,9 @@ output folder), merged with what the file holds: the distribution-learning rows 
 ``guacamol_distribution.py`` stay; this script rewrites only its setting's rows and its notes
 section (``goal-directed``). Setting ``guacamol-v2/<budget>-calls``; arms gegl, graph_ga,
 lstm_hc, reinvent, each with the optimiser's defaults except lstm_hc, which takes GuacaMol's own
-baseline sizes (:data:`ARM_SETTINGS`; cached units of other settings are set aside as
-superseded and run again); metrics ``score_<task>`` (GuacaMol's task score), ``top1_<task>``
+baseline sizes, and the top-10 rule, held to 200,000 molecules drawn for every apprentice arm
+(:data:`ARM_SETTINGS`; cached units of other settings are set aside as superseded and run
+again); metrics ``score_<task>`` (GuacaMol's task score), ``top1_<task>``
 (GuacaMol's top-1 of the answer), ``wall_seconds_<task>`` (the optimiser's own time; for a
 unit resumed after a kill, the working time of all its processes) per task, and per seed over
 the tasks (seeds where every task finished) ``score_sum`` and ``wall_seconds`` (the sum).
@@ -145,12 +146,22 @@ TASKS = {"median1": "Median molecules 1", "median2": "Median molecules 2",
 # 1k-10k defaults (256 / 128 / 64) its generator collapsed onto known molecules and the run
 # stopped on its patience rule after a few thousand of the 50,000 calls (the report lists that
 # superseded unit). The other arms keep their defaults: GEGL's budgeted 100 + 100 a round (the
-# PMO re-implementations'), graph GA's and REINVENT's PMO defaults.
+# PMO re-implementations'), graph GA's and REINVENT's PMO defaults. The top-10 rule (stop after
+# ``stale_rounds`` rounds in a row that left the run's top-10 unchanged; default 1,000 rounds) is
+# held to the same number of molecules drawn for every apprentice arm: GEGL's 1,000 rounds of
+# 100 + 100 = 200,000; lstm_hc 200 rounds of 1,024 (its default would wait 1,024,000 samples,
+# hours of a collapsed generator); REINVENT 3,125 steps of 64.
 ARM_SETTINGS: dict[str, tuple[str, ...]] = {
-    "lstm_hc": ("lstm_hc.n_samples=1024", "lstm_hc.keep_top=512", "lstm_hc.batch_size=256"),
+    "lstm_hc": ("lstm_hc.n_samples=1024", "lstm_hc.keep_top=512", "lstm_hc.batch_size=256",
+                "lstm_hc.stale_rounds=200"),
+    "reinvent": ("reinvent.stale_rounds=3125",),
 }
-ARM_SETTINGS_SOURCE = {"lstm_hc": "GuacaMol's own SMILES LSTM hill-climbing baseline: 1024 "
-                                  "samples a round, the best 512 kept, batches of 256"}
+ARM_SETTINGS_SOURCE = {
+    "lstm_hc": "GuacaMol's own SMILES LSTM hill-climbing baseline: 1024 samples a round, the "
+               "best 512 kept, batches of 256; the top-10 rule after 200 rounds, about the "
+               "200,000 molecules of GEGL's 1,000 rounds of 100 + 100",
+    "reinvent": "the top-10 rule after 3,125 steps of 64 molecules, GEGL's 200,000",
+}
 QUICK_TASKS = ("osimertinib_mpo", "median1")
 QUICK_BUDGET = 300
 FULL_BUDGET = 50000
@@ -667,8 +678,10 @@ def notes_text(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
               f"{MAX_SMILES_LENGTH} characters scored by GuacaMol's scoring function) and spent "
               + ("all of it." if not early else
                  "all of it but these, which stopped on their own rule first (an apprentice arm "
-                 "after `stale_rounds`, 1,000, rounds in a row that left its top-10 unchanged, or "
-                 "`patience`, 20, without a new molecule; the graph GA after 1,000 generations "
+                 "after `stale_rounds` rounds in a row that left its top-10 unchanged: 1,000 "
+                 "rounds of GEGL's 100 + 100 molecules, or as many molecules drawn by another "
+                 "arm, see the arm settings; or after `patience`, 20, without a new molecule; "
+                 "the graph GA after 1,000 generations "
                  "without one): " + "; ".join(f"{k} at {u['n_calls']:,.0f} calls ("
                                               f"{u.get('stopped', '?')})" for k, u in early)
                  + "."),
