@@ -139,18 +139,16 @@ TASKS = {"median1": "Median molecules 1", "median2": "Median molecules 2",
          "osimertinib_mpo": "Osimertinib MPO", "ranolazine_mpo": "Ranolazine MPO",
          "perindopril_mpo": "Perindopril MPO", "amlodipine_mpo": "Amlodipine MPO",
          "sitagliptin_mpo": "Sitagliptin MPO", "zaleplon_mpo": "Zaleplon MPO"}
-# Arm settings of this protocol, on top of the optimiser defaults (sized for 1k-10k calls).
-# lstm_hc: GuacaMol's own SMILES LSTM hill-climbing baseline (guacamol_baselines smiles_lstm_hc:
-# 1024 samples a round, the best 512 kept, fine-tuning batches of 256, 2 epochs a round, Adam
-# 1e-3; it holds a quarter of the 512 out for validation, ours trains on all 512). With the
-# 1k-10k defaults (256 / 128 / 64) its generator collapsed onto known molecules and the run
-# stopped on its patience rule after a few thousand of the 50,000 calls (the report lists that
-# superseded unit). The other arms keep their defaults: GEGL's budgeted 100 + 100 a round (the
-# PMO re-implementations'), graph GA's and REINVENT's PMO defaults. The top-10 rule (stop after
-# ``stale_rounds`` rounds in a row that left the run's top-10 unchanged; default 1,000 rounds) is
-# held to the same number of molecules drawn for every apprentice arm: GEGL's 1,000 rounds of
-# 100 + 100 = 200,000; lstm_hc 200 rounds of 1,024 (its default would wait 1,024,000 samples,
-# hours of a collapsed generator); REINVENT 3,125 steps of 64.
+# Arm settings of this protocol, on top of the optimiser defaults (sized for 1k-10k calls); what
+# each one is, in ARM_SETTINGS_SOURCE (the report prints it). Why: with its 1k-10k defaults
+# (256 / 128 / 64) lstm_hc's generator collapsed onto known molecules and the run stopped on its
+# patience rule after a few thousand of the 50,000 calls (the report lists that superseded
+# unit); guacamol_baselines' smiles_lstm_hc also fine-tunes 2 epochs a round with Adam 1e-3, as
+# ours, but holds a quarter of the 512 out for validation where ours trains on all 512. The top-10
+# rule's default, 1,000 rounds, is GEGL's 200,000 molecules drawn but would leave a collapsed
+# lstm_hc sampling 1,024,000 (hours), so each apprentice arm gets GEGL's number of molecules.
+# GEGL keeps its budgeted 100 + 100 a round (the PMO re-implementations'), graph GA and REINVENT
+# their PMO defaults.
 ARM_SETTINGS: dict[str, tuple[str, ...]] = {
     "lstm_hc": ("lstm_hc.n_samples=1024", "lstm_hc.keep_top=512", "lstm_hc.batch_size=256",
                 "lstm_hc.stale_rounds=200"),
@@ -415,8 +413,7 @@ def settle(cache: dict) -> dict:
         if key.count("|") != 3 or not isinstance(unit, dict):
             continue
         if list(unit.get("arm_settings", [])) != list(ARM_SETTINGS.get(key.split("|")[1], ())):
-            out.setdefault("superseded", {})
-            out["superseded"] = {**out["superseded"], key: unit}
+            out["superseded"] = {**out.get("superseded", {}), key: unit}  # a copy: not cache's
             del out[key]
     return out
 
