@@ -159,6 +159,15 @@ def test_union_top_k_and_its_origin_shares(lead):
     assert all(math.isnan(v) for v in lead.origin_shares([]).values())
 
 
+def test_stereo_isomers_count_as_one_molecule(lead):
+    # 2,3-butanediol: three stereo-specified forms and the unspecified one; ethanol written twice
+    isomers = ["C[C@H](O)[C@@H](C)O", "C[C@@H](O)[C@@H](C)O", "C[C@H](O)[C@H](C)O",
+               "CC(O)C(C)O"]
+    assert lead.distinct_without_stereo(isomers) == 1
+    assert lead.distinct_without_stereo([*isomers, "CCO", "OCC"]) == 2
+    assert lead.distinct_without_stereo([]) == 0
+
+
 def test_round_table_of_a_hand_made_record(lead):
     rows = [{"round": 1, "calls": 4, "queue_size": 2, "new": {"apprentice": 2, "expert": 2,
                                                                "pool": 0},
@@ -205,9 +214,37 @@ def test_the_analysis_of_tiny_runs_writes_the_one_format(prior, tmp_path, lead):
     assert got[("prior_only", "share_expert_topk_final")] == 0.0
     assert ("gegl", "overtake_calls_vs_prior_only") in got
     assert got[("gegl", f"diversity_top{K}_calls_final")] > 0
+    assert 1 <= got[("gegl", f"distinct_without_stereo_top{K}_calls_final")] <= K
     assert "gegl's running top-10 mean passes for good: prior_only: " in (
         out / "gegl_lead.md").read_text()
     # a group of the gegl run alone: no overtaking line (there is no other arm to pass)
     (gegl_run,) = (tmp_path / "runs").glob("gegl-*")
     assert lead.main([str(gegl_run), "--out", str(tmp_path / "alone")]) == 0
     assert "passes for good" not in (tmp_path / "alone" / "gegl_lead.md").read_text()
+
+
+def test_cache_gives_the_run_folders_of_its_finished_units(lead, tmp_path, monkeypatch):
+    monkeypatch.setattr(lead, "REPO", tmp_path / "checkout")
+    here = tmp_path / "here-run"
+    moved = tmp_path / "checkout" / "runs" / "bench" / "runs" / "median1-gegl-s1"
+    here.mkdir()
+    moved.mkdir(parents=True)
+    cache = {
+        "median1|graph_ga|0|500": {"run": str(here), "score": 0.3},
+        # made under another checkout: found at the same runs/... path in this one
+        "median1|gegl|1|500": {"run": "/elsewhere/repo/runs/bench/runs/median1-gegl-s1"},
+        "median2|gegl|0|500": {"run": str(tmp_path / "gone")},
+        "superseded": {"median1|lstm_hc|1|500": {"run": str(here)}},
+        "invocations": [{"command": "x"}],
+    }
+    path = tmp_path / "cache.json"
+    path.write_text(json.dumps(cache))
+    paths, notes = lead.cache_run_dirs(path)
+    assert paths == [moved, here]  # sorted by unit key; the superseded unit is left out
+    assert notes == ["median2|gegl|0|500: run folder not on this machine, left out"]
+    path.write_text("{not json")
+    with pytest.raises(SystemExit, match="cannot read it as JSON"):
+        lead.cache_run_dirs(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="not a unit cache"):
+        lead.cache_run_dirs(path)

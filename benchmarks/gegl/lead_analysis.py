@@ -16,11 +16,13 @@ the queue record ``queues.jsonl`` (GEGL and its ablations write one line per rou
 * for every run of the group: the running top-10 mean against calls (each call's top-10 mean of
   the calls so far, the mean of all of them before the 10th; a run that stopped early is held
   flat to the budget, as PMO's AUC does), the diversity of its K best calls at the end (the K
-  of the gegl run), and, for the ``gegl`` run against each other arm, the call count from which
-  GEGL's running top-10 mean stays strictly above the other's up to the budget
-  (``overtake_calls_vs_<arm>``; none when GEGL is not ahead at the budget), whether GEGL leads
-  at the budget, and the share of calls at which it leads. LSTM hill climbing runs on GEGL's
-  loop and records its one queue (its top-k) too: its shares and diversity come out alike.
+  of the gegl run) and how many distinct molecules they are once stereo-isomers count as one
+  (``distinct_without_stereo_top<K>_calls_final``), and, for the ``gegl`` run against each
+  other arm, the call count from which GEGL's running top-10 mean stays strictly above the
+  other's up to the budget (``overtake_calls_vs_<arm>``; none when GEGL is not ahead at the
+  budget), whether GEGL leads at the budget, and the share of calls at which it leads. LSTM
+  hill climbing runs on GEGL's loop and records its one queue (its top-k) too: its shares and
+  diversity come out alike.
 
 Results in the one format (benchmarks/README.md): benchmark ``gegl_lead``, JSON + Markdown
 (``benchmarks/results/gegl_lead.{json,md}`` in full mode, the run folder with ``--quick`` or
@@ -31,6 +33,8 @@ shares per round and the top-10 curves).
     python benchmarks/gegl/lead_analysis.py --runs runs/bench-gegl-full/runs   # every run there
     python benchmarks/gegl/lead_analysis.py RUN_DIR [RUN_DIR ...]               # these runs
     python benchmarks/gegl/lead_analysis.py --quick                             # minutes
+    python benchmarks/gegl/lead_analysis.py --cache benchmarks/results/gegl_guacamol_cache.json \
+        --out benchmarks/results/gegl_guacamol_lead     # the finished GuacaMol units
 
 ``--quick`` makes its own small runs first (``osimertinib_mpo`` and ``median1``, 1,000 calls,
 gegl, graph_ga, lstm_hc, reinvent, seed 0, the committed benchmark prior
@@ -240,6 +244,40 @@ def collect(paths: Iterable[Path]) -> tuple[dict[tuple, dict[str, dict]], list[s
     return groups, notes
 
 
+def cache_run_dirs(cache_path: Path) -> tuple[list[Path], list[str]]:
+    """The run folders of the finished units in a unit cache of
+    ``benchmarks/gegl/guacamol_goal_directed.py`` (its ``task|arm|seed|budget`` entries; the
+    ``superseded`` ones, made under other arm settings, are left out), and a note for each unit
+    whose folder is not on this machine. A folder recorded under another checkout is looked up
+    at the same ``runs/...`` path in this one."""
+    try:
+        cache = load_json(cache_path)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--cache {cache_path}: cannot read it as JSON ({e}); pass the unit "
+                         "cache of benchmarks/gegl/guacamol_goal_directed.py") from e
+    if not isinstance(cache, dict):
+        raise SystemExit(f"--cache {cache_path}: not a unit cache (a JSON object of units)")
+    paths, missing = [], []
+    for key, unit in sorted(cache.items()):
+        if key.count("|") != 3 or not isinstance(unit, dict) or "run" not in unit:
+            continue
+        p = Path(unit["run"])
+        if not p.is_dir() and "runs" in p.parts:
+            p = REPO.joinpath(*p.parts[p.parts.index("runs"):])
+        (paths if p.is_dir() else missing).append(p if p.is_dir() else key)
+    return paths, [f"{k}: run folder not on this machine, left out" for k in missing]
+
+
+def distinct_without_stereo(smiles: Sequence[str]) -> int:
+    """How many molecules ``smiles`` holds once stereo-isomers count as one (canonical SMILES
+    without stereo; GuacaMol scores an answer so). A generator that has collapsed can fill its
+    best calls with stereo-isomers of a few molecules, each a unique call with the same score
+    when the objective ignores stereo (the median tasks' fingerprints do)."""
+    from selfsup.chem.molecules import canonical_smiles
+
+    return len({canonical_smiles(s, keep_stereo=False) or s for s in smiles})
+
+
 def budget_label(n: int) -> str:
     return f"{n // 1000}k" if n % 1000 == 0 else str(n)
 
@@ -269,6 +307,8 @@ def analyse(groups: dict[tuple, dict[str, dict]], lead_arm: str = LEAD_ARM
             best = sorted(range(len(run["scores"])), key=lambda i: -run["scores"][i])
             put(setting, arm, f"diversity_top{k}_calls_final",
                 internal_diversity([run["smiles"][i] for i in best[:k]], fingerprints))
+            put(setting, arm, f"distinct_without_stereo_top{k}_calls_final",
+                distinct_without_stereo([run["smiles"][i] for i in best[:k]]))
             if not run["queues"]:
                 continue
             table = round_table(run["queues"], fingerprints)
@@ -374,6 +414,7 @@ def plot_task(task: str, per_seed: dict[int, dict], path: Path, lead_arm: str) -
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
     styles = ["-", "--", ":", "-."]
     colours = {"expert": "tab:red", "apprentice": "tab:blue", "pool": "tab:grey"}
+    arm_colours: dict[str, str] = {}  # one colour per arm over the seeds (line style: the seed)
     for i, (seed, data) in enumerate(sorted(per_seed.items())):
         ls = styles[i % len(styles)]
         for arm, table in sorted(data["rounds"].items()):
@@ -389,11 +430,17 @@ def plot_task(task: str, per_seed: dict[int, dict], path: Path, lead_arm: str) -
                              label=f"{o}, top-10 (seed {seed})")
         for arm, curve in sorted(data["top10"].items()):
             ax2.plot(range(1, len(curve) + 1), curve, ls, label=f"{arm} (seed {seed})",
+                     color=arm_colours.setdefault(arm, f"C{len(arm_colours)}"),
                      lw=2.0 if arm == lead_arm else 1.0)
     ax1.set_ylabel("share first proposed by")
     ax1.set_ylim(-0.02, 1.02)
-    ax1.set_title(f"{task}: who first proposed GEGL's top-K (lines) and top-10 (dots)")
-    ax1.legend(fontsize=7)
+    ax1.set_title(f"{task}: who first proposed GEGL's top-K (lines) and top-10 (dots)",
+                  fontsize=9)
+    if ax1.get_legend_handles_labels()[0]:
+        ax1.legend(fontsize=7)
+    else:  # e.g. only graph GA has finished on this task so far
+        ax1.text(0.5, 0.5, "no queue record among these runs", ha="center", va="center",
+                 transform=ax1.transAxes)
     ax1.grid(alpha=0.3)
     ax2.set_xlabel("unique oracle calls")
     ax2.set_ylabel("running top-10 mean")
@@ -449,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=Path, nargs="+", default=[],
                     help="folders whose sub-folders are run folders (e.g. <out>/runs of "
                          "benchmarks/gegl/run.py)")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="the run folders of the finished units in this unit cache of "
+                         "guacamol_goal_directed.py (e.g. "
+                         "benchmarks/results/gegl_guacamol_cache.json)")
     ap.add_argument("--quick", action="store_true",
                     help=f"make small runs first ({', '.join(QUICK_TASKS)}; "
                          f"{', '.join(QUICK_ARMS)}; {QUICK_BUDGET} calls; seed 0)")
@@ -475,9 +526,14 @@ def main(argv: list[str] | None = None) -> int:
         if not d.is_dir():
             raise SystemExit(f"--runs {d}: not a folder")
         paths += [p for p in sorted(d.iterdir()) if p.is_dir()]
+    not_here: list[str] = []
+    if args.cache is not None:
+        cached, not_here = cache_run_dirs(args.cache)
+        paths += cached
     if not paths:
-        raise SystemExit("no run folders: pass RUN_DIR ..., --runs DIR or --quick")
+        raise SystemExit("no run folders: pass RUN_DIR ..., --runs DIR, --cache FILE or --quick")
     groups, skipped = collect(paths)
+    skipped = not_here + skipped
     if not groups:
         raise SystemExit("none of the folders is a finished optimisation run")
     rows, rounds, curves = analyse(groups, args.lead_arm)
