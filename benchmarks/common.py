@@ -611,10 +611,11 @@ def speed_overrides(bf16: bool) -> tuple[str, ...]:
     return tuple(BF16_SPEED_OVERRIDES) if bf16 else ()
 
 
-def has_speed_settings(cfg: dict, overrides: tuple[str, ...]) -> bool:
-    """Whether a run's config has the settings of ``overrides`` (``section.key=value``; the
-    float32 defaults for every speed key not in them; a config without a speed key predates it:
-    the default)."""
+def has_settings(cfg: dict, overrides: tuple[str, ...]) -> bool:
+    """Whether a run's config has the settings of ``overrides`` (``section.key=value``: the
+    speed settings and any other, e.g. the GuacaMol benchmark's arm settings), and the float32
+    defaults for every speed key not in them (a config without a speed key predates it: the
+    default)."""
     defaults = fp32_speed_settings()
     want = {**defaults, **dict(o.split("=", 1) for o in overrides)}
     for key, value in want.items():

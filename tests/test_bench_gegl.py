@@ -101,14 +101,14 @@ def test_speed_settings_match_run_configs(bench):
     bf16 = bench.speed_overrides(True)
     assert bf16 == tuple(BF16_SPEED_OVERRIDES) and bench.speed_overrides(False) == ()
     old = {"gegl": {"n_apprentice": 100}}  # a config from before the settings existed: float32
-    assert bench.has_speed_settings(old, ()) and not bench.has_speed_settings(old, bf16)
+    assert bench.has_settings(old, ()) and not bench.has_settings(old, bf16)
     new = {"gegl": {"imitation_precision": "bf16", "imitation_length_groups": 1},
            "lstm_hc": {"precision": "bf16"}, "reinvent": {"precision": "bf16"}}
-    assert bench.has_speed_settings(new, bf16) and not bench.has_speed_settings(new, ())
+    assert bench.has_settings(new, bf16) and not bench.has_settings(new, ())
     half = {**new, "reinvent": {"precision": "32"}}
-    assert not bench.has_speed_settings(half, bf16)
+    assert not bench.has_settings(half, bf16)
     grouped = {**new, "lstm_hc": {"precision": "bf16", "length_groups": 4}}
-    assert not bench.has_speed_settings(grouped, bf16)  # another setting than --bf16's
+    assert not bench.has_settings(grouped, bf16)  # another setting than --bf16's
 
 
 def test_run_unit_reuses_only_a_run_with_the_same_speed_settings(bench, monkeypatch, tmp_path):

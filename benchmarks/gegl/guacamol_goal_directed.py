@@ -392,14 +392,14 @@ def _matching_runs(run_root: Path, name: str, want: dict,
     settings of ``overrides`` (speed and arm settings), newest first."""
     import yaml
 
-    from common import has_speed_settings
+    from common import has_settings
 
     out = []
     for old in sorted(run_root.glob(f"{name}-2*"), reverse=True):
         if not (old / "run.json").is_file() or not (old / "config.yaml").is_file():
             continue
         cfg = yaml.safe_load((old / "config.yaml").read_text()) or {}
-        if all(cfg.get(k) == v for k, v in want.items()) and has_speed_settings(cfg, overrides):
+        if all(cfg.get(k) == v for k, v in want.items()) and has_settings(cfg, overrides):
             out.append(old)
     return out
 

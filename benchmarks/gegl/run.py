@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import (
     claim_speed_setting,
     compare_units,
-    has_speed_settings,
+    has_settings,
     load_json,
     now,
     provenance_census,
@@ -225,7 +225,7 @@ def run_unit(task: str, arm: str, seed: int, budget: int, prior: str, run_root: 
             continue
         cfg = yaml.safe_load((old / "config.yaml").read_text()) or {}
         if (cfg.get("budget") != budget or cfg.get("prior") != prior
-                or cfg.get("max_smiles_length") != limit or not has_speed_settings(cfg, overrides)):
+                or cfg.get("max_smiles_length") != limit or not has_settings(cfg, overrides)):
             continue
         if Run.open(old).meta.get("status") == "finished" and (old / "results.json").is_file():
             return _summary(load_json(old / "results.json"), old, resumed=False)
