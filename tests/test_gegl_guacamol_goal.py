@@ -96,6 +96,8 @@ def test_generator_adapter_reuses_a_finished_run_without_scoring_again(bench, tm
     again = ListScorer()
     mols2, info2 = _generate(bench, again, tmp_path)
     assert again.seen == [] and mols2 == mols and info2["run"] == info["run"]
+    # flagged: this process only ranked the molecules, so its CPU seconds are not the unit's
+    assert info["reused"] is False and info2["reused"] is True and info2["resumed"] is False
     other = ListScorer()  # another budget is another run
     _, info3 = _generate(bench, other, tmp_path, budget=40)
     assert info3["run"] != info["run"] and info3["n_calls"] == len(other.seen) == 40
@@ -134,6 +136,7 @@ def test_generator_adapter_resumes_a_killed_unit_from_its_record(bench, tmp_path
     again = ListScorer()
     mols, info = bench.generate(again, 20, POP, **kw)
     assert info["resumed"] is True and info["run"] == str(run) and info["n_calls"] == 60
+    assert info["reused"] is False
     # the replay asked GuacaMol only for what the record lacked, and ended where the
     # uninterrupted unit ended
     assert not set(again.seen) & set(saved)
@@ -229,6 +232,11 @@ def test_seconds_per_thousand_calls_and_projection(bench):
                                       "resumed": True}
     assert bench.seconds_per_1k(timed, ["gegl"], cpu=True) == {"gegl": pytest.approx(4.0)}
     assert bench.seconds_per_1k(timed, ["gegl"]) == {"gegl": pytest.approx(1000 * 38 / 3000)}
+    # so does a unit taken from a finished run folder (its CPU seconds: the ranking only)
+    timed[k("d", "gegl", 0, 1000)] = {"wall_seconds": 4.0, "n_calls": 1000, "cpu_seconds": 0.1,
+                                      "worker_cpu_seconds": 0.0, "reused": True}
+    assert bench.seconds_per_1k(timed, ["gegl"], cpu=True) == {"gegl": pytest.approx(4.0)}
+    assert bench.seconds_per_1k(timed, ["gegl"]) == {"gegl": pytest.approx(1000 * 42 / 4000)}
     timed.pop(k("a", "gegl", 0, 1000))
     assert bench.seconds_per_1k(timed, ["gegl"], cpu=True) == {}
     # 8 tasks x 2 seeds x 50 thousand calls
@@ -257,6 +265,11 @@ def test_notes_put_published_scores_beside_ours(bench):
     text = bench.notes_text(full, ["median1"], ["gegl"], [0, 1], 1000, {}, [], quick=False)
     assert "adds up the working time of every process" in text
     assert text.count("median1|gegl|1|1000") == 1
+    assert "Units taken from a run folder" not in text
+    full[bench.unit_key("median1", "gegl", 0, 1000)]["reused"] = True
+    text = bench.notes_text(full, ["median1"], ["gegl"], [0, 1], 1000, {}, [], quick=False)
+    assert "count the ranking of the answer only" in text
+    assert text.count("median1|gegl|0|1000") == 1
 
 
 def test_register_objective_for_this_process():

@@ -448,11 +448,12 @@ def generate(scoring_function, number_molecules: int, starting_population: list[
                        replace=True)
     cpu0 = time.process_time()
     try:
-        run_path, res, resumed = None, None, False
+        run_path, res, resumed, reused = None, None, False, False
         for old in _matching_runs(run_root, name, want, overrides):
             found = reuse_or_resume_optimize_run(old, f"[{NAME}]")
             if found is not None:
                 run_path, res, resumed = found
+                reused = not resumed  # a finished run: this process only ranked its molecules
                 break
         if run_path is None:
             args = [f"name={name}", f"run_root={run_root}", f"objective={objective}",
@@ -470,7 +471,7 @@ def generate(scoring_function, number_molecules: int, starting_population: list[
     keys = ("n_calls", "top1", "top10_mean", "auc_top10", "wall_seconds", "stopped",
             "n_too_long")
     summary = {k: res[k] for k in keys if k in res}
-    summary.update(run=str(run_path), resumed=resumed, n_ranked=len(ranked),
+    summary.update(run=str(run_path), resumed=resumed, reused=reused, n_ranked=len(ranked),
                    # a run resumed after a kill: its processes' working time (the results'
                    # wall_seconds are its last process's)
                    work_seconds=(run_work_seconds(Path(run_path))
@@ -603,12 +604,14 @@ def seconds_per_1k(cache: dict, arms: list[str], budget: int | None = None,
     when given): total seconds / total calls x 1000; the optimiser's wall seconds, or with
     ``cpu`` the CPU seconds of the whole unit (ours and the worker's; units without them are
     skipped, and so are units resumed after a kill, whose CPU seconds count their last process
+    only, and units taken from a finished run folder, whose CPU seconds count the ranking
     only)."""
     out = {}
     for arm in arms:
         us = [u for k, u in cache.items() if k.count("|") == 3 and k.split("|")[1] == arm
               and (budget is None or int(k.split("|")[3]) == budget) and u.get("n_calls")
-              and (not cpu or (unit_cpu(u) is not None and not u.get("resumed")))]
+              and (not cpu or (unit_cpu(u) is not None and not u.get("resumed")
+                               and not u.get("reused")))]
         if us:
             secs = sum(unit_cpu(u) if cpu else unit_wall(u) for u in us)
             out[arm] = 1000 * secs / sum(u["n_calls"] for u in us)
@@ -738,6 +741,12 @@ def notes_text(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
                          "their CPU seconds count the last process only, so the CPU figure "
                          "above leaves them out: "
                          f"{', '.join(resumed)}.")
+        reused = [k for t in tasks for a in arms for s in seeds
+                  if cache.get(k := unit_key(t, a, s, budget), {}).get("reused")]
+        if reused:
+            lines.append("Units taken from a run folder that had finished before (its cache "
+                         "entry lost): their CPU seconds count the ranking of the answer only, "
+                         f"so the CPU figure leaves them out too: {', '.join(reused)}.")
     if quick:
         lines += ["", f"Quick mode: {len(tasks)} tasks, {budget} calls, {len(seeds)} seed(s); "
                   "a smoke test of the harness, not a result."]
