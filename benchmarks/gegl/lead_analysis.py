@@ -264,8 +264,11 @@ def cache_run_dirs(cache_path: Path) -> tuple[list[Path], list[str]]:
         p = Path(unit["run"])
         if not p.is_dir() and "runs" in p.parts:
             p = REPO.joinpath(*p.parts[p.parts.index("runs"):])
-        (paths if p.is_dir() else missing).append(p if p.is_dir() else key)
-    return paths, [f"{k}: run folder not on this machine, left out" for k in missing]
+        if p.is_dir():
+            paths.append(p)
+        else:
+            missing.append(f"{key}: run folder not on this machine, left out")
+    return paths, missing
 
 
 def distinct_without_stereo(smiles: Sequence[str]) -> int:
@@ -305,10 +308,11 @@ def analyse(groups: dict[tuple, dict[str, dict]], lead_arm: str = LEAD_ARM
         for arm, run in sorted(arms.items()):
             put(setting, arm, "top10_mean_final", top10[arm][-1] if top10[arm] else None)
             best = sorted(range(len(run["scores"])), key=lambda i: -run["scores"][i])
+            top_k = [run["smiles"][i] for i in best[:k]]
             put(setting, arm, f"diversity_top{k}_calls_final",
-                internal_diversity([run["smiles"][i] for i in best[:k]], fingerprints))
+                internal_diversity(top_k, fingerprints))
             put(setting, arm, f"distinct_without_stereo_top{k}_calls_final",
-                distinct_without_stereo([run["smiles"][i] for i in best[:k]]))
+                distinct_without_stereo(top_k))
             if not run["queues"]:
                 continue
             table = round_table(run["queues"], fingerprints)
