@@ -24,7 +24,32 @@ from selfsup.errors import InputError
 __all__ = ["Composite", "FunctionObjective", "WeightedSum", "as_objective"]
 
 
-class FunctionObjective(Objective):
+class _ValidSmilesObjective(Objective):
+    """Shared scoring of the two adapters: invalid SMILES score ``self.invalid_score`` and the
+    valid ones go, as one list, to :meth:`_score_valid`."""
+
+    invalid_score: float
+
+    def _score_valid(self, smiles: list[str]) -> Sequence[float]:
+        raise NotImplementedError
+
+    def score_mol(self, mol: Chem.Mol) -> float:
+        return self.score_list([Chem.MolToSmiles(mol)])[0]
+
+    def __call__(self, smiles: str) -> float:
+        return self.score_list([smiles])[0]
+
+    def score_list(self, smiles_list: Iterable[str]) -> list[float]:
+        items = list(smiles_list)
+        valid = [i for i, s in enumerate(items) if mol_from_smiles(s) is not None]
+        out = [float(self.invalid_score)] * len(items)
+        if valid:
+            for i, v in zip(valid, self._score_valid([items[i] for i in valid])):
+                out[i] = float(v)
+        return out
+
+
+class FunctionObjective(_ValidSmilesObjective):
     """Wrap a user callable as an objective.
 
     ``fn(smiles) -> float`` (``batch=False``) or ``fn(list_of_smiles) -> list_of_floats``
@@ -42,30 +67,16 @@ class FunctionObjective(Objective):
         self.invalid_score = float(invalid_score)
         self.maximize = maximize
 
-    def score_mol(self, mol: Chem.Mol) -> float:
-        return self.score_list([Chem.MolToSmiles(mol)])[0]
-
-    def __call__(self, smiles: str) -> float:
-        return self.score_list([smiles])[0]
-
-    def score_list(self, smiles_list: Iterable[str]) -> list[float]:
-        items = list(smiles_list)
-        valid = [i for i, s in enumerate(items) if mol_from_smiles(s) is not None]
-        out = [float(self.invalid_score)] * len(items)
-        if not valid:
-            return out
-        if self.batch:
-            values = list(self.fn([items[i] for i in valid]))
-            if len(values) != len(valid):
-                raise InputError(
-                    f"batch objective {self.name!r} returned {len(values)} scores for "
-                    f"{len(valid)} SMILES; it must return one score per input"
-                )
-        else:
-            values = [self.fn(items[i]) for i in valid]
-        for i, v in zip(valid, values):
-            out[i] = float(v)
-        return out
+    def _score_valid(self, smiles: list[str]) -> list[float]:
+        if not self.batch:
+            return [self.fn(s) for s in smiles]
+        values = list(self.fn(smiles))
+        if len(values) != len(smiles):
+            raise InputError(
+                f"batch objective {self.name!r} returned {len(values)} scores for "
+                f"{len(smiles)} SMILES; it must return one score per input"
+            )
+        return values
 
 
 def as_objective(obj: Objective | str | Callable[..., Any], **kwargs: Any) -> Objective:
@@ -85,7 +96,7 @@ def as_objective(obj: Objective | str | Callable[..., Any], **kwargs: Any) -> Ob
     )
 
 
-class Composite(Objective):
+class Composite(_ValidSmilesObjective):
     """Combine objectives: score ``s_i`` -> transform ``t_i(s_i)`` -> weighted reduction.
 
     ``reduce='sum'``: sum_i w_i t_i;  ``'mean'``: sum_i w_i t_i / sum_i w_i;
@@ -117,37 +128,21 @@ class Composite(Objective):
         self.name = name or f"{reduce}(" + ",".join(o.name for o in self.objectives) + ")"
         self.invalid_score = float(invalid_score)
 
-    def score_mol(self, mol: Chem.Mol) -> float:
-        return self.score_list([Chem.MolToSmiles(mol)])[0]
-
-    def __call__(self, smiles: str) -> float:
-        return self.score_list([smiles])[0]
-
-    def score_list(self, smiles_list: Iterable[str]) -> list[float]:
-        items = list(smiles_list)
-        valid = [i for i, s in enumerate(items) if mol_from_smiles(s) is not None]
-        out = [float(self.invalid_score)] * len(items)
-        if not valid:
-            return out
-        sub = [items[i] for i in valid]
+    def _score_valid(self, smiles: list[str]) -> np.ndarray:
         columns = []
         for obj, tf in zip(self.objectives, self.transforms):
-            vals = np.asarray(obj.score_list(sub), dtype=float)
+            vals = np.asarray(obj.score_list(smiles), dtype=float)
             if tf is not None:
                 vals = np.asarray([float(tf(v)) for v in vals], dtype=float)
             columns.append(vals)
         mat = np.stack(columns)  # (n_objectives, n_valid)
         w = np.asarray(self.weights, dtype=float)[:, None]
         if self.reduce == "sum":
-            combined = (w * mat).sum(axis=0)
-        elif self.reduce == "mean":
-            combined = (w * mat).sum(axis=0) / w.sum()
-        else:
-            with np.errstate(divide="ignore"):
-                combined = np.exp((w * np.log(np.clip(mat, 0.0, None))).sum(axis=0) / w.sum())
-        for i, v in zip(valid, combined):
-            out[i] = float(v)
-        return out
+            return (w * mat).sum(axis=0)
+        if self.reduce == "mean":
+            return (w * mat).sum(axis=0) / w.sum()
+        with np.errstate(divide="ignore"):
+            return np.exp((w * np.log(np.clip(mat, 0.0, None))).sum(axis=0) / w.sum())
 
 
 class WeightedSum(Composite):
