@@ -53,7 +53,7 @@ from selfsup.chem.molecules import canonical_smiles
 from selfsup.errors import InputError
 
 from .routes import MIN_PROBABILITY, Route, RouteStep, reaction_cost
-from .search import SearchResult, gc_paused
+from .search import SearchResult, gc_paused, search_stats
 from .single_step import Proposal, SingleStepModel
 from .stock import Stock
 
@@ -256,26 +256,12 @@ class MCTS:
             reason = self._search(root)
         routes = self._routes()
         elapsed = time.perf_counter() - t0
-        counts1 = self.model.counts()
-        stats = {
-            **self._stats,
-            "planner": "mcts",
-            "model_calls": counts1["n_calls"] - counts0["n_calls"],
-            "model_cache_hits": counts1["n_cache_hits"] - counts0["n_cache_hits"],
-            "root_visits": sum(ch.visits for ch in root.children),
-            "stock": self.stock.describe(),
-            "limits": {
-                "top_k": self.top_k,
-                "max_iterations": self.max_iterations,
-                "time_limit_s": self.time_limit_s,
-                "max_depth": self.max_depth,
-                "stop_on_first_solution": self.stop_on_first_solution,
-                "c": self.c,
-                "seed": self.seed,
-                "stock_weight": self.stock_weight,
-                "depth_midpoint": self.depth_midpoint,
-            },
-        }
+        stats = search_stats(
+            self, counts0,
+            {"planner": "mcts", "root_visits": sum(ch.visits for ch in root.children)},
+            {"c": self.c, "seed": self.seed, "stock_weight": self.stock_weight,
+             "depth_midpoint": self.depth_midpoint},
+        )
         return SearchResult(
             target=smiles,
             success=bool(self._solutions),

@@ -42,7 +42,7 @@ from .routes import MIN_PROBABILITY, Route, RouteStep, reaction_cost
 from .single_step import SingleStepModel
 from .stock import Stock
 
-__all__ = ["MoleculeNode", "ReactionNode", "RetroStar", "SearchResult", "gc_paused",
+__all__ = ["MoleculeNode", "ReactionNode", "RetroStar", "SearchResult", "gc_paused", "search_stats",
            "iter_nodes"]
 
 INF = math.inf
@@ -288,25 +288,12 @@ class RetroStar:
         routes = self._enumerate_routes(root) if root.solved else []
         elapsed = time.perf_counter() - t0
         n_mol, n_rxn, n_open = self._n_mol, self._n_rxn, self._n_open
-        counts1 = self.model.counts()
-        stats = {
-            **self._stats,
-            "n_molecule_nodes": n_mol,
-            "n_reaction_nodes": n_rxn,
-            "n_open_molecules": n_open,
-            "model_calls": counts1["n_calls"] - counts0["n_calls"],
-            "model_cache_hits": counts1["n_cache_hits"] - counts0["n_cache_hits"],
-            "root_rn": root.rn,
-            "stock": self.stock.describe(),
-            "value_fn": "zero (Retro*-0)" if self.value_fn is None else _name(self.value_fn),
-            "limits": {
-                "top_k": self.top_k,
-                "max_iterations": self.max_iterations,
-                "time_limit_s": self.time_limit_s,
-                "max_depth": self.max_depth,
-                "stop_on_first_solution": self.stop_on_first_solution,
-            },
-        }
+        stats = search_stats(
+            self, counts0,
+            {"n_molecule_nodes": n_mol, "n_reaction_nodes": n_rxn, "n_open_molecules": n_open,
+             "root_rn": root.rn,
+             "value_fn": "zero (Retro*-0)" if self.value_fn is None else _name(self.value_fn)},
+        )
         return SearchResult(
             target=smiles,
             success=root.solved,
@@ -481,6 +468,30 @@ class RetroStar:
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
+
+
+def search_stats(planner: Any, counts0: dict, extra: dict, limits: dict | None = None) -> dict:
+    """A search's ``stats``, the same keys for both planners: the planner's own counters
+    (``planner._stats``), ``extra``, the single-step model's calls and cache hits since
+    ``counts0`` (``planner.model.counts()`` at the start), the stock, and the search limits
+    (``top_k``, ``max_iterations``, ``time_limit_s``, ``max_depth``,
+    ``stop_on_first_solution``, then ``limits``)."""
+    counts1 = planner.model.counts()
+    return {
+        **planner._stats,
+        **extra,
+        "model_calls": counts1["n_calls"] - counts0["n_calls"],
+        "model_cache_hits": counts1["n_cache_hits"] - counts0["n_cache_hits"],
+        "stock": planner.stock.describe(),
+        "limits": {
+            "top_k": planner.top_k,
+            "max_iterations": planner.max_iterations,
+            "time_limit_s": planner.time_limit_s,
+            "max_depth": planner.max_depth,
+            "stop_on_first_solution": planner.stop_on_first_solution,
+            **(limits or {}),
+        },
+    }
 
 
 def _update_molecule(m: MoleculeNode) -> None:
