@@ -3,6 +3,7 @@ the GuacaMol wrapper: a tiny prior trained in the test, tiny budgets, seeded, of
 
 import csv
 import math
+import re
 
 import numpy as np
 import pytest
@@ -122,6 +123,9 @@ def test_each_optimizer_spends_exactly_the_budget(prior, pool_file, tmp_path, op
     assert res["n_calls"] == 60 and res["stopped"] == "budget" and len(rows) == 60
     assert len({r["smiles"] for r in rows}) == 60
     assert 0.0 < res["top1"] <= 1.0
+    if optimizer != "graph_ga":  # the apprentice loops log each round, with the top-10 rule's count
+        assert re.search(r"round 1: calls \d+ new \d+ top-10 unchanged 0/1000 ",
+                         (run.path / "log.txt").read_text())
 
 
 def test_same_seed_same_molecules(prior, pool_file, tmp_path):
@@ -222,6 +226,7 @@ class _Ctx:
     exhausted = False
     run = None
     stop_reason = None
+    progress = None
 
 
 def test_progress_stops_without_new_molecules_after_patience():
@@ -271,6 +276,32 @@ def test_progress_stops_when_the_top10_is_unchanged_for_stale_rounds():
         assert p.start_round()
         p.saw([f"S{'C' * k}"], [-1.0])
     assert ctx.stop_reason is None
+
+
+def test_the_status_line_shows_the_round_and_how_long_the_top10_is_unchanged():
+    """A collapsed policy finds few new molecules a round: the command line's status line says
+    which round it is in and how far the top-10 rule has counted, not only the calls."""
+    import io
+
+    from selfsup.progress import Progress as StatusLine
+
+    ctx = _Ctx()
+    out = io.StringIO()
+    ctx.progress = StatusLine(1000, "optimize", "calls", stream=out, interval=0, enabled=True,
+                              rich=False)
+    p = Progress(ctx, "t", patience=100, stale_rounds=5)
+    p.start_round()
+    p.saw([f"C{'C' * i}" for i in range(10)], [float(i) for i in range(10)])
+    for k in range(3):
+        p.start_round()
+        p.saw([f"N{'C' * k}"], [-1.0])
+    assert out.getvalue().splitlines()[-1].startswith(
+        "[optimize] 0/1000 calls (0%)  round=4  top10_unchanged=2/5")
+    ctx.progress = StatusLine(1000, "optimize", "calls", stream=out, interval=0, enabled=True,
+                              rich=False)
+    p = Progress(ctx, "t", patience=100, stale_rounds=0)  # the rule off: the round alone
+    p.start_round()
+    assert out.getvalue().splitlines()[-1].startswith("[optimize] 0/1000 calls (0%)  round=1  ")
 
 
 def test_a_run_on_a_flat_objective_stops_on_the_top10_rule(prior, pool_file, tmp_path):

@@ -108,3 +108,28 @@ def test_marks_failure_records_status_and_reraises(tmp_path):
             raise ZeroDivisionError("boom")
     meta = Run.open(run.path).meta
     assert meta["status"] == "failed" and "ZeroDivisionError" in meta["error"]
+
+
+def test_runs_of_one_name_under_two_roots_keep_their_own_logs(tmp_path, monkeypatch):
+    """Run folders are named by the second they start in: two of one name under different roots
+    can share a folder name, and each must still log into its own log.txt."""
+    import selfsup.runs as runs
+
+    from datetime import datetime
+
+    class Frozen(datetime):  # both runs start in the same second
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 1, 2, 3, 4, 5, tzinfo=tz)
+
+    monkeypatch.setattr(runs, "datetime", Frozen)
+    a = Run.create("same", {}, root=tmp_path / "a")
+    b = Run.create("same", {}, root=tmp_path / "b")
+    assert a.path.name == b.path.name
+    a.logger().info("from a")
+    b.logger().info("from b")
+    for h in a.logger().handlers + b.logger().handlers:
+        h.flush()
+    assert "from a" in (a.path / "log.txt").read_text()
+    assert "from b" not in (a.path / "log.txt").read_text()
+    assert "from b" in (b.path / "log.txt").read_text()

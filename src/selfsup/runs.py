@@ -331,10 +331,13 @@ class Run:
             raise
 
     def logger(self) -> logging.Logger:
-        """A logger writing to ``log.txt`` of this run (and nowhere else)."""
-        log = logging.getLogger(f"selfsup.run.{self.path.name}")
+        """A logger writing to ``log.txt`` of this run (and nowhere else). It is keyed by the
+        run folder's full path: two runs of one name under different roots (made in the same
+        second) keep their own logs."""
+        path = (self.path / "log.txt").resolve()
+        log = logging.getLogger("selfsup.run." + str(path.parent).replace(".", "_"))
         if not any(isinstance(h, logging.FileHandler) for h in log.handlers):
-            h = logging.FileHandler(self.path / "log.txt")
+            h = logging.FileHandler(path)
             h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
             log.addHandler(h)
             log.setLevel(logging.INFO)

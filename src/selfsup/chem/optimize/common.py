@@ -182,6 +182,7 @@ class Progress:
         self.round += 1
         self.new = 0
         self.top_changed = False
+        self._show_round()
         if self.ctx.exhausted:
             return False
         if self.idle >= self.patience:
@@ -194,11 +195,25 @@ class Progress:
             self.log.info("%s: %s, stopping", self.name, self.ctx.stop_reason)
         return False
 
+    def _show_round(self) -> None:
+        """Put the round and, with the top-10 rule on, how long the top-10 has been unchanged
+        on the command line's status line: a collapsed policy can find few new molecules a
+        round, so the call count alone would look stuck."""
+        bar = self.ctx.progress
+        if bar is None or not bar.enabled:
+            return
+        status = {"round": self.round}
+        if self.stale_rounds:
+            status["top10_unchanged"] = f"{self.stale}/{self.stale_rounds}"
+        bar.update(bar.done, **status)
+
     def report(self, **values: float) -> None:
         if self.log is not None:
             parts = " ".join(f"{k} {v:.4g}" for k, v in values.items())
-            self.log.info("%s round %d: calls %d new %d %s", self.name, self.round,
-                          self.ctx.oracle.n_calls, self.new, parts)
+            stale = (f" top-10 unchanged {0 if self.top_changed else self.stale + 1}"
+                     f"/{self.stale_rounds}" if self.stale_rounds else "")
+            self.log.info("%s round %d: calls %d new %d%s %s", self.name, self.round,
+                          self.ctx.oracle.n_calls, self.new, stale, parts)
 
 
 def seed_queue(ctx: OptimizationContext, cfg: OptimizeConfig, rng: np.random.Generator,
