@@ -113,9 +113,9 @@ def test_marks_failure_records_status_and_reraises(tmp_path):
 def test_runs_of_one_name_under_two_roots_keep_their_own_logs(tmp_path, monkeypatch):
     """Run folders are named by the second they start in: two of one name under different roots
     can share a folder name, and each must still log into its own log.txt."""
-    import selfsup.runs as runs
-
     from datetime import datetime
+
+    import selfsup.runs as runs
 
     class Frozen(datetime):  # both runs start in the same second
         @classmethod
@@ -133,3 +133,16 @@ def test_runs_of_one_name_under_two_roots_keep_their_own_logs(tmp_path, monkeypa
     assert "from a" in (a.path / "log.txt").read_text()
     assert "from b" not in (a.path / "log.txt").read_text()
     assert "from b" in (b.path / "log.txt").read_text()
+
+
+def test_finish_closes_the_log_file_and_a_later_message_appends(tmp_path):
+    run = Run.create("closing", {}, root=tmp_path)
+    log = run.logger()
+    log.info("before")
+    assert len(log.handlers) == 1
+    run.finish({"x": 1})
+    assert log.handlers == []  # no file left open for a finished run
+    run.logger().info("after")
+    run.close_logger()
+    assert (run.path / "log.txt").read_text().splitlines()[0].endswith("INFO before")
+    assert (run.path / "log.txt").read_text().splitlines()[1].endswith("INFO after")

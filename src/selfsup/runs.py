@@ -335,7 +335,7 @@ class Run:
         run folder's full path: two runs of one name under different roots (made in the same
         second) keep their own logs."""
         path = (self.path / "log.txt").resolve()
-        log = logging.getLogger("selfsup.run." + str(path.parent).replace(".", "_"))
+        log = logging.getLogger(self._logger_name())
         if not any(isinstance(h, logging.FileHandler) for h in log.handlers):
             h = logging.FileHandler(path)
             h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -343,6 +343,19 @@ class Run:
             log.setLevel(logging.INFO)
             log.propagate = False
         return log
+
+    def _logger_name(self) -> str:
+        return "selfsup.run." + str(self.path.resolve()).replace(".", "_")
+
+    def close_logger(self) -> None:
+        """Close this run's ``log.txt`` handler (:meth:`finish` does): a process that runs
+        thousands of units keeps no file open per finished one. A later :meth:`logger` call
+        opens the file again and appends."""
+        log = logging.Logger.manager.loggerDict.get(self._logger_name())
+        for h in list(getattr(log, "handlers", ())):
+            if isinstance(h, logging.FileHandler):
+                log.removeHandler(h)
+                h.close()
 
     # ----------------------------------------------------------------------------- metrics
     def log_metrics(self, row: dict[str, Any]) -> None:
@@ -404,6 +417,7 @@ class Run:
         if (self.path / "metrics.jsonl").is_file():
             self.write_metrics_csv()
         self.set_status("finished", wall_seconds=self._elapsed())
+        self.close_logger()
 
     def _elapsed(self) -> float | None:
         try:
