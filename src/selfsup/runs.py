@@ -334,10 +334,9 @@ class Run:
         """A logger writing to ``log.txt`` of this run (and nowhere else). It is keyed by the
         run folder's full path: two runs of one name under different roots (made in the same
         second) keep their own logs."""
-        path = (self.path / "log.txt").resolve()
         log = logging.getLogger(self._logger_name())
         if not any(isinstance(h, logging.FileHandler) for h in log.handlers):
-            h = logging.FileHandler(path)
+            h = logging.FileHandler(self.path / "log.txt")
             h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
             log.addHandler(h)
             log.setLevel(logging.INFO)
@@ -348,13 +347,13 @@ class Run:
         return "selfsup.run." + str(self.path.resolve()).replace(".", "_")
 
     def close_logger(self) -> None:
-        """Close this run's ``log.txt`` handler (:meth:`finish` does): a process that runs
-        thousands of units keeps no file open per finished one. A later :meth:`logger` call
-        opens the file again and appends."""
+        """Close this run's ``log.txt`` file (:meth:`finish` does): a process that runs
+        thousands of units keeps no file open per finished one. The handler stays on the
+        logger, so a message logged later (a command's closing line) opens the file again and
+        appends (a closed ``FileHandler`` in append mode re-opens on its next record)."""
         log = logging.Logger.manager.loggerDict.get(self._logger_name())
-        for h in list(getattr(log, "handlers", ())):
+        for h in getattr(log, "handlers", ()):
             if isinstance(h, logging.FileHandler):
-                log.removeHandler(h)
                 h.close()
 
     # ----------------------------------------------------------------------------- metrics
