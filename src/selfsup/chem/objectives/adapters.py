@@ -28,8 +28,6 @@ class _ValidSmilesObjective(Objective):
     """Shared scoring of the two adapters: invalid SMILES score ``self.invalid_score`` and the
     valid ones go, as one list, to :meth:`_score_valid`."""
 
-    invalid_score: float
-
     def _score_valid(self, smiles: list[str]) -> Sequence[float]:
         raise NotImplementedError
 

@@ -178,7 +178,7 @@ class Progress:
         """True while the budget lasts and the run is neither stuck nor stale."""
         if self.round:
             self.idle = self.idle + 1 if self.new == 0 else 0
-            self.stale = 0 if self.top_changed else self.stale + 1
+            self.stale = self._stale_through_this_round()
         self.round += 1
         self.new = 0
         self.top_changed = False
@@ -195,6 +195,10 @@ class Progress:
             self.log.info("%s: %s, stopping", self.name, self.ctx.stop_reason)
         return False
 
+    def _stale_through_this_round(self) -> int:
+        """Rounds in a row, this one included, that left the top-10 unchanged."""
+        return 0 if self.top_changed else self.stale + 1
+
     def _show_round(self) -> None:
         """Put the round and, with the top-10 rule on, how long the top-10 has been unchanged
         on the command line's status line: a collapsed policy can find few new molecules a
@@ -210,8 +214,8 @@ class Progress:
     def report(self, **values: float) -> None:
         if self.log is not None:
             parts = " ".join(f"{k} {v:.4g}" for k, v in values.items())
-            stale = (f" top-10 unchanged {0 if self.top_changed else self.stale + 1}"
-                     f"/{self.stale_rounds}" if self.stale_rounds else "")
+            stale = (f" top-10 unchanged {self._stale_through_this_round()}/{self.stale_rounds}"
+                     if self.stale_rounds else "")
             self.log.info("%s round %d: calls %d new %d%s %s", self.name, self.round,
                           self.ctx.oracle.n_calls, self.new, stale, parts)
 
