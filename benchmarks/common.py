@@ -550,43 +550,83 @@ def units_of(cache: dict) -> dict[str, dict]:
     return {k: v for k, v in cache.items() if k.count("|") == 2 and isinstance(v, dict)}
 
 
-def run_units(units: list[tuple[str, int, str]], cache: dict, cache_path: Path,
-              run_root: Path, run_unit, chosen: dict[str, dict], threads: int | None,
-              started: str, t0: float, tag: str, shown: tuple[str, ...]) -> dict:
-    """Run the planned units not in the cache yet, each under its lock (:func:`claim_unit`;
-    one a live runner holds is skipped), ``run_unit(setting, spec, arm, seed, threads,
-    run_root)`` giving its entry, written to ``cache_path`` at once (merged with the file on
-    disk before every write). The invocation (``started``, the command line, its seconds since
-    ``t0`` once done) is recorded too. Prints progress under ``tag`` and a unit's ``shown``
-    figures. Returns the cache."""
-    invocation = {"started": started, "command": "python " + " ".join(sys.argv),
-                  "seconds": None}
-    cache = merge_cache(cache_path, cache)
+def start_invocation(cache: dict, cache_path: Path, started: str, command: str) -> dict:
+    """Record this runner in ``cache`` (already merged with the file by the caller) and write it
+    at the runner's start (``started``, ``command``, ``seconds`` None until
+    :func:`finish_invocation`), so a runner that is killed still shows in the report. Returns
+    the invocation record."""
+    invocation = {"started": started, "command": command, "seconds": None}
     cache.setdefault("invocations", []).append(invocation)
     atomic_write_json(cache_path, cache)
-    for i, (setting, seed, arm) in enumerate(units):
-        key = unit_key(setting, seed, arm)
-        if key in (cache := merge_cache(cache_path, cache)):
+    return invocation
+
+
+def finish_invocation(cache: dict, cache_path: Path, invocation: dict, t0: float,
+                      settle=None) -> dict:
+    """Write the runner's seconds since ``t0`` into its invocation record; returns the cache
+    merged with the file (through ``settle`` when given)."""
+    invocation["seconds"] = round(time.perf_counter() - t0, 1)
+    cache = merge_cache(cache_path, {**cache, "invocations": [invocation]})
+    cache = settle(cache) if settle else cache
+    atomic_write_json(cache_path, cache)
+    return cache
+
+
+def run_planned(plan: list[tuple[str, object]], cache: dict, cache_path: Path, run_root: Path,
+                tag: str, describe, settle=None, stamp: bool = False) -> dict:
+    """The unit loop of the benchmarks. ``plan`` holds (key, run) pairs in their order; a key
+    already in the cache (merged with the file on disk before each unit, so runners sharing it
+    see each other's units) is skipped, and so is one whose lock a live runner holds
+    (:func:`claim_unit`). Otherwise ``run()`` gives the unit's entry, written to ``cache_path``
+    at once; with ``stamp`` it gets the ``unit_seconds`` of ``run()`` (start-up included) and
+    the process's ``provenance``. Prints
+    ``tag i/n key`` before and ``describe(entry)`` after each unit. ``settle(cache)``, when
+    given, is applied after every merge (e.g. to set aside units of other settings, which then
+    run again). Returns the cache."""
+    settle = settle or (lambda c: c)
+    for i, (key, run) in enumerate(plan):
+        if key in (cache := settle(merge_cache(cache_path, cache))):
             continue
         lock = claim_unit(run_root, key)
         if lock is None:
-            print(f"{tag} another runner is on {key}; skipped here", flush=True)
+            print(f"{tag}   another runner is on {key}; skipped here", flush=True)
             continue
-        print(f"{tag} {i + 1}/{len(units)} {key}", flush=True)
+        print(f"{tag} {i + 1}/{len(plan)} {key}", flush=True)
+        t_unit = time.perf_counter()
         try:
-            unit = run_unit(setting, chosen[setting], arm, seed, threads, run_root)
+            unit = run()
         finally:
             lock.unlink(missing_ok=True)
-        print(f"{tag}   " + " ".join(f"{m} {unit[m]:.4f}" for m in shown)
-              + f" ({unit['train_seconds']:.0f}s training, {unit['eval_seconds']:.0f}s "
-              "evaluation)", flush=True)
-        cache = merge_cache(cache_path, cache)
+        if stamp:
+            unit["unit_seconds"] = round(time.perf_counter() - t_unit, 1)
+            unit["provenance"] = provenance()
+        print(f"{tag}   {describe(unit)}", flush=True)
+        cache = settle(merge_cache(cache_path, cache))
         cache[key] = unit
         atomic_write_json(cache_path, cache)
-    invocation["seconds"] = round(time.perf_counter() - t0, 1)
-    cache = merge_cache(cache_path, {**cache, "invocations": [invocation]})
-    atomic_write_json(cache_path, cache)
     return cache
+
+
+def run_units(units: list[tuple[str, int, str]], cache: dict, cache_path: Path,
+              run_root: Path, run_unit, chosen: dict[str, dict], threads: int | None,
+              started: str, t0: float, tag: str, shown: tuple[str, ...]) -> dict:
+    """Run the planned units (setting, seed, arm) not in the cache yet through
+    :func:`run_planned`, ``run_unit(setting, spec, arm, seed, threads, run_root)`` giving each
+    entry; the invocation (``started``, the command line, its seconds since ``t0`` once done) is
+    recorded too. Prints a unit's ``shown`` figures. Returns the cache."""
+    cache = merge_cache(cache_path, cache)
+    invocation = start_invocation(cache, cache_path, started, "python " + " ".join(sys.argv))
+    plan = [(unit_key(setting, seed, arm),
+             lambda s=setting, a=arm, sd=seed: run_unit(s, chosen[s], a, sd, threads, run_root))
+            for setting, seed, arm in units]
+
+    def describe(unit: dict) -> str:
+        return (" ".join(f"{m} {unit[m]:.4f}" for m in shown)
+                + f" ({unit['train_seconds']:.0f}s training, {unit['eval_seconds']:.0f}s "
+                "evaluation)")
+
+    cache = run_planned(plan, cache, cache_path, run_root, tag, describe)
+    return finish_invocation(cache, cache_path, invocation, t0)
 
 
 # The apprentice's training arithmetic of a chemistry optimisation unit: float32 (the library's

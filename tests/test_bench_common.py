@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,81 @@ def test_run_work_seconds_adds_up_each_process_to_its_last_log_line(tmp_path):
     assert common.run_work_seconds(run) is None
     (run / "run.json").write_text(json.dumps({"started": "2026-12-07T10:00:00+00:00"}))
     assert common.run_work_seconds(run) is None  # not finished
+
+
+# ------------------------------------------------------ the per-unit lock and the unit loop
+
+
+def test_claim_is_exclusive_and_released(tmp_path):
+    lock = common.claim_unit(tmp_path, "median1|gegl|0|10000")
+    assert lock is not None and lock.name == "median1-gegl-0-10000.lock"
+    assert lock.read_text() == str(os.getpid())
+    assert common.claim_unit(tmp_path, "median1|gegl|0|10000") is None  # held by a live process
+    assert common.claim_unit(tmp_path, "median1|gegl|1|10000") is not None  # others are free
+    lock.unlink()
+    assert common.claim_unit(tmp_path, "median1|gegl|0|10000") is not None
+
+
+def test_stale_lock_of_a_dead_runner_is_taken_over(tmp_path):
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    (tmp_path / "zaleplon_mpo-reinvent-2-10000.lock").write_text(proc.stdout.strip())
+    lock = common.claim_unit(tmp_path, "zaleplon_mpo|reinvent|2|10000")
+    assert lock is not None and lock.read_text() == str(os.getpid())
+
+
+def test_lock_being_written_counts_as_held(tmp_path):
+    (tmp_path / "median2-lstm_hc-0-10000.lock").write_text("")
+    assert common.claim_unit(tmp_path, "median2|lstm_hc|0|10000") is None
+
+
+def test_unit_loop_skips_cached_and_held_units_and_writes_each_at_once(tmp_path, capsys):
+    path, root = tmp_path / "cache.json", tmp_path / "runs"
+    path.write_text(json.dumps({"a": {"x": 1.0}}))  # another runner's unit
+    ran = []
+    (root / "c.lock").parent.mkdir()
+    (root / "c.lock").write_text(str(os.getpid()))  # a live runner holds unit c
+
+    def unit(key):
+        def run():
+            ran.append(key)
+            # the entry of the previous unit is on disk before this one starts
+            assert key != "d" or "b" in json.loads(path.read_text())
+            if key == "e":
+                raise RuntimeError("unit e failed")
+            return {"x": float(len(ran))}
+        return run
+
+    plan = [(k, unit(k)) for k in "abcde"]
+    with pytest.raises(RuntimeError, match="unit e failed"):
+        common.run_planned(plan, {}, path, root, "[t]", lambda u: f"x {u['x']}", stamp=True)
+    assert ran == ["b", "d", "e"]
+    disk = json.loads(path.read_text())
+    assert disk["a"] == {"x": 1.0} and set(disk) == {"a", "b", "d"}
+    assert disk["b"]["x"] == 1.0 and disk["b"]["unit_seconds"] >= 0 and disk["b"]["provenance"]
+    assert not (root / "e.lock").exists() and (root / "c.lock").exists()  # e's lock released
+    out = capsys.readouterr().out
+    assert "[t] 2/5 b" in out and "[t]   x 1.0" in out and "another runner is on c" in out
+
+
+def test_unit_loop_settles_the_merged_cache_and_records_the_invocation(tmp_path):
+    path, root = tmp_path / "cache.json", tmp_path / "runs"
+    path.write_text(json.dumps({"a": {"old": True}, "b": {"x": 0.0}}))
+
+    def settle(cache):  # units made under old settings are set aside, so they run again
+        return {k: v for k, v in cache.items() if not (isinstance(v, dict) and v.get("old"))}
+
+    cache = common.merge_cache(path, {})  # the caller merges; start_invocation writes it
+    invocation = common.start_invocation(cache, path, "t0", "python bench.py")
+    disk = json.loads(path.read_text())
+    assert disk["invocations"] == [invocation] and disk["b"] == {"x": 0.0}  # at the start
+    cache = common.run_planned([(k, lambda: {"x": 2.0}) for k in "ab"], cache, path, root,
+                               "[t]", str, settle=settle)
+    assert cache["a"] == {"x": 2.0} and cache["b"] == {"x": 0.0}  # b was cached: not rerun
+    assert "unit_seconds" not in cache["a"]  # no stamp asked
+    done = common.finish_invocation(cache, path, invocation, time.perf_counter() - 3, settle)
+    disk = json.loads(path.read_text())
+    assert disk == done and disk["invocations"][0]["seconds"] >= 3
+    assert disk["invocations"][0]["command"] == "python bench.py"

@@ -1,8 +1,7 @@
-"""The GEGL benchmark script: the per-unit lock of runners sharing a cache, merge, summary."""
+"""The GEGL benchmark script: merge of runners sharing a cache, summary, unit reuse (the per-unit
+lock and the unit loop: tests/test_bench_common.py)."""
 
 import json
-import os
-import subprocess
 import sys
 
 import pytest
@@ -13,30 +12,6 @@ from conftest import load_bench_script
 @pytest.fixture(scope="module")
 def bench():
     return load_bench_script("gegl")
-
-
-def test_claim_is_exclusive_and_released(bench, tmp_path):
-    lock = bench._claim(tmp_path, "median1|gegl|0|10000")
-    assert lock is not None and lock.name == "median1-gegl-0-10000.lock"
-    assert lock.read_text() == str(os.getpid())
-    assert bench._claim(tmp_path, "median1|gegl|0|10000") is None  # held by a live process
-    assert bench._claim(tmp_path, "median1|gegl|1|10000") is not None  # other units are free
-    lock.unlink()
-    assert bench._claim(tmp_path, "median1|gegl|0|10000") is not None
-
-
-def test_stale_lock_of_a_dead_runner_is_taken_over(bench, tmp_path):
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
-    dead = int(proc.stdout)
-    (tmp_path / "zaleplon_mpo-reinvent-2-10000.lock").write_text(str(dead))
-    lock = bench._claim(tmp_path, "zaleplon_mpo|reinvent|2|10000")
-    assert lock is not None and lock.read_text() == str(os.getpid())
-
-
-def test_lock_being_written_counts_as_held(bench, tmp_path):
-    (tmp_path / "median2-lstm_hc-0-10000.lock").write_text("")
-    assert bench._claim(tmp_path, "median2|lstm_hc|0|10000") is None
 
 
 def _unit(auc, top10, top1=0.5, wall=60.0, top3=None, calls=100):
@@ -85,7 +60,7 @@ def test_merge_keeps_units_of_both_runners_and_the_finished_invocation(bench, tm
     mine = {"b|gegl|1|10": {"auc_top10": 0.2},
             "invocations": [{**start, "seconds": 12.5},
                             {"started": "t1", "command": "python run.py", "seconds": None}]}
-    merged = bench._merged(path, mine)
+    merged = bench.merge_cache(path, mine)
     assert {"a|gegl|0|10", "b|gegl|1|10"} <= set(merged)
     assert merged["invocations"] == [{**start, "seconds": 12.5},
                                      {"started": "t1", "command": "python run.py",

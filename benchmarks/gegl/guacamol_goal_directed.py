@@ -794,16 +794,16 @@ def main(argv: list[str] | None = None) -> int:
     from common import (
         RESULTS,
         claim_speed_setting,
+        finish_invocation,
         load_json,
         merge_cache,
         now,
+        run_planned,
         speed_overrides,
+        start_invocation,
         write_shared_results,
     )
-    from common import claim_unit as claim
     from selfsup import progress
-    from selfsup.io import atomic_write_json
-    from selfsup.provenance import provenance
 
     torch.set_num_threads(args.threads)
     started, t0 = now(), time.perf_counter()
@@ -843,45 +843,29 @@ def main(argv: list[str] | None = None) -> int:
         cache["prior"] = prior
         claim_speed_setting(cache, cache_path, args.bf16,
                             any(k.count("|") == 3 for k in cache))
-        invocation = {"started": started, "command": command, "seconds": None}
-        cache.setdefault("invocations", []).append(invocation)
-        atomic_write_json(cache_path, cache)
+        invocation = start_invocation(cache, cache_path, started, command)
         prior_path = str(path)
         units = [(t, a, s) for s in seeds for t in tasks for a in arms]  # seed-major
         todo = [u for u in units if unit_key(*u, budget) not in cache]
         print(f"[{NAME}] {len(units)} units ({len(units) - len(todo)} cached), budget "
               f"{budget:,} calls, prior {prior['path']} ({prior['size']})", flush=True)
+        overrides = speed_overrides(args.bf16)
+        plan = [(unit_key(t, a, s, budget),
+                 lambda t=t, a=a, s=s: run_unit(t, a, s, budget, prior_path, run_root,
+                                                args.guacamol_python, args.threads,
+                                                (*overrides, *ARM_SETTINGS.get(a, ()))))
+                for t, a, s in units]
         was = progress.enable(True)
         try:
-            for i, (task, arm, seed) in enumerate(units):
-                key = unit_key(task, arm, seed, budget)
-                if key in (cache := settle(merge_cache(cache_path, cache))):
-                    continue
-                lock = claim(run_root, key)
-                if lock is None:
-                    print(f"[{NAME}]   another runner is on {key}; skipped here", flush=True)
-                    continue
-                print(f"[{NAME}] {i + 1}/{len(units)} {key}", flush=True)
-                t_unit = time.perf_counter()
-                try:
-                    unit = run_unit(task, arm, seed, budget, prior_path, run_root,
-                                    args.guacamol_python, args.threads,
-                                    (*speed_overrides(args.bf16), *ARM_SETTINGS.get(arm, ())))
-                finally:
-                    lock.unlink(missing_ok=True)
-                unit["unit_seconds"] = round(time.perf_counter() - t_unit, 1)
-                unit["provenance"] = provenance()
-                print(f"[{NAME}]   score {unit['score']:.4f} top1 {unit['top1']:.4f} "
-                      f"{unit['n_calls']:.0f} calls, optimiser {unit['wall_seconds']:.0f}s "
-                      f"({unit['unit_seconds']:.0f}s with the worker)", flush=True)
-                cache = settle(merge_cache(cache_path, cache))
-                cache[key] = unit
-                atomic_write_json(cache_path, cache)
+            cache = run_planned(
+                plan, cache, cache_path, run_root, f"[{NAME}]", settle=settle, stamp=True,
+                describe=lambda u: (f"score {u['score']:.4f} top1 {u['top1']:.4f} "
+                                    f"{u['n_calls']:.0f} calls, optimiser "
+                                    f"{u['wall_seconds']:.0f}s ({u['unit_seconds']:.0f}s with "
+                                    "the worker)"))
         finally:
             progress.enable(was)
-        invocation["seconds"] = round(time.perf_counter() - t0, 1)
-        cache = settle(merge_cache(cache_path, {**cache, "invocations": [invocation]}))
-        atomic_write_json(cache_path, cache)
+        cache = finish_invocation(cache, cache_path, invocation, t0, settle)
 
     rows, missing = build_rows(cache, tasks, arms, seeds, budget)
     setting = setting_name(budget)

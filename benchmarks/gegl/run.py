@@ -59,24 +59,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import (
+from common import (  # noqa: E402
     claim_speed_setting,
     compare_units,
+    finish_invocation,
     has_settings,
     load_json,
+    merge_cache,
     now,
     provenance_census,
     row,
+    run_planned,
     select_cheapest,
     speed_overrides,
+    start_invocation,
     verify_folder,
     write_results,
     write_verification,
 )
-from common import (  # noqa: E402
-    claim_unit as _claim,
-)
-from selfsup.io import atomic_write_json  # noqa: E402
 from selfsup.provenance import provenance  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -239,21 +239,6 @@ def run_unit(task: str, arm: str, seed: int, budget: int, prior: str, run_root: 
                                f"max_smiles_length={'null' if limit is None else limit}",
                                *overrides])
     return _summary(res, run.path, resumed=False)
-
-
-def _merged(path: Path, cache: dict) -> dict:
-    """The cache on disk with this runner's entries added (units finish minutes apart, so merging
-    before each write is enough for runners that share the file)."""
-    disk = load_json(path)
-    merged = {**cache, **disk}
-    runs = {}
-    for i in [*cache.get("invocations", []), *disk.get("invocations", [])]:
-        key = (i["started"], i["command"])
-        if key not in runs or i.get("seconds") is not None:  # a finished record wins
-            runs[key] = i
-    if runs:
-        merged["invocations"] = sorted(runs.values(), key=lambda i: i["started"])
-    return merged
 
 
 def unit_key(task: str, arm: str, seed: int, budget: int) -> str:
@@ -447,15 +432,12 @@ def main() -> int:
             raise SystemExit(f"{cache_path} holds units run with the prior {before}; pass that "
                              "--prior or another --out")
         prior.setdefault("seconds_this_run", round(time.perf_counter() - t_prior, 1))
-        cache = _merged(cache_path, cache)
+        cache = merge_cache(cache_path, cache)
         cache["prior"] = prior
         claim_speed_setting(cache, cache_path, args.bf16, any("|" in k for k in cache),
                             "another --out/--name")
-        # recorded at the start, so a runner that is killed still shows in the report
-        invocation = {"started": started, "command": "python " + " ".join(sys.argv),
-                      "seconds": None}
-        cache.setdefault("invocations", []).append(invocation)
-        atomic_write_json(cache_path, cache)
+        invocation = start_invocation(cache, cache_path, started,
+                                      "python " + " ".join(sys.argv))
         prior_path = str(_resolved(prior["path"]))
         # seed-major: a benchmark stopped part way has whole seeds over every task
         units = []
@@ -463,34 +445,15 @@ def main() -> int:
             units += [(t, a, s, budget) for t in tasks for a in arms]
             if plogp_budget:
                 units += [(PLOGP, a, s, plogp_budget) for a in plogp_arms]
-        for i, (task, arm, seed, b) in enumerate(units):
-            key = unit_key(task, arm, seed, b)
-            if key in cache:
-                continue
-            t_unit = time.perf_counter()
-            print(f"[gegl bench] {i + 1}/{len(units)} {key}", flush=True)
-            if key in (cache := _merged(cache_path, cache)):
-                continue  # another runner sharing this cache finished it meanwhile
-            lock = _claim(run_root, key)
-            if lock is None:
-                print(f"[gegl bench]   another runner is on {key}; skipped here", flush=True)
-                continue
-            try:
-                unit = run_unit(task, arm, seed, b, prior_path, run_root,
-                                speed_overrides(args.bf16))
-            finally:
-                lock.unlink(missing_ok=True)
-            unit["unit_seconds"] = round(time.perf_counter() - t_unit, 1)  # with loading
-            unit["provenance"] = provenance()
-            print(f"[gegl bench]   auc_top10 {unit['auc_top10']:.4f} top1 "
-                  f"{unit['top1']:.4f} {unit['wall_seconds']:.0f}s "
-                  f"({unit['unit_seconds']:.0f}s with start-up)", flush=True)
-            cache = _merged(cache_path, cache)
-            cache[key] = unit
-            atomic_write_json(cache_path, cache)
-        invocation["seconds"] = round(time.perf_counter() - t0, 1)
-        cache = _merged(cache_path, {**cache, "invocations": [invocation]})
-        atomic_write_json(cache_path, cache)
+        overrides = speed_overrides(args.bf16)
+        plan = [(unit_key(*u), lambda u=u: run_unit(*u, prior_path, run_root, overrides))
+                for u in units]
+        cache = run_planned(
+            plan, cache, cache_path, run_root, "[gegl bench]", stamp=True,
+            describe=lambda u: (f"auc_top10 {u['auc_top10']:.4f} top1 {u['top1']:.4f} "
+                                f"{u['wall_seconds']:.0f}s ({u['unit_seconds']:.0f}s with "
+                                "start-up)"))
+        cache = finish_invocation(cache, cache_path, invocation, t0)
 
     rows, missing = build_rows(cache, tasks, arms, seeds, budget,
                                plogp_budget if plogp_budget else 0,
