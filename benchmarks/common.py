@@ -681,6 +681,13 @@ def claim_speed_setting(cache: dict, cache_path: Path, bf16: bool, has_units: bo
     cache["speed"] = speed
 
 
+def unit_wall(u: dict) -> float:
+    """The optimiser's wall seconds of a benchmark unit: the working time of all its processes
+    (``work_seconds``, :func:`run_work_seconds`) where recorded, else its last process's
+    (``wall_seconds``)."""
+    return u["work_seconds"] if u.get("work_seconds") is not None else u["wall_seconds"]
+
+
 def run_work_seconds(run_path: Path) -> float | None:
     """Seconds the processes of a run worked, killed ones included: for each process (the run's
     start and each ``resumed`` time in run.json) the time from its start to its last line in

@@ -125,3 +125,38 @@ def test_named_full_run_and_mixed_speed_cache_is_refused(bench, monkeypatch, tmp
                                       "--bf16", "--tasks", "median1", "--budget", "100"])
     with pytest.raises(SystemExit, match="speed setting 'fp32'"):
         bench.main()
+
+
+def test_a_unit_resumed_after_a_kill_counts_the_work_of_every_process(bench, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")  # the log's times are local
+    import time
+
+    time.tzset()
+    run = tmp_path / "median1-gegl-s0-20261207-100000"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({
+        "status": "finished", "started": "2026-12-07T10:00:00+00:00",
+        "resumed": ["2026-12-07T18:00:00+00:00"], "finished_at": "2026-12-07T18:00:30+00:00"}))
+    (run / "log.txt").write_text("2026-12-07 10:00:01,000 INFO optimizer gegl\n"
+                                 "2026-12-07 10:01:00,000 INFO gegl round 3\n"
+                                 "2026-12-07 18:00:00,500 INFO resumed\n")
+    res = {"auc_top10": 0.5, "top10_mean": 0.6, "top1": 0.7, "wall_seconds": 30.0, "top10": []}
+    try:
+        unit = bench._summary(res, run, resumed=True)
+        assert unit["work_seconds"] == pytest.approx(60.0 + 30.0) and not unit["reused"]
+        rows, _ = bench.build_rows({"median1|gegl|0|100": unit}, ["median1"], ["gegl"], [0],
+                                   100, 0, [])
+        wall = [r for r in rows if r["metric"] == "wall_seconds"]
+        assert wall[0]["mean"] == pytest.approx(90.0)  # both processes, not the last one's 30
+        once = {**unit, "work_seconds": None}
+        (run / "run.json").write_text(json.dumps({"status": "finished"}))
+        assert bench._summary(res, run, resumed=False, reused=True)["work_seconds"] is None
+        notes = bench.make_notes(["median1"], ["gegl"], [0], 100, 0, {}, [], False,
+                                 {"median1|gegl|0|100": unit, "median1|gegl|1|100": once,
+                                  "median1|gegl|2|100": {**res, "resumed": True}})
+        assert "from the run's log: median1|gegl|0|100." in notes
+        assert "their last process's: median1|gegl|2|100." in notes
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

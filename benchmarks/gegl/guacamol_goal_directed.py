@@ -559,7 +559,7 @@ def prior_info(path: Path, source: str) -> dict:
 def build_rows(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
                budget: int) -> tuple[list[dict], list[str]]:
     """The rows of the setting from the cache, and the keys of the units not finished."""
-    from common import row
+    from common import row, unit_wall
 
     setting = setting_name(budget)
     rows, missing = [], []
@@ -584,13 +584,6 @@ def build_rows(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
     return rows, missing
 
 
-def unit_wall(u: dict) -> float:
-    """The optimiser's wall seconds of a unit: the working time of all its processes
-    (``work_seconds``, :func:`common.run_work_seconds`) where recorded, else its last
-    process's."""
-    return u["work_seconds"] if u.get("work_seconds") is not None else u["wall_seconds"]
-
-
 def unit_cpu(u: dict) -> float | None:
     """CPU seconds of a whole unit: this process's and the GuacaMol worker's."""
     if u.get("cpu_seconds") is None or u.get("worker_cpu_seconds") is None:
@@ -606,6 +599,8 @@ def seconds_per_1k(cache: dict, arms: list[str], budget: int | None = None,
     skipped, and so are units resumed after a kill, whose CPU seconds count their last process
     only, and units taken from a finished run folder, whose CPU seconds count the ranking
     only)."""
+    from common import unit_wall
+
     out = {}
     for arm in arms:
         us = [u for k, u in cache.items() if k.count("|") == 3 and k.split("|")[1] == arm
@@ -638,7 +633,7 @@ def notes_text(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
                prior: dict, missing: list[str], quick: bool) -> str:
     """The Markdown of the goal-directed section: the task x arm table of GuacaMol's scores
     beside the paper's, then what was run."""
-    from common import speed_overrides
+    from common import speed_overrides, unit_wall
 
     paper_arms = [a for a in PAPER_ARMS if any(a in v for v in PAPER.values())]
     head = ["task", *arms] + [f"published {a}" for a in paper_arms]

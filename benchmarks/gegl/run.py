@@ -70,9 +70,11 @@ from common import (  # noqa: E402
     provenance_census,
     row,
     run_planned,
+    run_work_seconds,
     select_cheapest,
     speed_overrides,
     start_invocation,
+    unit_wall,
     verify_folder,
     write_results,
     write_verification,
@@ -197,13 +199,20 @@ def ensure_prior(out: Path, given: str | None, steps: int | None, threads: int |
 
 
 # ------------------------------------------------------------------------------------ units
-def _summary(res: dict, run_path: Path, resumed: bool) -> dict:
+def _summary(res: dict, run_path: Path, resumed: bool, reused: bool = False) -> dict:
+    """A unit's cache entry from its run's results. ``resumed``: this process resumed a killed
+    run; ``reused``: it found the run finished and only read it. ``work_seconds``: for a run
+    resumed after a kill (by this process or an earlier one), the working time of all its
+    processes (:func:`common.run_work_seconds`; the results' ``wall_seconds`` are its last
+    process's), else None."""
     top = [t["score"] for t in res.get("top10", [])][:3]
     keys = ("auc_top10", "top10_mean", "top1", "wall_seconds", "n_calls", "stopped", "n_too_long",
             "benchmark_score")
     out = {k: res[k] for k in keys if k in res}
     out.update(top3_mean=sum(top) / len(top) if top else float("nan"), run=str(run_path),
-               resumed=resumed)
+               resumed=resumed, reused=reused,
+               work_seconds=(run_work_seconds(run_path)
+                             if load_json(run_path / "run.json").get("resumed") else None))
     return out
 
 
@@ -228,7 +237,7 @@ def run_unit(task: str, arm: str, seed: int, budget: int, prior: str, run_root: 
                 or cfg.get("max_smiles_length") != limit or not has_settings(cfg, overrides)):
             continue
         if Run.open(old).meta.get("status") == "finished" and (old / "results.json").is_file():
-            return _summary(load_json(old / "results.json"), old, resumed=False)
+            return _summary(load_json(old / "results.json"), old, resumed=False, reused=True)
         if (old / "oracle_calls.csv").is_file():
             print(f"[gegl bench] resuming {old.name}", flush=True)
             run, res = resume(old)
@@ -256,8 +265,9 @@ def build_rows(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
             missing += [unit_key(task, arm, s, budget) for s in seeds
                         if unit_key(task, arm, s, budget) not in cache]
             if done:
-                for metric in ("auc_top10", "top10_mean", "top1", "wall_seconds"):
+                for metric in ("auc_top10", "top10_mean", "top1"):
                     rows.append(row(setting, arm, metric, [u[metric] for u in done]))
+                rows.append(row(setting, arm, "wall_seconds", [unit_wall(u) for u in done]))
     for arm in arms:  # per-seed sums over the tasks (only seeds where every task finished)
         full = [s for s in seeds if all(unit_key(t, arm, s, budget) in cache for t in tasks)]
         if full and tasks:
@@ -265,7 +275,7 @@ def build_rows(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
                             [sum(cache[unit_key(t, arm, s, budget)]["auc_top10"] for t in tasks)
                              for s in full]))
             rows.append(row("sum-over-tasks", arm, "wall_seconds_sum",
-                            [sum(cache[unit_key(t, arm, s, budget)]["wall_seconds"]
+                            [sum(unit_wall(cache[unit_key(t, arm, s, budget)])
                                  for t in tasks) for s in full]))
     setting = f"penalized-logP/{budget_label(plogp_budget)}-calls"
     for arm in plogp_arms:
@@ -273,8 +283,9 @@ def build_rows(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
         missing += [unit_key(PLOGP, arm, s, plogp_budget) for s in seeds
                     if unit_key(PLOGP, arm, s, plogp_budget) not in cache]
         if done:
-            for metric in ("top1", "top3_mean", "wall_seconds"):
+            for metric in ("top1", "top3_mean"):
                 rows.append(row(setting, arm, metric, [u[metric] for u in done]))
+            rows.append(row(setting, arm, "wall_seconds", [unit_wall(u) for u in done]))
     return rows, missing
 
 
@@ -532,7 +543,7 @@ def summary_table(cache: dict, tasks: list[str], arms: list[str], seeds: list[in
     cells = []
     for a in arms:
         u = [x for t in tasks for x in units(t, a, budget)]
-        cells.append(f"{statistics.fmean(x['wall_seconds'] for x in u) / 60:.1f}" if u else "-")
+        cells.append(f"{statistics.fmean(unit_wall(x) for x in u) / 60:.1f}" if u else "-")
     lines.append("| optimiser minutes per unit, mean | " + " | ".join(cells) + " |")
     if plogp_budget and plogp_arms:
         cells = []
@@ -592,12 +603,26 @@ def make_notes(tasks, arms, seeds, budget, plogp_budget, prior, missing, quick, 
                   f"one). Budget {plogp_budget} unique calls (the paper: about 3.3 M), metrics "
                   "top1 (best value) and top3_mean. REINVENT sits out this setting: its sigma 500 "
                   "assumes scores in [0, 1] and an invalid SMILES scores -1000 here."]
-    unit_s = sum(u.get("unit_seconds", u["wall_seconds"]) for k, u in cache.items() if "|" in k
-                 and k.split("|")[0] in (*tasks, PLOGP) and k.split("|")[1] in arms)
+    mine = {k: u for k, u in cache.items() if "|" in k and k.split("|")[0] in (*tasks, PLOGP)
+            and k.split("|")[1] in arms}
+    # start-up of the unit's last process + the optimiser's working time over all its processes
+    unit_s = sum(u.get("unit_seconds", u["wall_seconds"]) - u["wall_seconds"] + unit_wall(u)
+                 for u in mine.values())
     lines += ["", f"Time: the finished units took {unit_s / 3600:.2f} h in all (start-up included; "
               "each row's wall_seconds is the optimiser's own time)"
               + (f"; the prior's pretraining took {prior['train_seconds'] / 60:.0f} min"
                  if prior.get("train_seconds") else "") + "."]
+    summed = [k for k, u in mine.items() if u.get("work_seconds") is not None]
+    last_only = [k for k, u in mine.items() if u.get("resumed") and "work_seconds" not in u]
+    if summed:
+        lines.append("Units resumed after a kill (an apprentice arm goes on from its last state "
+                     "snapshot, a graph GA replays its call record): their wall_seconds add up "
+                     "the working time of every process, from the run's log: "
+                     f"{', '.join(summed)}.")
+    if last_only:
+        lines.append("Units resumed after a kill before the benchmark recorded the working time "
+                     "of every process: their wall_seconds are their last process's: "
+                     f"{', '.join(last_only)}.")
     lines.append(provenance_census(u for k, u in cache.items() if "|" in k
                                    and k.split("|")[0] in (*tasks, PLOGP)
                                    and k.split("|")[1] in arms))
@@ -635,7 +660,7 @@ def _estimate(cache, tasks, arms, seeds, budget) -> str:
         units = [cache[k] for t in tasks for s in seeds if (k := unit_key(t, arm, s, budget))
                  in cache]
         if units:
-            per_arm[arm] = sum(u["wall_seconds"] for u in units) / len(units)
+            per_arm[arm] = sum(unit_wall(u) for u in units) / len(units)
             startup += [u["unit_seconds"] - u["wall_seconds"] for u in units
                         if "unit_seconds" in u]
     if not per_arm:
