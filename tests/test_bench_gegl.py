@@ -160,3 +160,35 @@ def test_a_unit_resumed_after_a_kill_counts_the_work_of_every_process(bench, tmp
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_beside_table_ranks_the_arms_under_each_prior_on_paired_seeds(bench):
+    def cache(figs):  # figs: arm -> per-seed auc on each of the two tasks
+        out = {}
+        for arm, per_seed in figs.items():
+            for seed, auc in per_seed.items():
+                for task in ("median1", "median2"):
+                    out[f"{task}|{arm}|{seed}|100"] = _unit(auc, auc + 0.1)
+        return out
+
+    first = cache({"gegl": {0: 0.3, 1: 0.4}, "lstm_hc": {0: 0.5, 1: 0.5},
+                   "reinvent": {0: 0.2, 1: 0.2}})
+    first["penalized_logp_gegl|gegl|0|50"] = _unit(0, 0, top1=10.0)
+    this = cache({"gegl": {0: 0.6, 1: 0.6, 2: 0.9}, "lstm_hc": {0: 0.45, 1: 0.55},
+                  "reinvent": {0: 0.1}})
+    del this["median2|reinvent|0|100"]  # reinvent: no seed finished both tasks in this run
+    md, figs = bench.beside_table(this, first, ["median1", "median2"],
+                                  ["gegl", "lstm_hc", "reinvent"], [0, 1, 2], 100, 50)
+    assert set(figs) == {"gegl", "lstm_hc"}
+    g = figs["gegl"]
+    assert g["seeds"] == [0, 1]  # seed 2 ran in this run only: not paired
+    assert g["auc_top10_sum_first"] == pytest.approx([0.6, 0.8])
+    assert g["auc_top10_sum_this"] == pytest.approx([1.2, 1.2])
+    assert g["top10_mean_sum_this"] == pytest.approx([1.4, 1.4])
+    assert (g["rank_first"], g["rank_this"]) == (2, 1)
+    assert (figs["lstm_hc"]["rank_first"], figs["lstm_hc"]["rank_this"]) == (1, 2)
+    assert g["plogp_top1_first"] == [10.0] and g["plogp_top1_this"] == []
+    row = next(line for line in md.splitlines() if line.startswith("| gegl (seeds [0, 1])"))
+    assert "| 0.700 +- 0.141 | 1.200 +- 0.000 | +0.500 | 2 -> 1 |" in row
+    assert row.endswith("| 10.00 | - |")
+    assert bench.beside_table({}, first, ["median1"], ["gegl"], [0], 100) == ("", {})

@@ -36,7 +36,10 @@ per unit (``<out>/runs/<unit>.lock``, its pid) keeps two runners off the same un
 ``benchmarks/results/gegl_strong.{json,md}``, its cache ``gegl_strong_cache.json`` and its runs in
 ``runs/bench-gegl_strong-full/``; ``--bf16`` trains every apprentice arm with the opt-in bf16
 settings, ``selfsup.chem.optimize.BF16_SPEED_OVERRIDES``, recorded in the cache, which then refuses
-units of the other setting; a run folder is reused only with the same settings.)
+units of the other setting; a run folder is reused only with the same settings. Its report puts
+each arm beside the first prior's run, ``--beside benchmarks/results/gegl_cache.json`` by default:
+AUC and final top-10 sums over the tasks on the seeds both finished, and each arm's rank under
+each prior, so the prior's part in the ranking shows.)
 
     python benchmarks/gegl/run.py --verify               # re-run committed units, compare
 
@@ -376,6 +379,11 @@ def main() -> int:
                     help="full mode: the benchmark's name, gegl or gegl_<tag> (e.g. gegl_strong "
                     "for the run with the shipped prior): results benchmarks/results/<name>."
                     "{json,md}, unit cache <name>_cache.json, runs runs/bench-<name>-full")
+    ap.add_argument("--beside", default=None, metavar="CACHE",
+                    help="a unit cache of another run of this benchmark (e.g. the first prior's "
+                    "benchmarks/results/gegl_cache.json) whose arms the report puts beside "
+                    "this run's (sums over the tasks, ranks); default: that file for a full "
+                    "run named gegl_<tag>, none otherwise")
     ap.add_argument("--bf16", action="store_true",
                     help="every apprentice arm with its opt-in bf16 speed settings "
                     "(selfsup.chem.optimize.BF16_SPEED_OVERRIDES); a cache holds units of one "
@@ -475,6 +483,27 @@ def main() -> int:
     extra = {"tasks": tasks, "arms": arms, "seeds": seeds, "budget": budget,
              "plogp_budget": plogp_budget, "prior": prior, "missing_units": missing,
              "cache": str(cache_path), "speed": cache.get("speed", "fp32")}
+    beside = args.beside or (str(RESULTS / "gegl_cache.json") if committed and name != "gegl"
+                             else None)
+    if beside:
+        first = load_json(Path(beside))
+        if not first:
+            raise SystemExit(f"--beside {beside}: no such unit cache (a <name>_cache.json of "
+                             "this benchmark)")
+        table, figures = beside_table(cache, first, tasks, arms, seeds, budget,
+                                      plogp_budget if plogp_budget else 0)
+        fp = first.get("prior", {})
+        notes += ("\n\n## Beside another prior's run\n\n"
+                  f"The same tasks, seeds and budget with the prior of `{beside}` (first "
+                  f"prior: `{fp.get('path', '?')}`, {fp.get('size') or '2 x 256'}, validity "
+                  f"{_fmt(fp.get('validity'))}; this run's: `{prior.get('path', '?')}`, "
+                  f"{prior.get('size') or '?'}, validity {_fmt(prior.get('validity'))}), arms "
+                  "that finished every task on some seed in both; sums over the tasks, mean "
+                  "+- std over those seeds; rank by the mean AUC sum among these arms "
+                  "(1 = best). The first run's speed setting: "
+                  f"{first.get('speed', 'fp32')}; this run's: {cache.get('speed', 'fp32')}."
+                  + (f"\n\n{table}" if table else "\n\nNo arm has finished in both yet."))
+        extra["beside"] = {"cache": beside, "prior": fp, "arms": figures}
     jp, mp = write_results(name, mode, command, started, time.perf_counter() - t0, rows,
                            out if args.out or args.quick else None, notes, extra)
     print(f"wrote {jp} and {mp}" + (f" ({len(missing)} units missing)" if missing else ""))
@@ -489,6 +518,60 @@ def _pm(vals: list[float], digits: int = 3) -> str:
     if len(vals) == 1:
         return f"{m:.{digits}f}"
     return f"{m:.{digits}f} +- {statistics.stdev(vals):.{digits}f}"
+
+
+def seed_sums(cache: dict, tasks: list[str], arm: str, seeds: list[int], budget: int,
+              metric: str) -> list[float]:
+    """Per seed, the sum over ``tasks`` of the arm's ``metric``: only seeds where every task
+    finished."""
+    full = [s for s in seeds if all(unit_key(t, arm, s, budget) in cache for t in tasks)]
+    return [sum(cache[unit_key(t, arm, s, budget)][metric] for t in tasks) for s in full]
+
+
+def beside_table(cache: dict, first: dict, tasks: list[str], arms: list[str], seeds: list[int],
+                 budget: int, plogp_budget: int = 0) -> tuple[str, dict]:
+    """This run's arms beside the same arms of another cache (``first``: the first prior's
+    benchmark), so the prior's part in the ranking shows: per arm the AUC and final top-10 sums
+    over the tasks (mean +- std over the seeds where every task finished in both), the arms'
+    ranks by mean AUC sum under each prior (1 = best; among the arms complete in both), and the
+    penalized-logP top-1 (every seed each run has). Returns (Markdown, the same figures as a
+    dict)."""
+    import statistics
+
+    def paired(a: str) -> list[int]:  # seeds where every task finished in both runs
+        return [sd for sd in seeds if all(unit_key(t, a, sd, budget) in c for t in tasks
+                                          for c in (cache, first))]
+
+    both = [a for a in arms if tasks and paired(a)]
+    figures: dict[str, dict] = {}
+    for a in both:
+        f = figures[a] = {"seeds": paired(a)}
+        for tag, c in (("first", first), ("this", cache)):
+            for metric in ("auc_top10", "top10_mean"):
+                f[f"{metric}_sum_{tag}"] = seed_sums(c, tasks, a, f["seeds"], budget, metric)
+            f[f"plogp_top1_{tag}"] = [c[k]["top1"] for sd in seeds
+                                      if (k := unit_key(PLOGP, a, sd, plogp_budget)) in c]
+    for tag in ("first", "this"):
+        order = sorted(both, key=lambda a: -statistics.fmean(figures[a][f"auc_top10_sum_{tag}"]))
+        for i, a in enumerate(order):
+            figures[a][f"rank_{tag}"] = i + 1
+    if not both:
+        return "", {}
+    lines = ["| arm | AUC sum, first prior | AUC sum, this prior | change of the mean | rank "
+             "(first -> this) | top-10 sum, first | top-10 sum, this | penalized logP top-1, "
+             "first | this |", "|---" * 9 + "|"]
+    for a in both:
+        f = figures[a]
+        change = (statistics.fmean(f["auc_top10_sum_this"])
+                  - statistics.fmean(f["auc_top10_sum_first"]))
+        n = "" if len(f["seeds"]) == len(seeds) else f" (seeds {f['seeds']})"
+        lines.append(
+            f"| {a}{n} | {_pm(f['auc_top10_sum_first'])} | {_pm(f['auc_top10_sum_this'])} | "
+            f"{change:+.3f} | {f['rank_first']} -> {f['rank_this']} | "
+            f"{_pm(f['top10_mean_sum_first'])} | {_pm(f['top10_mean_sum_this'])} | "
+            f"{_pm(f['plogp_top1_first'], 2) if f['plogp_top1_first'] else '-'} | "
+            f"{_pm(f['plogp_top1_this'], 2) if f['plogp_top1_this'] else '-'} |")
+    return "\n".join(lines), figures
 
 
 def summary_table(cache: dict, tasks: list[str], arms: list[str], seeds: list[int], budget: int,
@@ -518,13 +601,10 @@ def summary_table(cache: dict, tasks: list[str], arms: list[str], seeds: list[in
                          f"({statistics.fmean(x['top10_mean'] for x in u):.3f}){note(len(u))}"
                          if u else "-")
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
-    def seed_sums(a: str, metric: str) -> list[float]:  # seeds where every task finished
-        full = [s for s in seeds if all(unit_key(t, a, s, budget) in cache for t in tasks)]
-        return [sum(cache[unit_key(t, a, s, budget)][metric] for t in tasks) for s in full]
-
     for label, metric, bold in (("sum over the tasks above", "auc_top10", "**"),
                                 ("top-10 mean at the end, sum over the tasks", "top10_mean", "")):
-        cells = [f"{bold}{_pm(v)}{bold}{note(len(v))}" if (v := seed_sums(a, metric)) else "-"
+        cells = [f"{bold}{_pm(v)}{bold}{note(len(v))}"
+                 if (v := seed_sums(cache, tasks, a, seeds, budget, metric)) else "-"
                  for a in arms]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     cells = []
@@ -578,7 +658,7 @@ def make_notes(tasks, arms, seeds, budget, plogp_budget, prior, missing, quick, 
         f"validation loss {_fmt(prior.get('val_loss'))}, {prior.get('n_params', '?')} parameters "
         f"({prior.get('size') or '2 x 256'} LSTM on "
         f"{_count(prior.get('n_train')) or '50k'} ZINC250k molecules). "
-        + ("Apprentice training in bfloat16 autocast with length groups (`--bf16`: "
+        + ("Apprentice training in bfloat16 autocast (`--bf16`: "
            + ", ".join(f"`{o}`" for o in speed_overrides(True)) + "). "
            if cache.get("speed") == "bf16" else "")
         + "PMO's published numbers used a REINVENT-style prior "
