@@ -573,11 +573,12 @@ def finish_invocation(cache: dict, cache_path: Path, invocation: dict, t0: float
 
 
 def run_planned(plan: list[tuple[str, object]], cache: dict, cache_path: Path, run_root: Path,
-                tag: str, describe, settle=None, stamp: bool = False) -> dict:
+                tag: str, describe, settle=None, stamp: bool = False, lock_name=None) -> dict:
     """The unit loop of the benchmarks. ``plan`` holds (key, run) pairs in their order; a key
     already in the cache (merged with the file on disk before each unit, so runners sharing it
     see each other's units) is skipped, and so is one whose lock a live runner holds
-    (:func:`claim_unit`). Otherwise ``run()`` gives the unit's entry, written to ``cache_path``
+    (:func:`claim_unit`; its lock is named ``lock_name(key)`` when given, e.g. for keys too long
+    for a file name). Otherwise ``run()`` gives the unit's entry, written to ``cache_path``
     at once; with ``stamp`` it gets the ``unit_seconds`` of ``run()`` (start-up included) and
     the process's ``provenance``. Prints
     ``tag i/n key`` before and ``describe(entry)`` after each unit. ``settle(cache)``, when
@@ -587,7 +588,7 @@ def run_planned(plan: list[tuple[str, object]], cache: dict, cache_path: Path, r
     for i, (key, run) in enumerate(plan):
         if key in (cache := settle(merge_cache(cache_path, cache))):
             continue
-        lock = claim_unit(run_root, key)
+        lock = claim_unit(run_root, lock_name(key) if lock_name else key)
         if lock is None:
             print(f"{tag}   another runner is on {key}; skipped here", flush=True)
             continue
@@ -667,6 +668,50 @@ def has_settings(cfg: dict, overrides: tuple[str, ...]) -> bool:
         if str(got) != value:
             return False
     return True
+
+
+def shipped_prior() -> tuple[Path, str]:
+    """The default prior of the chemistry benchmarks that run the shipped model: (its model.pt,
+    where it came from). The shipped strong prior when its hash is set in the catalog, else the
+    PMO benchmark's committed 2 x 256 prior."""
+    from selfsup.data.catalog import STRONG_PRIOR, STRONG_PRIOR_SHA256
+
+    if STRONG_PRIOR_SHA256:
+        from selfsup.data import fetch
+
+        return (fetch(STRONG_PRIOR) / "model.pt",
+                f"the shipped strong prior ({STRONG_PRIOR}, sha256 {STRONG_PRIOR_SHA256[:12]})")
+    return (RESULTS / "gegl_prior" / "model.pt",
+            "the 2 x 256 benchmark prior (the strong prior's hash is not set in "
+            "src/selfsup/data/catalog.py)")
+
+
+def prior_record(path: Path, source: str) -> dict:
+    """What a benchmark's cache records of the prior its apprentice arms start from: path (as
+    :func:`stored_path`), source, SHA-256, LSTM size, parameters, and the validity and steps of
+    its pretraining run when its results.json is beside it."""
+    import hashlib
+
+    from selfsup.chem.lstm import SmilesLSTM
+
+    model, _ = SmilesLSTM.load(path)
+    c = model.config
+    res = load_json(path.parent / "results.json")
+    return {"path": stored_path(path), "source": source,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "size": f"{c.n_layers} x {c.hidden_dim}",
+            "n_params": sum(p.numel() for p in model.parameters()),
+            "validity": res.get("validity"), "steps": res.get("steps")}
+
+
+def refuse_other_prior(cache: dict, cache_path: Path, prior: dict, has_units: bool) -> None:
+    """SystemExit naming the fix when ``cache`` holds units (``has_units``) made from another
+    prior than ``prior`` (by SHA-256); else record ``prior`` in it."""
+    old = cache.get("prior")
+    if old and old.get("sha256") and old.get("sha256") != prior["sha256"] and has_units:
+        raise SystemExit(f"{cache_path} holds units of the prior {old.get('path')} (sha256 "
+                         f"{old['sha256'][:12]}); pass that --prior or another --out")
+    cache["prior"] = prior
 
 
 def claim_speed_setting(cache: dict, cache_path: Path, bf16: bool, has_units: bool,

@@ -281,3 +281,29 @@ def test_unit_loop_settles_the_merged_cache_and_records_the_invocation(tmp_path)
     disk = json.loads(path.read_text())
     assert disk == done and disk["invocations"][0]["seconds"] >= 3
     assert disk["invocations"][0]["command"] == "python bench.py"
+
+
+def test_unit_loop_names_locks_as_asked(tmp_path):
+    path, root = tmp_path / "cache.json", tmp_path / "runs"
+    root.mkdir()
+    long_key = "0.4|gegl|0|2000|gegl|CC(=O)N/C=C/c1ccccc1"
+    (root / "m000.lock").write_text(str(os.getpid()))  # a live runner holds it by its lock name
+    out = common.run_planned([(long_key, lambda: {"x": 1.0})], {}, path, root, "[t]", str,
+                             lock_name={long_key: "m000"}.get)
+    assert long_key not in out  # skipped: its named lock is held
+    (root / "m000.lock").unlink()
+    out = common.run_planned([(long_key, lambda: {"x": 1.0})], {}, path, root, "[t]", str,
+                             lock_name={long_key: "m000"}.get)
+    assert out[long_key] == {"x": 1.0} and not list(root.glob("*.lock"))
+
+
+def test_a_cache_refuses_units_of_another_prior(tmp_path):
+    cache = {"prior": {"path": "a.pt", "sha256": "a" * 64}}
+    common.refuse_other_prior(cache, tmp_path / "c.json", {"path": "a.pt", "sha256": "a" * 64},
+                              has_units=True)
+    with pytest.raises(SystemExit, match="holds units of the prior a.pt .*pass that --prior"):
+        common.refuse_other_prior(cache, tmp_path / "c.json",
+                                  {"path": "b.pt", "sha256": "b" * 64}, has_units=True)
+    common.refuse_other_prior(cache, tmp_path / "c.json", {"path": "b.pt", "sha256": "b" * 64},
+                              has_units=False)  # no units yet: the new prior is recorded
+    assert cache["prior"]["path"] == "b.pt"

@@ -40,12 +40,14 @@ all 249,456 instead (a far more extreme set: its lowest 800 are the bottom 0.3%)
 
 Arms: ``gegl`` (library defaults: 100 + 100 per round, K = 100, 8 x 64 imitation steps; the
 paper's constrained run: 50 rounds of 1024 + 1024, K = 1024, 4 x 256) from ``--prior``, by
-default the prior of ``benchmarks/gegl/run.py``'s committed units
-(``benchmarks/results/gegl_prior/model.pt``, 2 x 256 LSTM, validity 0.69); ``graph_ga``
-(population 120, 70 offspring, mutation 0.067) from the reference alone.
+default the shipped strong prior (``smiles-lstm-zinc-strong``, 3 x 512, validity 0.964; the
+cache records its path and SHA-256 and refuses units of another prior), with ``--bf16`` its
+imitation forward under bfloat16 autocast (the cache records the setting, as the other GEGL
+benchmarks'); ``graph_ga`` (population 120, 70 offspring, mutation 0.067) from the reference
+alone.
 
     python benchmarks/gegl/constrained_plogp.py --quick     # minutes: 2 molecules, 150 calls
-    python benchmarks/gegl/constrained_plogp.py              # full: 50 molecules x 2 x 2
+    python benchmarks/gegl/constrained_plogp.py --bf16       # full: 50 molecules x 2 x 2
     python benchmarks/gegl/constrained_plogp.py --report     # results from the cache only
 
 Every finished (delta, arm, seed, molecule) unit is cached in ``<out>/constrained_plogp_cache.json``
@@ -80,19 +82,27 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import (  # noqa: E402
-    claim_unit,
+    claim_speed_setting,
+    finish_invocation,
+    has_settings,
     load_json,
     merge_cache,
     now,
+    prior_record,
+    refuse_other_prior,
     reuse_or_resume_optimize_run,
     row,
+    run_planned,
+    run_work_seconds,
+    shipped_prior,
+    speed_overrides,
+    start_invocation,
+    unit_wall,
     write_shared_results,
 )
-from selfsup.io import atomic_write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"
-DEFAULT_PRIOR = RESULTS / "gegl_prior" / "model.pt"  # benchmarks/gegl/run.py's committed prior
 NAME = "gegl_guacamol"  # the issue's one results file for GEGL's claims (rows and notes merged)
 SECTION = "constrained-plogp"  # this script's notes section there
 CACHE = "constrained_plogp_cache.json"
@@ -181,9 +191,10 @@ def summarise_run(records, ref: str, delta: float, form: str) -> dict:
 
 
 def run_unit(ref: str, delta: float, arm: str, seed: int, budget: int, form: str,
-             prior: str, run_root: Path, tag: str) -> dict:
+             prior: str, run_root: Path, tag: str, overrides: tuple[str, ...] = ()) -> dict:
     """One optimisation through ``selfsup.chem.optimize`` (replay-resumed if a killed one left
-    its run folder); returns its summary."""
+    its run folder of the same settings); returns its summary. ``overrides``: the speed
+    settings of the gegl arm (:func:`common.speed_overrides`)."""
     import yaml
 
     from selfsup.chem.optimize import optimize
@@ -201,23 +212,26 @@ def run_unit(ref: str, delta: float, arm: str, seed: int, budget: int, form: str
             continue
         cfg = yaml.safe_load((old / "config.yaml").read_text()) or {}
         if (cfg.get("objective") != objective or cfg.get("budget") != budget
-                or (arm != "graph_ga" and cfg.get("prior") != prior)):
+                or (arm != "graph_ga" and (cfg.get("prior") != prior
+                                           or not has_settings(cfg, overrides)))):
             continue
         found = reuse_or_resume_optimize_run(old, "[cplogp]  ")
         if found is not None:
             run_path, res, resumed = found
             break
     else:
-        overrides = [f"name={name}", f"run_root={run_root}", f"objective={objective}",
-                     f"optimizer={arm}", f"seed={seed}", f"budget={budget}", "n_jobs=1",
-                     f"start_pool={pool}", "start_pool_size=1",
-                     f"max_smiles_length={MAX_SMILES}"]
+        given = [f"name={name}", f"run_root={run_root}", f"objective={objective}",
+                 f"optimizer={arm}", f"seed={seed}", f"budget={budget}", "n_jobs=1",
+                 f"start_pool={pool}", "start_pool_size=1", f"max_smiles_length={MAX_SMILES}"]
         if arm != "graph_ga":
-            overrides.append(f"prior={prior}")
-        run, res = optimize(None, overrides)
+            given += [f"prior={prior}", *overrides]
+        run, res = optimize(None, given)
         run_path = run.path
     out = summarise_run(load_record(run_path / "oracle_calls.csv"), ref, delta, form)
-    out.update(wall_seconds=float(res.get("wall_seconds", math.nan)),
+    # a run resumed after a kill: the working time of all its processes (wall_seconds: the last)
+    work = (run_work_seconds(Path(run_path))
+            if load_json(Path(run_path) / "run.json").get("resumed") else None)
+    out.update(wall_seconds=float(res.get("wall_seconds", math.nan)), work_seconds=work,
                stopped=res.get("stopped"), run=str(run_path), resumed=resumed)
     return out
 
@@ -237,7 +251,7 @@ def aggregate(units: list[dict]) -> dict[str, float]:
         "improvement_std": statistics.stdev(imp) if len(imp) > 1 else 0.0,
         "success_rate": len(ok) / len(units),
         "mean_similarity": statistics.fmean(u["similarity"] for u in ok) if ok else math.nan,
-        "wall_seconds": sum(u["wall_seconds"] for u in units),
+        "wall_seconds": sum(unit_wall(u) for u in units),
         "mean_improvement_raw": statistics.fmean(raw),
         "improvement_raw_std": statistics.stdev(raw) if len(raw) > 1 else 0.0,
     }
@@ -321,9 +335,14 @@ def notes_text(args, refs, selection, prior, budget, form, missing, partial, cac
         "the same molecules' improvement in the raw form (the units of the JT-VAE and GCPN "
         "tables).",
         "",
-        f"Prior of the gegl arm: `{prior}` (the default of benchmarks/gegl/run.py's committed "
-        "units: 2 x 256 LSTM, validity 0.69); GEGL's paper used a 3 x 1024 LSTM pretrained on "
-        "ZINC.",
+        f"Prior of the gegl arm: {prior.get('source', '?')}, `{prior.get('path', '?')}` "
+        f"({prior.get('size', '?')} LSTM, {prior.get('n_params', '?')} parameters"
+        + (f", sha256 {prior['sha256'][:12]}" if prior.get("sha256")
+           and prior["sha256"][:12] not in str(prior.get("source")) else "") + ")"
+        + (" with bfloat16 autocast of its imitation forward (`--bf16`: "
+           + ", ".join(f"`{o}`" for o in speed_overrides(True) if o.startswith("gegl.")) + ")"
+           if cache.get("speed") == "bf16" else "")
+        + "; GEGL's paper used a 3 x 1024 LSTM pretrained on ZINC.",
         "",
         "Paper rows: GEGL's constrained table (Table 1(b), mean improvement +- std and success "
         "for delta 0.4 and 0.6, with JT-VAE, GCPN and other rows) was not found in the sources "
@@ -360,7 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--form", choices=tuple(OBJECTIVES), default="gegl",
                     help="penalized-logP form optimised (default gegl: GEGL's normalised form)")
     ap.add_argument("--prior", default=None,
-                    help=f"model.pt of the gegl arm (default {DEFAULT_PRIOR.relative_to(REPO)})")
+                    help="model.pt of the gegl arm (default: the shipped strong prior, "
+                    "smiles-lstm-zinc-strong)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="the gegl arm with its opt-in bf16 speed settings "
+                    "(selfsup.chem.optimize.BF16_SPEED_OVERRIDES); a cache holds units of one "
+                    "setting")
     ap.add_argument("--split-size", type=int, default=5000,
                     help="stand-in test split drawn from ZINC250k (0: all of it)")
     ap.add_argument("--n-lowest", type=int, default=800)
@@ -381,10 +405,6 @@ def main(argv: list[str] | None = None) -> int:
     args.arms = list(args.arms or ARMS)
     seeds = args.seeds or [0]
     budget = args.budget or (150 if args.quick else DEFAULT_BUDGET)
-    prior_path = Path(args.prior) if args.prior else DEFAULT_PRIOR
-    if "gegl" in args.arms and not prior_path.is_file():
-        raise SystemExit(f"prior {prior_path} not found; pass --prior RUN/model.pt")
-    prior = str(prior_path.resolve())
     out = Path(args.out) if args.out else (
         REPO / "runs" / f"bench-constrained-plogp-quick-{time.strftime('%Y%m%d-%H%M%S')}"
         if args.quick else REPO / "runs" / "bench-constrained-plogp-full")
@@ -407,44 +427,37 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[cplogp] {n} reference molecules selected in {selection['seconds']:.0f}s "
           f"(scores {chosen[0][1]:.2f} .. {chosen[-1][1]:.2f})", flush=True)
     cache = load_json(cache_path)
-    if not args.report:
-        invocation = {"started": started, "command": "python " + " ".join(sys.argv),
-                      "seconds": None}
-        cache = merge_cache(cache_path, {**cache, "invocations": [
-            *cache.get("invocations", []), invocation]})
-        atomic_write_json(cache_path, cache)
+    if args.report:
+        prior = cache.get("prior", {})
+    else:
+        prior_path, source = ((Path(args.prior).resolve(), "given (--prior)") if args.prior
+                              else shipped_prior())
+        if "gegl" in args.arms and not prior_path.is_file():
+            raise SystemExit(f"prior {prior_path} not found; pass --prior RUN/model.pt")
+        cache = merge_cache(cache_path, cache)
+        has_units = any(k.count("|") == 5 and k.split("|")[1] == "gegl" for k in cache)
+        if "gegl" in args.arms:
+            refuse_other_prior(cache, cache_path, prior_record(prior_path, source), has_units)
+            claim_speed_setting(cache, cache_path, args.bf16, has_units)
+        prior = cache.get("prior", {})
+        invocation = start_invocation(cache, cache_path, started, "python " + " ".join(sys.argv))
+        overrides = speed_overrides(args.bf16)
         units = [(s, d, a, i, r) for s in seeds for d in args.deltas for i, r in enumerate(refs)
                  for a in args.arms]
-        for j, (seed, d, arm, i, ref) in enumerate(units):
+        plan, locks = [], {}
+        for seed, d, arm, i, ref in units:
             key = unit_key(d, arm, seed, budget, args.form, ref)
-            if key in cache or key in (cache := merge_cache(cache_path, cache)):
-                continue
             tag = f"m{i:03d}-{args.select_seed}-{args.split_size}"
-            lock = claim_unit(run_root, f"cplogp-{tag}-{d:g}-{arm}-{seed}-{budget}-{args.form}")
-            if lock is None:
-                print(f"[cplogp] {j + 1}/{len(units)} held by another runner; skipped", flush=True)
-                continue
-            print(f"[cplogp] {j + 1}/{len(units)} delta {d:g} {arm} seed {seed} molecule {i} "
-                  f"{ref}", flush=True)
-            t_unit = time.perf_counter()
-            try:
-                unit = run_unit(ref, d, arm, seed, budget, args.form, prior, run_root, tag)
-            finally:
-                lock.unlink(missing_ok=True)
-            from selfsup.provenance import provenance
-
-            unit.update(unit_seconds=round(time.perf_counter() - t_unit, 1),
-                        provenance=provenance())
-            print(f"[cplogp]   improvement {unit['improvement']:.3f} (raw "
-                  f"{unit['improvement_raw']:.3f}) sim {unit['similarity']:.3f} "
-                  f"calls {unit['n_calls']} {unit['wall_seconds']:.0f}s "
-                  f"({unit['unit_seconds']:.0f}s with start-up)", flush=True)
-            cache = merge_cache(cache_path, {**cache, key: unit})
-            atomic_write_json(cache_path, cache)
-        invocation["seconds"] = round(time.perf_counter() - t0, 1)
-        cache = merge_cache(cache_path, {**cache, "invocations": [
-            i for i in cache.get("invocations", []) if i["started"] != started] + [invocation]})
-        atomic_write_json(cache_path, cache)
+            locks[key] = f"cplogp-{tag}-{d:g}-{arm}-{seed}-{budget}-{args.form}"
+            plan.append((key, lambda r=ref, d=d, a=arm, sd=seed, t=tag: run_unit(
+                r, d, a, sd, budget, args.form, str(prior_path), run_root, t, overrides)))
+        cache = run_planned(
+            plan, cache, cache_path, run_root, "[cplogp]", stamp=True, lock_name=locks.get,
+            describe=lambda u: (f"improvement {u['improvement']:.3f} (raw "
+                                f"{u['improvement_raw']:.3f}) sim {u['similarity']:.3f} calls "
+                                f"{u['n_calls']} {u['wall_seconds']:.0f}s "
+                                f"({u['unit_seconds']:.0f}s with start-up)"))
+        cache = finish_invocation(cache, cache_path, invocation, t0)
 
     rows, missing, partial = build_rows(cache, refs, args.deltas, args.arms, seeds, budget,
                                         args.form)

@@ -525,36 +525,6 @@ def run_unit(task: str, arm: str, seed: int, budget: int, prior: str | None, run
 
 
 # ------------------------------------------------------------------------------------ prior
-def default_prior() -> tuple[Path, str]:
-    """The shipped strong prior when its hash is set in the catalog, else the benchmark's."""
-    from selfsup.data.catalog import STRONG_PRIOR, STRONG_PRIOR_SHA256
-
-    if STRONG_PRIOR_SHA256:
-        from selfsup.data import fetch
-
-        return (fetch(STRONG_PRIOR) / "model.pt",
-                f"the shipped strong prior ({STRONG_PRIOR}, sha256 {STRONG_PRIOR_SHA256[:12]})")
-    return (ROOT / "benchmarks/results/gegl_prior/model.pt",
-            "the 2 x 256 benchmark prior (the strong prior's hash is not set in "
-            "src/selfsup/data/catalog.py)")
-
-
-def prior_info(path: Path, source: str) -> dict:
-    import hashlib
-
-    from common import load_json, stored_path
-    from selfsup.chem.lstm import SmilesLSTM
-
-    model, _ = SmilesLSTM.load(path)
-    c = model.config
-    res = load_json(path.parent / "results.json")
-    return {"path": stored_path(path), "source": source,
-            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "size": f"{c.n_layers} x {c.hidden_dim}",
-            "n_params": sum(p.numel() for p in model.parameters()),
-            "validity": res.get("validity"), "steps": res.get("steps")}
-
-
 # ------------------------------------------------------------------------------------ rows
 def build_rows(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
                budget: int) -> tuple[list[dict], list[str]]:
@@ -793,7 +763,10 @@ def main(argv: list[str] | None = None) -> int:
         load_json,
         merge_cache,
         now,
+        prior_record,
+        refuse_other_prior,
         run_planned,
+        shipped_prior,
         speed_overrides,
         start_invocation,
         write_shared_results,
@@ -825,17 +798,12 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"no GuacaMol venv at {args.guacamol_python}; build it with "
                              "benchmarks/peers/make_guacamol_venv.sh (or pass --guacamol-python)")
         path, source = ((Path(args.prior).resolve(), "given (--prior)") if args.prior
-                        else default_prior())
+                        else shipped_prior())
         if not path.is_file():
             raise SystemExit(f"prior {path}: no such file (a model.pt of selfsup chem pretrain)")
-        prior = prior_info(path, source)
+        prior = prior_record(path, source)
         cache = settle(merge_cache(cache_path, cache))
-        old = cache.get("prior")
-        if old and old.get("sha256") != prior["sha256"] and any(
-                k.count("|") == 3 for k in cache):
-            raise SystemExit(f"{cache_path} holds units of the prior {old['path']} (sha256 "
-                             f"{old['sha256'][:12]}); pass that --prior or another --out")
-        cache["prior"] = prior
+        refuse_other_prior(cache, cache_path, prior, any(k.count("|") == 3 for k in cache))
         claim_speed_setting(cache, cache_path, args.bf16,
                             any(k.count("|") == 3 for k in cache))
         invocation = start_invocation(cache, cache_path, started, command)
