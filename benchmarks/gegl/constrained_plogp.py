@@ -59,14 +59,11 @@ way is replay-resumed from its run folder). Full mode writes
 results file, issue 24); quick mode writes everything into its run folder.
 
 Projected cost of the full run (50 molecules x 2 deltas x 2 arms = 200 units, default budget
-2,000 calls per molecule), from two sizing pilots of 2026-12-06 on one core at nice 15 beside
-the background jobs (load average about 6 on 2 cores), 3 molecules each, both arms:
-``--n 3 --deltas 0.6 --budget 1000``: gegl 34.5-38.1 s a unit (mean 36.7), graph_ga 2.0-4.3 s
-(mean 3.2), start-up (loading, selection) about 15 s a run; ``--n 3 --deltas 0.4 --budget 500``:
-gegl 16.2-55.5 s (mean 30.1), graph_ga 1.9-34.6 s (mean 12.9; the two slow units overlapped a
-test run of mine). Scaled linearly in calls to 2,000: (73 + 6) s x 100 molecule-delta pairs =
-about 2.2 h at the cleaner pilot's rates, 4.8 h at the first pilot's means; plan for 2-3 h.
-The cost grows about linearly with ``--budget`` and ``--n``.
+2,000 calls per molecule), from a sizing pilot of 2026-12-07 with the shipped prior and
+``--bf16`` (``--n 3 --bf16 --out ...``: 3 molecules, both deltas, both arms, on one core shared
+three ways with two benchmark runners): gegl 130-167 s a unit (mean 146), graph_ga 5-7 s, so
+about 4.2 h in all at that load, nearer 3 h on a core of its own. The cost grows about linearly
+with ``--budget`` and ``--n``.
 """
 
 from __future__ import annotations
@@ -112,9 +109,10 @@ MAX_SMILES = 120  # GEGL's run_gegl_constrained.py --max_smiles_length
 OBJECTIVES = {"gegl": "constrained_penalized_logp_gegl", "raw": "constrained_penalized_logp"}
 # from the sizing pilots (module docstring): what the notes of a results file repeat
 PROJECTION = ("Projected full-mode cost (default budget 2,000 calls, 50 molecules x 2 deltas x 2 "
-              "arms), from the sizing pilots of 2026-12-06 at nice 15 beside other jobs: gegl "
-              "about 37 s and graph_ga about 3 s per 1,000 calls and molecule, so about 2.2 h in "
-              "all (4.8 h at the slower first pilot's means).")
+              "arms), from the sizing pilot of 2026-12-07 with the shipped 3 x 512 prior and "
+              "--bf16 (3 molecules, both deltas, one core shared three ways with two other "
+              "benchmark runners): gegl 130 to 167 s a unit (mean 146), graph_ga 5 to 7 s, so "
+              "about 4.2 h in all at that load, nearer 3 h on a core of its own.")
 DEFAULT_BUDGET = 2000
 
 # What the GEGL paper reports for this task. Not found in the sources reachable here (the
