@@ -77,6 +77,7 @@ from common import (  # noqa: E402
     select_cheapest,
     speed_overrides,
     start_invocation,
+    stored_path,
     unit_wall,
     verify_folder,
     write_results,
@@ -124,13 +125,6 @@ def budget_label(n: int) -> str:
 
 
 # ------------------------------------------------------------------------------------ prior
-def _stored(path: Path) -> str:
-    """A path as the cache stores it: relative to the repository when inside it (the committed
-    cache then holds on any checkout), absolute otherwise."""
-    path = Path(path).resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-
-
 def _resolved(path: str) -> Path:
     return Path(path) if Path(path).is_absolute() else REPO / path
 
@@ -147,18 +141,21 @@ def _commit_prior(info: dict) -> dict:
             tmp = COMMITTED_PRIOR / f".{name}.tmp"
             shutil.copyfile(src / name, tmp)
             tmp.replace(COMMITTED_PRIOR / name)
-    return {**info, "path": _stored(COMMITTED_PRIOR / "model.pt"),
+    return {**info, "path": stored_path(COMMITTED_PRIOR / "model.pt"),
             "pretrained_in": info["path"]}
 
 
 def _prior_info(model_path: Path, source: str) -> dict:
+    import hashlib
+
     import yaml
 
     res = load_json(model_path.parent / "results.json")
     cfg_file = model_path.parent / "config.yaml"
     model = (yaml.safe_load(cfg_file.read_text()) or {}).get("model", {}) if cfg_file.is_file() \
         else {}
-    return {"path": _stored(model_path), "source": source,
+    return {"path": stored_path(model_path), "source": source,
+            "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
             "validity": res.get("validity"), "n_samples": res.get("n_samples"),
             "val_loss": res.get("val_loss"), "steps": res.get("steps"),
             "n_params": res.get("n_params"), "n_train": res.get("n_train"),
