@@ -580,10 +580,9 @@ def run_planned(plan: list[tuple[str, object]], cache: dict, cache_path: Path, r
     (:func:`claim_unit`; its lock is named ``lock_name(key)`` when given, e.g. for keys too long
     for a file name). Otherwise ``run()`` gives the unit's entry, written to ``cache_path``
     at once; with ``stamp`` it gets the ``unit_seconds`` of ``run()`` (start-up included) and
-    the process's ``provenance``. Prints
-    ``tag i/n key`` before and ``describe(entry)`` after each unit. ``settle(cache)``, when
-    given, is applied after every merge (e.g. to set aside units of other settings, which then
-    run again). Returns the cache."""
+    the process's ``provenance``. Prints ``tag i/n key`` before and ``describe(entry)`` after
+    each unit. ``settle(cache)``, when given, is applied after every merge (e.g. to set aside
+    units of other settings, which then run again). Returns the cache."""
     settle = settle or (lambda c: c)
     for i, (key, run) in enumerate(plan):
         if key in (cache := settle(merge_cache(cache_path, cache))):
