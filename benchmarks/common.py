@@ -732,6 +732,15 @@ def unit_wall(u: dict) -> float:
     return u["work_seconds"] if u.get("work_seconds") is not None else u["wall_seconds"]
 
 
+def resumed_work_seconds(run_path: Path) -> float | None:
+    """:func:`run_work_seconds` of a run resumed after a kill (run.json lists ``resumed``
+    times), else None: a benchmark unit's ``work_seconds``, which :func:`unit_wall` prefers to
+    the results' ``wall_seconds`` (its last process's)."""
+    if not load_json(Path(run_path) / "run.json").get("resumed"):
+        return None
+    return run_work_seconds(Path(run_path))
+
+
 def run_work_seconds(run_path: Path) -> float | None:
     """Seconds the processes of a run worked, killed ones included: for each process (the run's
     start and each ``resumed`` time in run.json) the time from its start to its last line in

@@ -87,10 +87,10 @@ from common import (  # noqa: E402
     now,
     prior_record,
     refuse_other_prior,
+    resumed_work_seconds,
     reuse_or_resume_optimize_run,
     row,
     run_planned,
-    run_work_seconds,
     shipped_prior,
     speed_overrides,
     start_invocation,
@@ -226,10 +226,8 @@ def run_unit(ref: str, delta: float, arm: str, seed: int, budget: int, form: str
         run, res = optimize(None, given)
         run_path = run.path
     out = summarise_run(load_record(run_path / "oracle_calls.csv"), ref, delta, form)
-    # a run resumed after a kill: the working time of all its processes (wall_seconds: the last)
-    work = (run_work_seconds(Path(run_path))
-            if load_json(Path(run_path) / "run.json").get("resumed") else None)
-    out.update(wall_seconds=float(res.get("wall_seconds", math.nan)), work_seconds=work,
+    out.update(wall_seconds=float(res.get("wall_seconds", math.nan)),
+               work_seconds=resumed_work_seconds(Path(run_path)),
                stopped=res.get("stopped"), run=str(run_path), resumed=resumed)
     return out
 

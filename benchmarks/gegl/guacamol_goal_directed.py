@@ -427,7 +427,7 @@ def generate(scoring_function, number_molecules: int, starting_population: list[
     ``budget`` unique calls; resumes a killed run of the same config, reuses a finished one.
     Returns the best ``number_molecules`` molecules (one per stereo-free molecule, best first;
     fewer if the run found fewer) and a summary of the run."""
-    from common import load_json, reuse_or_resume_optimize_run, run_work_seconds
+    from common import resumed_work_seconds, reuse_or_resume_optimize_run
     from selfsup.chem.objectives import register_objective, unregister_objective
     from selfsup.chem.optimize import optimize
     from selfsup.chem.optimize.generator import as_function_objective
@@ -474,9 +474,7 @@ def generate(scoring_function, number_molecules: int, starting_population: list[
     summary.update(run=str(run_path), resumed=resumed, reused=reused, n_ranked=len(ranked),
                    # a run resumed after a kill: its processes' working time (the results'
                    # wall_seconds are its last process's)
-                   work_seconds=(run_work_seconds(Path(run_path))
-                                 if load_json(Path(run_path) / "run.json").get("resumed")
-                                 else None),
+                   work_seconds=resumed_work_seconds(Path(run_path)),
                    n_returned=len(molecules),
                    optimiser_cpu_seconds=round(time.process_time() - cpu0, 1))
     return molecules, summary

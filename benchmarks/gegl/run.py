@@ -71,9 +71,9 @@ from common import (  # noqa: E402
     merge_cache,
     now,
     provenance_census,
+    resumed_work_seconds,
     row,
     run_planned,
-    run_work_seconds,
     select_cheapest,
     speed_overrides,
     start_invocation,
@@ -211,8 +211,7 @@ def _summary(res: dict, run_path: Path, resumed: bool, reused: bool = False) -> 
     out = {k: res[k] for k in keys if k in res}
     out.update(top3_mean=sum(top) / len(top) if top else float("nan"), run=str(run_path),
                resumed=resumed, reused=reused,
-               work_seconds=(run_work_seconds(run_path)
-                             if load_json(run_path / "run.json").get("resumed") else None))
+               work_seconds=resumed_work_seconds(run_path))
     return out
 
 
@@ -535,14 +534,15 @@ def beside_table(cache: dict, first: dict, tasks: list[str], arms: list[str], se
     dict)."""
     import statistics
 
-    def paired(a: str) -> list[int]:  # seeds where every task finished in both runs
-        return [sd for sd in seeds if all(unit_key(t, a, sd, budget) in c for t in tasks
-                                          for c in (cache, first))]
-
-    both = [a for a in arms if tasks and paired(a)]
+    paired = {a: [sd for sd in seeds if tasks and all(
+        unit_key(t, a, sd, budget) in c for t in tasks for c in (cache, first))]
+        for a in arms}  # seeds where every task finished in both runs
+    both = [a for a in arms if paired[a]]
+    if not both:
+        return "", {}
     figures: dict[str, dict] = {}
     for a in both:
-        f = figures[a] = {"seeds": paired(a)}
+        f = figures[a] = {"seeds": paired[a]}
         for tag, c in (("first", first), ("this", cache)):
             for metric in ("auc_top10", "top10_mean"):
                 f[f"{metric}_sum_{tag}"] = seed_sums(c, tasks, a, f["seeds"], budget, metric)
@@ -552,8 +552,6 @@ def beside_table(cache: dict, first: dict, tasks: list[str], arms: list[str], se
         order = sorted(both, key=lambda a: -statistics.fmean(figures[a][f"auc_top10_sum_{tag}"]))
         for i, a in enumerate(order):
             figures[a][f"rank_{tag}"] = i + 1
-    if not both:
-        return "", {}
     lines = ["| arm | AUC sum, first prior | AUC sum, this prior | change of the mean | rank "
              "(first -> this) | top-10 sum, first | top-10 sum, this | penalized logP top-1, "
              "first | this |", "|---" * 9 + "|"]
