@@ -168,3 +168,27 @@ def test_aggregate_and_rows(bench):
     got = {r["metric"]: r["mean"] for r in rows}
     assert got["mean_improvement"] == 1.0 and got["success_rate"] == 0.5
     assert len(missing) == 2 and not partial  # delta 0.6 not run
+
+
+def test_notes_time_and_provenance_census(bench):
+    """The notes time the finished units of this selection and say which CPUs they ran on."""
+    import argparse
+
+    def unit(cpu):
+        return {"improvement": 1.0, "improvement_raw": 1.0, "success": True, "similarity": 0.5,
+                "wall_seconds": 10.0, "unit_seconds": 12.0,
+                "provenance": {"torch": "2.x", "torch_cpu_capability": "AVX512",
+                               "cpu_model": "CPU", "cpu_id": cpu, "torch_threads": 1}}
+    cache = {bench.unit_key(0.4, "gegl", 0, 100, "gegl", "A"): unit("25/17/1"),
+             bench.unit_key(0.4, "gegl", 0, 100, "gegl", "B"): unit("26/2/1"),
+             bench.unit_key(0.4, "gegl", 0, 100, "gegl", "C"): unit("26/2/1")}  # not selected
+    rows, missing, partial = bench.build_rows(cache, ["A", "B"], [0.4], ["gegl"], [0], 100,
+                                              "gegl")
+    selection = {"n_lowest": 800, "split_size": 5000, "seed": 0, "lowest": -9.0,
+                 "highest": -2.0}
+    text = bench.notes_text(argparse.Namespace(deltas=[0.4], arms=["gegl"]), ["A", "B"],
+                            selection, {"source": "test prior"}, 100, "gegl", missing, partial,
+                            cache, rows)
+    assert "Time: 2 finished units took 0.01 h in all, 12 s a unit with start-up." in text
+    assert ("Units by provenance: 1 torch 2.x (AVX512 kernels) on CPU [25/17/1], 1 thread(s); "
+            "1 torch 2.x (AVX512 kernels) on CPU [26/2/1], 1 thread(s).") in text

@@ -270,6 +270,16 @@ def test_notes_put_published_scores_beside_ours(bench):
     text = bench.notes_text(full, ["median1"], ["gegl"], [0, 1], 1000, {}, [], quick=False)
     assert "count the ranking of the answer only" in text
     assert text.count("median1|gegl|0|1000") == 1
+    # units that ran on two CPUs: the census says so, as their times do not compare
+    assert "Units by provenance: 2 without provenance" in text and "one CPU" not in text
+    for seed, cpu in ((0, "25/17/1"), (1, "26/2/1")):
+        full[bench.unit_key("median1", "gegl", seed, 1000)]["provenance"] = {
+            "torch": "2.x", "torch_cpu_capability": "AVX512", "cpu_model": "CPU",
+            "cpu_id": cpu, "torch_threads": 1}
+    text = bench.notes_text(full, ["median1"], ["gegl"], [0, 1], 1000, {}, [], quick=False)
+    assert ("Units by provenance: 1 torch 2.x (AVX512 kernels) on CPU [25/17/1], 1 thread(s); "
+            "1 torch 2.x (AVX512 kernels) on CPU [26/2/1], 1 thread(s). Their times are "
+            "comparable only within one CPU.") in text
 
 
 def test_register_objective_for_this_process():

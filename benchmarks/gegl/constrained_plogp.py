@@ -86,6 +86,7 @@ from common import (  # noqa: E402
     merge_cache,
     now,
     prior_record,
+    provenance_census,
     refuse_other_prior,
     resumed_work_seconds,
     reuse_or_resume_optimize_run,
@@ -306,9 +307,9 @@ def paper_table(rows: list[dict], deltas, arms) -> str:
 
 
 def notes_text(args, refs, selection, prior, budget, form, missing, partial, cache, rows) -> str:
-    unit_s = [u["unit_seconds"] for k, u in cache.items() if isinstance(u, dict)
-              and "unit_seconds" in u and k.count("|") == 5 and k.split("|")[5] in refs
-              and int(k.split("|")[3]) == budget]
+    units = [u for k, u in cache.items() if isinstance(u, dict) and k.count("|") == 5
+             and k.split("|")[5] in refs and int(k.split("|")[3]) == budget]
+    unit_s = [u["unit_seconds"] for u in units if "unit_seconds" in u]
     lines = [
         f"Reference molecules: {len(refs)} of the {selection['n_lowest']} lowest (GEGL's "
         f"normalised cycle-basis penalized logP) of a seeded stand-in test split of "
@@ -351,6 +352,8 @@ def notes_text(args, refs, selection, prior, budget, form, missing, partial, cac
     if unit_s:
         lines += ["", f"Time: {len(unit_s)} finished units took {sum(unit_s) / 3600:.2f} h in "
                   f"all, {statistics.fmean(unit_s):.0f} s a unit with start-up."]
+    if census := provenance_census(units):
+        lines.append(census)
     if PROJECTION:
         lines += ["", PROJECTION]
     if partial:

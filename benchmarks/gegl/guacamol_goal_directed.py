@@ -601,7 +601,7 @@ def notes_text(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
                prior: dict, missing: list[str], quick: bool) -> str:
     """The Markdown of the goal-directed section: the task x arm table of GuacaMol's scores
     beside the paper's, then what was run."""
-    from common import speed_overrides, unit_wall
+    from common import provenance_census, speed_overrides, unit_wall
 
     paper_arms = [a for a in PAPER_ARMS if any(a in v for v in PAPER.values())]
     head = ["task", *arms] + [f"published {a}" for a in paper_arms]
@@ -710,6 +710,12 @@ def notes_text(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
             lines.append("Units taken from a run folder that had finished before (its cache "
                          "entry lost): their CPU seconds count the ranking of the answer only, "
                          f"so the CPU figure leaves them out too: {', '.join(reused)}.")
+        done = [cache[k] for t in tasks for a in arms for s in seeds
+                if (k := unit_key(t, a, s, budget)) in cache]
+        cpus = {(p.get("cpu_model"), p.get("cpu_id")) for u in done if (p := u.get("provenance"))}
+        if census := provenance_census(done):
+            lines.append(census + (" Their times are comparable only within one CPU."
+                                   if len(cpus) > 1 else ""))
     if quick:
         lines += ["", f"Quick mode: {len(tasks)} tasks, {budget} calls, {len(seeds)} seed(s); "
                   "a smoke test of the harness, not a result."]
