@@ -437,6 +437,7 @@ def main() -> int:
     if args.report:
         prior = cache.get("prior") or ({"path": args.prior} if args.prior else {})
     else:
+        print(f"[gegl bench] run folder {out}; unit cache {cache_path}", flush=True)
         t_prior = time.perf_counter()
         before = cache.get("prior", {}).get("path")
         prior = ensure_prior(out, args.prior, steps, args.threads, cache)
