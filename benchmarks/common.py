@@ -260,18 +260,23 @@ def verify_folder(out: str | None, name: str) -> Path:
 
 def provenance_census(units) -> str:
     """One sentence for a results file's notes: how many cached units ran on which torch build,
-    CPU kernels, CPU and thread count (their recorded provenance), and how many recorded none."""
+    CPU kernels, CPU and thread count (their recorded provenance), and how many recorded none;
+    when they ran on more than one CPU, that their times compare only within one."""
     counts: dict[str, int] = {}
+    cpus = set()
     for u in units:
         p = u.get("provenance") if isinstance(u, dict) else None
+        if p:
+            cpus.add((p.get("cpu_model"), p.get("cpu_id")))
         label = ("without provenance (finished before units recorded it)" if not p else
                  f"torch {p.get('torch')} ({p.get('torch_cpu_capability')} kernels) on "
                  f"{p.get('cpu_model')} [{p.get('cpu_id')}], {p.get('torch_threads')} thread(s)")
         counts[label] = counts.get(label, 0) + 1
     if not counts:
         return ""
-    return "Units by provenance: " + "; ".join(
+    return ("Units by provenance: " + "; ".join(
         f"{n} {label}" for label, n in sorted(counts.items(), key=lambda kv: -kv[1])) + "."
+        + (" Their times are comparable only within one CPU." if len(cpus) > 1 else ""))
 
 
 def claim_unit(run_root: Path, key: str) -> Path | None:

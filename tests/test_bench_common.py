@@ -307,3 +307,18 @@ def test_a_cache_refuses_units_of_another_prior(tmp_path):
     common.refuse_other_prior(cache, tmp_path / "c.json", {"path": "b.pt", "sha256": "b" * 64},
                               has_units=False)  # no units yet: the new prior is recorded
     assert cache["prior"]["path"] == "b.pt"
+
+
+def test_provenance_census_counts_and_flags_mixed_cpus():
+    def unit(cpu, threads=1):
+        return {"provenance": {"torch": "2.x", "torch_cpu_capability": "AVX512",
+                               "cpu_model": "CPU", "cpu_id": cpu, "torch_threads": threads}}
+    assert common.provenance_census([]) == ""
+    one_cpu = common.provenance_census([unit("1/2/3"), unit("1/2/3", 2), {"score": 1.0}])
+    assert one_cpu == ("Units by provenance: 1 torch 2.x (AVX512 kernels) on CPU [1/2/3], "
+                       "1 thread(s); 1 torch 2.x (AVX512 kernels) on CPU [1/2/3], 2 thread(s); "
+                       "1 without provenance (finished before units recorded it).")
+    two_cpus = common.provenance_census([unit("1/2/3"), unit("1/2/3"), unit("4/5/6")])
+    assert two_cpus == ("Units by provenance: 2 torch 2.x (AVX512 kernels) on CPU [1/2/3], "
+                        "1 thread(s); 1 torch 2.x (AVX512 kernels) on CPU [4/5/6], 1 thread(s). "
+                        "Their times are comparable only within one CPU.")

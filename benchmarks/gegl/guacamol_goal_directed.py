@@ -710,12 +710,9 @@ def notes_text(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
             lines.append("Units taken from a run folder that had finished before (its cache "
                          "entry lost): their CPU seconds count the ranking of the answer only, "
                          f"so the CPU figure leaves them out too: {', '.join(reused)}.")
-        done = [cache[k] for t in tasks for a in arms for s in seeds
-                if (k := unit_key(t, a, s, budget)) in cache]
-        cpus = {(p.get("cpu_model"), p.get("cpu_id")) for u in done if (p := u.get("provenance"))}
-        if census := provenance_census(done):
-            lines.append(census + (" Their times are comparable only within one CPU."
-                                   if len(cpus) > 1 else ""))
+        if census := provenance_census(cache[k] for t in tasks for a in arms for s in seeds
+                                       if (k := unit_key(t, a, s, budget)) in cache):
+            lines.append(census)
     if quick:
         lines += ["", f"Quick mode: {len(tasks)} tasks, {budget} calls, {len(seeds)} seed(s); "
                   "a smoke test of the harness, not a result."]
