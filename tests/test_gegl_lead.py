@@ -5,6 +5,7 @@ replay-resume, and the shares, diversities and overtaking against hand-computed 
 import csv
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -239,12 +240,89 @@ def test_cache_gives_the_run_folders_of_its_finished_units(lead, tmp_path, monke
     }
     path = tmp_path / "cache.json"
     path.write_text(json.dumps(cache))
-    paths, notes = lead.cache_run_dirs(path)
+    paths, notes, names = lead.cache_run_dirs(path)
     assert paths == [moved, here]  # sorted by unit key; the superseded unit is left out
-    assert notes == ["median2|gegl|0|500: run folder not on this machine, left out"]
+    assert notes == {"gone": "median2|gegl|0|500: run folder not on this machine, left out"}
+    assert names == {"here-run", "median1-gegl-s1", "gone"}  # the superseded unit is no unit
     path.write_text("{not json")
     with pytest.raises(SystemExit, match="cannot read it as JSON"):
         lead.cache_run_dirs(path)
     path.write_text("[1, 2]")
     with pytest.raises(SystemExit, match="not a unit cache"):
         lead.cache_run_dirs(path)
+
+
+def test_curve_change_points_give_back_the_running_top10(lead):
+    g = torch.Generator().manual_seed(0)
+    scores = [round(float(v), 2) for v in torch.rand(300, generator=g)]  # rounded: ties
+    steps = lead.top_steps(scores)
+    assert steps[0][0] == 1 and len(steps) < len(scores)
+    for budget in (None, 120, 300, 500):
+        assert lead.curve_from_steps(steps, len(scores), budget) == lead.running_top_mean(
+            scores, 10, budget)
+    assert lead.curve_from_steps([], 0, 50) == []
+
+
+def test_a_later_analysis_carries_over_the_runs_whose_folders_are_gone(prior, tmp_path, lead):
+    for seed in (0, 1):
+        for arm in ("gegl", "prior_only"):
+            optimize(None, _args(prior, tmp_path, arm, budget=60, seed=seed,
+                                 name=f"{arm}-s{seed}"))
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    assert lead.main(["--runs", str(runs), "--out", str(out)]) == 0
+    first = json.loads((out / "gegl_lead.json").read_text())
+    assert {e["source"] for e in first["per_run"].values()} == {"run folder"}
+    assert set(json.loads((out / "gegl_lead" / "digests.json").read_text())["runs"]) == set(
+        first["per_run"])
+    # another machine: two of the four folders are gone
+    for name in ("prior_only-s0", "gegl-s1"):
+        (folder,) = runs.glob(f"{name}-*")
+        shutil.rmtree(folder)
+    assert lead.main(["--runs", str(runs), "--out", str(out)]) == 0
+    second = json.loads((out / "gegl_lead.json").read_text())
+    assert second["rows"] == first["rows"]  # the overtaking again from the kept curves
+    sources = {k: e["source"] for k, e in second["per_run"].items()}
+    assert sorted(k for k, s in sources.items() if s != "run folder") == [
+        "qed|0|60|prior_only", "qed|1|60|gegl"]
+    md = (out / "gegl_lead.md").read_text()
+    assert "From the earlier analysis: prior_only (curve kept)." in md
+    assert "2 of the 4 runs come from the earlier analysis" in md
+    # --fresh: only the folders here
+    assert lead.main(["--runs", str(runs), "--out", str(out), "--fresh"]) == 0
+    assert set(json.loads((out / "gegl_lead.json").read_text())["per_run"]) == {
+        "qed|0|60|gegl", "qed|1|60|prior_only"}
+
+
+def test_an_analysis_written_before_per_run_figures_is_carried_over_from_its_rows(
+        prior, tmp_path, lead):
+    for seed in (0, 1):
+        for arm in ("gegl", "prior_only"):
+            optimize(None, _args(prior, tmp_path, arm, budget=60, seed=seed,
+                                 name=f"{arm}-s{seed}"))
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    assert lead.main(["--runs", str(runs), "--out", str(out)]) == 0
+    doc = json.loads((out / "gegl_lead.json").read_text())
+    want = {k: e["metrics"] for k, e in doc["per_run"].items()}
+    # the format of the first analyses: no per_run, no digests
+    del doc["per_run"]
+    (out / "gegl_lead.json").write_text(json.dumps(doc))
+    (out / "gegl_lead" / "digests.json").unlink()
+    earlier, notes = lead.previous_analysis(out)
+    assert notes == []
+    assert {k: e["metrics"] for k, e in earlier.items()} == want
+    assert all(e["steps"] is None and e["prior"] == prior for e in earlier.values())
+    # gegl seed 0 from the old figures (no curve): the overtaking against the prior_only run
+    # whose folder is here cannot be computed again, and is kept as it was
+    (folder,) = runs.glob("gegl-s0-*")
+    shutil.rmtree(folder)
+    assert lead.main(["--runs", str(runs), "--out", str(out)]) == 0
+    again = json.loads((out / "gegl_lead.json").read_text())
+    assert again["rows"] == doc["rows"]
+    assert again["per_run"]["qed|0|60|gegl"]["source"] == "earlier analysis"
+    assert "From the earlier analysis: gegl (figures only)." in (out / "gegl_lead.md").read_text()
+
+
+def test_a_run_made_again_for_a_unit_stands_for_it(lead):
+    assert lead.unit_name("median1-gegl-s0-20261207-045207") == "median1-gegl-s0"
+    assert lead.unit_name("median1-gegl-s0-20261207-045207-2") == "median1-gegl-s0"
+    assert lead.unit_name("qed") == "qed"

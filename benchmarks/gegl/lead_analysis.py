@@ -36,6 +36,17 @@ shares per round and the top-10 curves).
     python benchmarks/gegl/lead_analysis.py --cache benchmarks/results/gegl_guacamol_cache.json \
         --out benchmarks/results/gegl_guacamol_lead     # the finished GuacaMol units
 
+Run folders stay on the machine that made them. Each analysis keeps beside its results every
+run's figures (``per_run`` in the JSON), per-round table (``rounds.json``) and running top-10
+curve as change points (``gegl_lead/digests.json``), and a later analysis at the same output
+carries over the runs whose folders are not given or not on this machine: their figures as
+written, their curves for the overtaking against runs that finished later and for the figures
+(a task's figure is drawn again only when one of its runs is analysed from its folder; the
+analyses written before the curves were kept give figures only, read back from their rows).
+With ``--cache`` a carried run must still be a finished unit of the cache (matched by folder
+name without its start time, so a run made again for a unit, to bring its folder back, stands
+for it). ``--fresh`` carries nothing over.
+
 ``--quick`` makes its own small runs first (``osimertinib_mpo`` and ``median1``, 1,000 calls,
 gegl, graph_ga, lstm_hc, reinvent, seed 0, the committed benchmark prior
 ``benchmarks/results/gegl_prior/model.pt``) through ``benchmarks/gegl/run.py``'s units (a killed
@@ -244,12 +255,13 @@ def collect(paths: Iterable[Path]) -> tuple[dict[tuple, dict[str, dict]], list[s
     return groups, notes
 
 
-def cache_run_dirs(cache_path: Path) -> tuple[list[Path], list[str]]:
+def cache_run_dirs(cache_path: Path) -> tuple[list[Path], dict[str, str], set[str]]:
     """The run folders of the finished units in a unit cache of
     ``benchmarks/gegl/guacamol_goal_directed.py`` (its ``task|arm|seed|budget`` entries; the
-    ``superseded`` ones, made under other arm settings, are left out), and a note for each unit
-    whose folder is not on this machine. A folder recorded under another checkout is looked up
-    at the same ``runs/...`` path in this one."""
+    ``superseded`` ones, made under other arm settings, are left out), a note for each unit
+    whose folder is not on this machine (by folder name), and the folder names of all its
+    finished units (those an earlier analysis may be carried over for). A folder recorded under
+    another checkout is looked up at the same ``runs/...`` path in this one."""
     try:
         cache = load_json(cache_path)
     except (OSError, ValueError) as e:
@@ -257,18 +269,21 @@ def cache_run_dirs(cache_path: Path) -> tuple[list[Path], list[str]]:
                          "cache of benchmarks/gegl/guacamol_goal_directed.py") from e
     if not isinstance(cache, dict):
         raise SystemExit(f"--cache {cache_path}: not a unit cache (a JSON object of units)")
-    paths, missing = [], []
+    paths: list[Path] = []
+    missing: dict[str, str] = {}
+    names: set[str] = set()
     for key, unit in sorted(cache.items()):
         if key.count("|") != 3 or not isinstance(unit, dict) or "run" not in unit:
             continue
         p = Path(unit["run"])
+        names.add(p.name)
         if not p.is_dir() and "runs" in p.parts:
             p = REPO.joinpath(*p.parts[p.parts.index("runs"):])
         if p.is_dir():
             paths.append(p)
         else:
-            missing.append(f"{key}: run folder not on this machine, left out")
-    return paths, missing
+            missing[p.name] = f"{key}: run folder not on this machine, left out"
+    return paths, missing, names
 
 
 def distinct_without_stereo(smiles: Sequence[str]) -> int:
@@ -285,59 +300,211 @@ def budget_label(n: int) -> str:
     return f"{n // 1000}k" if n % 1000 == 0 else str(n)
 
 
-def analyse(groups: dict[tuple, dict[str, dict]], lead_arm: str = LEAD_ARM
-            ) -> tuple[list[dict], dict[str, Any], dict[str, Any]]:
-    """Per-seed figures of every group: (results rows, per-round tables, curves for the plots).
-    """
+# ------------------------------------------------------- what outlives the run folders
+# Run folders stay on the machine that made them; a later analysis on another machine finds
+# only some. Each analysis therefore keeps, beside its results, every run's figures
+# (``per_run`` in the results JSON), its per-round table (``rounds.json``) and its running
+# top-10 curve as change points (``digests.json``); a later analysis at the same output carries
+# a run over from them when its folder is gone, and computes from its curve what needs one (the
+# overtaking against arms that finished later, the figure).
+DIGESTS = "digests.json"
+PAIR_METRICS = ("overtake_calls_vs_", "leads_at_end_vs_", "lead_share_of_calls_vs_")
+QUEUE_METRICS = ("share_", "diversity_apprentice", "diversity_expert", "diversity_union",
+                 "rounds")
+
+
+def unit_name(folder_name: str) -> str:
+    """A run folder's name without its start time (``<name>-YYYYmmdd-HHMMSS[-i]``,
+    :meth:`selfsup.runs.Run.create`): a run made again for the same unit of a cache (to bring
+    its folder back on another machine) stands for it."""
+    import re
+
+    return re.sub(r"-\d{8}-\d{6}(-\d+)?$", "", folder_name)
+
+
+def run_key(task: str, seed: int, budget: int, arm: str) -> str:
+    return f"{task}|{seed}|{budget}|{arm}"
+
+
+def top_steps(scores: Sequence[float], k: int = 10) -> list[list]:
+    """:func:`running_top_mean` (no budget) as change points: ``[call, value]`` at the first
+    call and wherever the value changes (calls counted from 1); exact floats."""
+    steps: list[list] = []
+    for i, v in enumerate(running_top_mean(scores, k)):
+        if not steps or v != steps[-1][1]:
+            steps.append([i + 1, v])
+    return steps
+
+
+def curve_from_steps(steps: Sequence[Sequence], n_calls: int,
+                     budget: int | None = None) -> list[float]:
+    """The curve :func:`top_steps` was made from, ``n_calls`` long, then cut or held flat to
+    ``budget`` as :func:`running_top_mean` does."""
+    out: list[float] = []
+    for j, (call, v) in enumerate(steps):
+        end = int(steps[j + 1][0]) - 1 if j + 1 < len(steps) else n_calls
+        out += [float(v)] * (end - int(call) + 1)
+    if budget is not None:
+        out = out[:budget]
+        if out and len(out) < budget:
+            out += [out[-1]] * (budget - len(out))
+    return out
+
+
+def fresh_entry(run: dict[str, Any], fingerprints: Fingerprints) -> dict[str, Any]:
+    """A run loaded from its folder, ready for :func:`analyse`: its curve's change points and,
+    when it kept a queue record, its per-round table."""
+    return {**{k: run[k] for k in ("task", "seed", "budget", "arm", "prior", "queue_size")},
+            "path": str(run["path"]), "source": "run folder", "scores": run["scores"],
+            "smiles": run["smiles"], "has_queues": run["queues"] is not None,
+            "steps": top_steps(run["scores"]), "n_calls": len(run["scores"]),
+            "table": round_table(run["queues"], fingerprints) if run["queues"] else None,
+            "metrics": None}
+
+
+def legacy_per_run(doc: dict[str, Any], md_text: str, tables: dict[str, list]
+                   ) -> tuple[dict[str, dict], list[str]]:
+    """Per-run figures of an analysis written before ``per_run`` was kept: its ``rows`` hold
+    the figures of each (setting, arm, metric) over seeds in ascending seed order, its ``runs``
+    which runs there were, its Markdown headings the priors. A metric whose seeds cannot be
+    matched to runs one to one is left out (noted)."""
+    import re
+
+    runs = doc.get("runs") or {}
+    parsed = {}
+    for key in runs:
+        task, seed, budget, arm = key.rsplit("|", 3)
+        parsed[key] = (task, int(seed), int(budget), arm)
+    priors = {(m[1], int(m[2]), int(m[3])): (None if m[4] == "-" else m[4]) for m in
+              re.finditer(r"^### (\S+), seed (\d+), (\d+) calls: arms [^;]*; prior (.*)$",
+                          md_text, re.M)}
+    per_run = {key: {"path": str(runs[key]), "prior": priors.get((t, s, b)),
+                     "has_queues": key in tables, "metrics": {}}
+               for key, (t, s, b, a) in parsed.items()}
+    notes = []
+    for r in doc.get("rows", []):
+        task, label = r["setting"].rsplit("/", 1)
+        metric, arm = r["metric"], r["arm"]
+        cands = sorted((k for k, (t, s, b, a) in parsed.items() if t == task and a == arm
+                        and f"{budget_label(b)}-calls" == label), key=lambda k: parsed[k][1])
+        pair = next((p for p in PAIR_METRICS if metric.startswith(p)), None)
+        if pair:
+            other = metric[len(pair):]
+            cands = [k for k in cands if run_key(*parsed[k][:3], other) in runs]
+        elif metric.startswith(QUEUE_METRICS):
+            cands = [k for k in cands if k in tables]
+        if len(cands) != len(r["seeds"]):
+            notes.append(f"{r['setting']} {arm} {metric}: {len(r['seeds'])} seed values for "
+                         f"{len(cands)} runs, not carried over")
+            continue
+        for k, v in zip(cands, r["seeds"]):
+            per_run[k]["metrics"][metric] = None if v is None or math.isnan(v) else v
+    for info in per_run.values():  # the K of the group's best-calls figures (the gegl run's)
+        ks = [m[1] for m in map(re.compile(r"diversity_top(\d+)_calls_final").fullmatch,
+                                info["metrics"]) if m]
+        info["queue_size"] = int(ks[0]) if ks else None
+    return per_run, notes
+
+
+def previous_analysis(target: Path) -> tuple[dict[str, dict], list[str]]:
+    """The runs of the analysis already written at ``target`` (run key -> entry as
+    :func:`fresh_entry`, ``source`` "earlier analysis", with its figures, its per-round table
+    and, where kept, its curve), and notes."""
+    doc = load_json(target / "gegl_lead.json")
+    if not doc.get("rows"):
+        return {}, []
+    stored = load_json(target / "gegl_lead" / "rounds.json")
+    cols = stored.get("columns") or []
+    tables = {key: [dict(zip(cols, r)) for r in rows]
+              for key, rows in (stored.get("runs") or {}).items()}
+    digests = load_json(target / "gegl_lead" / DIGESTS).get("runs") or {}
+    notes: list[str] = []
+    per_run = doc.get("per_run")
+    if per_run is None:
+        md = target / "gegl_lead.md"
+        per_run, notes = legacy_per_run(doc, md.read_text() if md.is_file() else "", tables)
+    out = {}
+    for key, info in per_run.items():
+        task, seed, budget, arm = key.rsplit("|", 3)
+        d = digests.get(key)
+        if d and d.get("path") != info["path"]:
+            d = None  # a curve of another run of the same unit
+        out[key] = {"task": task, "seed": int(seed), "budget": int(budget), "arm": arm,
+                    "prior": info.get("prior"), "queue_size": info.get("queue_size"),
+                    "path": info["path"], "source": "earlier analysis",
+                    "has_queues": bool(info.get("has_queues")),
+                    "steps": d["top10_steps"] if d else None,
+                    "n_calls": d["n_calls"] if d else None, "table": tables.get(key),
+                    "metrics": dict(info.get("metrics") or {})}
+    return out, notes
+
+
+def analyse(entries: dict[str, dict[str, Any]], lead_arm: str = LEAD_ARM
+            ) -> tuple[dict[str, dict], list[dict], dict[str, Any]]:
+    """Per-run figures (run key -> metrics), the results rows (over seeds) and the curves for
+    the plots. Runs from a folder are computed; runs carried over keep their figures, except the
+    overtaking, computed again wherever both curves are kept."""
     fingerprints = Fingerprints()
-    per: dict[tuple[str, str, str], list[float]] = {}  # (setting, arm, metric) -> seed values
-    rounds: dict[str, list[dict]] = {}
+    groups: dict[tuple, dict[str, dict]] = {}
+    for e in entries.values():
+        groups.setdefault((e["task"], e["seed"], e["budget"]), {})[e["arm"]] = e
+    per_run: dict[str, dict] = {}
     curves: dict[str, dict[str, Any]] = {}
-
-    def put(setting: str, arm: str, metric: str, value: float | None) -> None:
-        per.setdefault((setting, arm, metric), []).append(
-            math.nan if value is None else float(value))
-
     for (task, seed, budget), arms in sorted(groups.items()):
-        setting = f"{task}/{budget_label(budget)}-calls"
-        # one K for every arm's best calls: the lead arm's queue size (lstm_hc's config also
-        # holds a gegl.queue_size, unused by it)
         k = int((arms.get(lead_arm) or {}).get("queue_size") or 100)
-        top10 = {arm: running_top_mean(r["scores"], 10, budget) for arm, r in arms.items()}
-        curves.setdefault(task, {})[seed] = {"top10": top10, "rounds": {}}
-        for arm, run in sorted(arms.items()):
-            put(setting, arm, "top10_mean_final", top10[arm][-1] if top10[arm] else None)
-            best = sorted(range(len(run["scores"])), key=lambda i: -run["scores"][i])
-            top_k = [run["smiles"][i] for i in best[:k]]
-            put(setting, arm, f"diversity_top{k}_calls_final",
-                internal_diversity(top_k, fingerprints))
-            put(setting, arm, f"distinct_without_stereo_top{k}_calls_final",
-                distinct_without_stereo(top_k))
-            if not run["queues"]:
-                continue
-            table = round_table(run["queues"], fingerprints)
-            rounds[f"{task}|{seed}|{budget}|{arm}"] = table
-            curves[task][seed]["rounds"][arm] = table
-            last = table[-1]
-            for o in ORIGINS:
-                put(setting, arm, f"share_{o}_topk_final", last[f"share_{o}_topk"])
-                put(setting, arm, f"share_{o}_top10_final", last[f"share_{o}_top10"])
-                put(setting, arm, f"share_{o}_topk_mean_over_rounds",
-                    _fmean(t[f"share_{o}_topk"] for t in table))
-            put(setting, arm, "share_in_both_topk_final", last["share_in_both_topk"])
-            for q in ("apprentice", "expert", "union_topk"):
-                put(setting, arm, f"diversity_{q}_final", last[f"diversity_{q}"])
-                put(setting, arm, f"diversity_{q}_mean_over_rounds",
-                    _fmean(t[f"diversity_{q}"] for t in table))
-            put(setting, arm, "rounds", len(table))
+        top10 = {arm: curve_from_steps(e["steps"], e["n_calls"], budget)
+                 for arm, e in arms.items() if e["steps"] is not None}
+        curves.setdefault(task, {})[seed] = {
+            "top10": top10, "rounds": {a: e["table"] for a, e in arms.items() if e["table"]},
+            "fresh": any(e["source"] == "run folder" for e in arms.values())}
+        for arm, e in sorted(arms.items()):
+            key = run_key(task, seed, budget, arm)
+            m = dict(e["metrics"] or {})
+            if e["source"] == "run folder":
+                m["top10_mean_final"] = top10[arm][-1] if top10[arm] else None
+                best = sorted(range(len(e["scores"])), key=lambda i: -e["scores"][i])
+                top_k = [e["smiles"][i] for i in best[:k]]
+                m[f"diversity_top{k}_calls_final"] = internal_diversity(top_k, fingerprints)
+                m[f"distinct_without_stereo_top{k}_calls_final"] = distinct_without_stereo(top_k)
+                table = e["table"]
+                if table:
+                    last = table[-1]
+                    for o in ORIGINS:
+                        m[f"share_{o}_topk_final"] = last[f"share_{o}_topk"]
+                        m[f"share_{o}_top10_final"] = last[f"share_{o}_top10"]
+                        m[f"share_{o}_topk_mean_over_rounds"] = _fmean(
+                            t[f"share_{o}_topk"] for t in table)
+                    m["share_in_both_topk_final"] = last["share_in_both_topk"]
+                    for q in ("apprentice", "expert", "union_topk"):
+                        m[f"diversity_{q}_final"] = last[f"diversity_{q}"]
+                        m[f"diversity_{q}_mean_over_rounds"] = _fmean(
+                            t[f"diversity_{q}"] for t in table)
+                    m["rounds"] = len(table)
+            per_run[key] = m
         if lead_arm in arms:
+            m = per_run[run_key(task, seed, budget, lead_arm)]
             for other in sorted(a for a in arms if a != lead_arm):
-                o = overtake(top10[lead_arm], top10[other])
-                put(setting, lead_arm, f"overtake_calls_vs_{other}", o["calls"])
-                put(setting, lead_arm, f"leads_at_end_vs_{other}", float(o["leads_at_end"]))
-                put(setting, lead_arm, f"lead_share_of_calls_vs_{other}", o["lead_share"])
+                if lead_arm in top10 and other in top10:
+                    o = overtake(top10[lead_arm], top10[other])
+                    m[f"overtake_calls_vs_{other}"] = o["calls"]
+                    m[f"leads_at_end_vs_{other}"] = float(o["leads_at_end"])
+                    m[f"lead_share_of_calls_vs_{other}"] = o["lead_share"]
+    for m in per_run.values():
+        for name, v in m.items():
+            if isinstance(v, float) and math.isnan(v):
+                m[name] = None
+    per: dict[tuple[str, str, str], list] = {}
+    def order(key: str) -> tuple:
+        task, seed, budget, arm = key.rsplit("|", 3)
+        return task, int(seed), int(budget), arm
+
+    for key in sorted(per_run, key=order):
+        task, _, budget, arm = key.rsplit("|", 3)
+        setting = f"{task}/{budget_label(int(budget))}-calls"
+        for name, v in per_run[key].items():
+            per.setdefault((setting, arm, name), []).append(v)
     rows = [row(s, a, m, v) for (s, a, m), v in per.items()]
-    return rows, rounds, curves
+    return per_run, rows, curves
 
 
 def _fmean(values: Iterable[float]) -> float:
@@ -352,7 +519,7 @@ def _f(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
-def notes_text(groups: dict, rounds: dict, rows: list[dict], skipped: list[str],
+def notes_text(entries: dict[str, dict], per_run: dict[str, dict], skipped: list[str],
                lead_arm: str) -> str:
     lines = ["Shares: of the top-K of the union of GEGL's two queues (K = gegl.queue_size; what "
              "the apprentice imitates) and of its top-10, first proposed by an expert child, an "
@@ -360,14 +527,28 @@ def notes_text(groups: dict, rounds: dict, rows: list[dict], skipped: list[str],
              "Morgan radius 2, 2048 bits. Overtaking: the call count from which GEGL's running "
              "top-10 mean stays strictly above the other arm's up to the budget ('never' when it "
              "is not above at the budget), on the same task and seed.", ""]
+    carried = [e for e in entries.values() if e["source"] != "run folder"]
+    if carried:
+        lines += [f"{len(carried)} of the {len(entries)} runs come from the earlier analysis at "
+                  "this output (their run folders are not on this machine): their figures and "
+                  "round tables as it wrote them; those with their running top-10 curve kept "
+                  "(`digests.json`) also count in the overtaking and the figures.", ""]
+    groups: dict[tuple, dict[str, dict]] = {}
+    for e in entries.values():
+        groups.setdefault((e["task"], e["seed"], e["budget"]), {})[e["arm"]] = e
     for (task, seed, budget), arms in sorted(groups.items()):
         priors = sorted({str(r['prior']) for r in arms.values() if r['prior']})
         lines.append(f"### {task}, seed {seed}, {budget} calls: arms "
                      f"{', '.join(sorted(arms))}; prior {', '.join(priors) or '-'}")
         lines.append("")
+        old = sorted(a for a, e in arms.items() if e["source"] != "run folder")
+        if old:
+            lines += ["From the earlier analysis: " + ", ".join(
+                f"{a} ({'curve kept' if arms[a]['steps'] is not None else 'figures only'})"
+                for a in old) + ".", ""]
         for arm in sorted(arms):
-            table = rounds.get(f"{task}|{seed}|{budget}|{arm}")
-            if arms[arm]["queues"] is None and arm.startswith("gegl"):
+            table = arms[arm]["table"]
+            if not arms[arm]["has_queues"] and arm.startswith("gegl"):
                 lines.append(f"{arm}: no queues.jsonl (a run from before the record): shares "
                              "and queue diversity unknown.")
                 lines.append("")
@@ -391,13 +572,21 @@ def notes_text(groups: dict, rounds: dict, rows: list[dict], skipped: list[str],
                     f"{_f(t['diversity_expert'])} / {_f(t['diversity_union_topk'])} |")
             lines.append("")
         if lead_arm in arms and len(arms) > 1:  # overtaking needs another arm of the group
-            top10 = {a: running_top_mean(r["scores"], 10, budget) for a, r in arms.items()}
+            lead = per_run[run_key(task, seed, budget, lead_arm)]
             parts = []
             for other in sorted(a for a in arms if a != lead_arm):
-                o = overtake(top10[lead_arm], top10[other])
-                parts.append(f"{other}: " + (f"from call {o['calls']}" if o["calls"] else "never")
-                             + f" (ahead at {o['lead_share']:.0%} of calls; top-10 at the budget "
-                             f"{top10[lead_arm][-1]:.4f} vs {top10[other][-1]:.4f})")
+                if f"lead_share_of_calls_vs_{other}" not in lead:
+                    parts.append(f"{other}: not computed (the running top-10 curve of "
+                                 f"{lead_arm if arms[lead_arm]['steps'] is None else other} "
+                                 "was not kept)")
+                    continue
+                calls, share = lead.get(f"overtake_calls_vs_{other}"), lead[
+                    f"lead_share_of_calls_vs_{other}"]
+                ours, theirs = lead.get("top10_mean_final"), per_run[
+                    run_key(task, seed, budget, other)].get("top10_mean_final")
+                parts.append(f"{other}: " + (f"from call {calls}" if calls else "never")
+                             + f" (ahead at {_f(share * 100 if share is not None else None, 0)}%"
+                             f" of calls; top-10 at the budget {_f(ours, 4)} vs {_f(theirs, 4)})")
             lines += [f"{lead_arm}'s running top-10 mean passes for good: " + "; ".join(parts)
                       + ".", ""]
     if skipped:
@@ -494,6 +683,17 @@ def make_quick_runs(run_root: Path, prior: Path) -> None:
                   f"({time.perf_counter() - t:.0f} s)", flush=True)
 
 
+def write_digests(entries: dict[str, dict], path: Path) -> Path:
+    """Every run's running top-10 curve as change points (``top10_steps``), its call count and
+    folder: what a later analysis needs of a run whose folder is gone."""
+    from selfsup.io import atomic_write_json
+
+    doc = {"runs": {key: {"path": e["path"], "n_calls": e["n_calls"], "top10_steps": e["steps"]}
+                    for key, e in sorted(entries.items()) if e["steps"] is not None}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_json(path, doc, indent=None)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dirs", nargs="*", type=Path, help="run folders of selfsup chem optimize")
@@ -512,12 +712,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None,
                     help="output folder (default: benchmarks/results; --quick: "
                          "runs/bench-gegl_lead-quick-<time>)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="analyse only the run folders given, carrying nothing over from the "
+                         "analysis already at the output")
     ap.add_argument("--threads", type=int, default=1, help="--quick: torch CPU threads")
     args = ap.parse_args(argv)
     started, t0 = now(), time.perf_counter()
     mode = "quick" if args.quick else "full"
     out = args.out or (REPO / "runs" / f"bench-gegl_lead-quick-{time.strftime('%Y%m%d-%H%M%S')}"
                        if args.quick else None)
+    target = out if out is not None else RESULTS
     paths = list(args.run_dirs)
     if args.quick:
         import torch
@@ -530,27 +734,52 @@ def main(argv: list[str] | None = None) -> int:
         if not d.is_dir():
             raise SystemExit(f"--runs {d}: not a folder")
         paths += [p for p in sorted(d.iterdir()) if p.is_dir()]
-    not_here: list[str] = []
+    not_here: dict[str, str] = {}
+    cache_names: set[str] | None = None
     if args.cache is not None:
-        cached, not_here = cache_run_dirs(args.cache)
+        cached, not_here, names = cache_run_dirs(args.cache)
+        cache_names = {unit_name(n) for n in names}
         paths += cached
-    if not paths:
-        raise SystemExit("no run folders: pass RUN_DIR ..., --runs DIR, --cache FILE or --quick")
     groups, skipped = collect(paths)
-    skipped = not_here + skipped
-    if not groups:
-        raise SystemExit("none of the folders is a finished optimisation run")
-    rows, rounds, curves = analyse(groups, args.lead_arm)
-    target = out if out is not None else RESULTS
-    pngs = [str(plot_task(task, per_seed, target / "gegl_lead" / f"{task}.png", args.lead_arm))
-            for task, per_seed in sorted(curves.items())]
+    fingerprints = Fingerprints()
+    entries = {run_key(t, s, b, a): fresh_entry(r, fingerprints)
+               for (t, s, b), arms in groups.items() for a, r in arms.items()}
+    earlier, carry_notes = ({}, []) if args.fresh else previous_analysis(target)
+    for key, e in earlier.items():
+        if key in entries:
+            continue  # its folder is here (or a later run of the unit): analysed afresh
+        if cache_names is not None and unit_name(Path(e["path"]).name) not in cache_names:
+            skipped.append(f"{key}: in the earlier analysis but no finished unit of the cache, "
+                           "dropped")
+            continue
+        entries[key] = e
+    covered = {unit_name(Path(e["path"]).name) for e in entries.values()}
+    skipped = [note for name, note in not_here.items() if unit_name(name) not in covered] \
+        + skipped + carry_notes
+    if not entries:
+        raise SystemExit("no run folders: pass RUN_DIR ..., --runs DIR, --cache FILE or --quick"
+                         if not paths else "none of the folders is a finished optimisation run")
+    per_run, rows, curves = analyse(entries, args.lead_arm)
+    pngs = []
+    for task, per_seed in sorted(curves.items()):
+        png = target / "gegl_lead" / f"{task}.png"
+        if any(d["fresh"] for d in per_seed.values()) or not png.is_file():
+            plot_task(task, per_seed, png, args.lead_arm)
+        pngs.append(str(png))
+    rounds = {key: e["table"] for key, e in sorted(entries.items()) if e["table"]}
     rounds_path = write_rounds(rounds, target / "gegl_lead" / "rounds.json")
-    notes = notes_text(groups, rounds, rows, skipped, args.lead_arm)
-    notes += f"\nEvery round of every run: `{rounds_path}`; figures: " + ", ".join(
-        f"`{p}`" for p in pngs) + "."
-    extra = {"runs": {f"{t}|{s}|{b}|{a}": str(r["path"]) for (t, s, b), arms in groups.items()
-                      for a, r in arms.items()},
-             "rounds_file": str(rounds_path), "figures": pngs, "left_out": skipped}
+    digests_path = write_digests(entries, target / "gegl_lead" / DIGESTS)
+    notes = notes_text(entries, per_run, skipped, args.lead_arm)
+    notes += (f"\nEvery round of every run: `{rounds_path}`; running top-10 curves: "
+              f"`{digests_path}`; figures (a task's is drawn again when one of its runs was "
+              "analysed from its folder): " + ", ".join(f"`{p}`" for p in pngs) + ".")
+    extra = {"runs": {key: e["path"] for key, e in sorted(entries.items())},
+             "per_run": {key: {"path": e["path"], "prior": e["prior"],
+                               "queue_size": e["queue_size"], "has_queues": e["has_queues"],
+                               "source": e["source"], "metrics": per_run[key]}
+                         for key, e in sorted(entries.items())},
+             "rounds_file": str(rounds_path), "digests_file": str(digests_path),
+             "figures": pngs, "left_out": skipped}
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     jp, mp = write_results("gegl_lead", mode, command, started, time.perf_counter() - t0, rows,
                            out, notes, extra)
