@@ -562,6 +562,9 @@ def start_invocation(cache: dict, cache_path: Path, started: str, command: str) 
     the invocation record."""
     invocation = {"started": started, "command": command, "seconds": None}
     cache.setdefault("invocations", []).append(invocation)
+    # merged again right before the write: two runners started in the same second each read
+    # the file before the other wrote, and the later write dropped the earlier's record
+    cache.update(merge_cache(cache_path, cache))
     atomic_write_json(cache_path, cache)
     return invocation
 

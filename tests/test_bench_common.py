@@ -283,6 +283,17 @@ def test_unit_loop_settles_the_merged_cache_and_records_the_invocation(tmp_path)
     assert disk["invocations"][0]["command"] == "python bench.py"
 
 
+def test_runners_started_together_both_record_their_invocation(tmp_path):
+    path = tmp_path / "cache.json"
+    path.write_text(json.dumps({"a": {"x": 1.0}}))
+    first, second = common.merge_cache(path, {}), common.merge_cache(path, {})  # both read
+    common.start_invocation(first, path, "t0", "python bench.py --seeds 0")
+    common.start_invocation(second, path, "t0", "python bench.py --seeds 1")
+    disk = json.loads(path.read_text())
+    assert sorted(i["command"] for i in disk["invocations"]) == [
+        "python bench.py --seeds 0", "python bench.py --seeds 1"] and disk["a"] == {"x": 1.0}
+
+
 def test_unit_loop_names_locks_as_asked(tmp_path):
     path, root = tmp_path / "cache.json", tmp_path / "runs"
     root.mkdir()
