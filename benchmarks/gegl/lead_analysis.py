@@ -530,9 +530,10 @@ def notes_text(entries: dict[str, dict], per_run: dict[str, dict], skipped: list
     carried = [e for e in entries.values() if e["source"] != "run folder"]
     if carried:
         lines += [f"{len(carried)} of the {len(entries)} runs come from the earlier analysis at "
-                  "this output (their run folders are not on this machine): their figures and "
-                  "round tables as it wrote them; those with their running top-10 curve kept "
-                  "(`digests.json`) also count in the overtaking and the figures.", ""]
+                  "this output (their run folders are not on this machine): their figures as "
+                  "it wrote them, their round tables read back from `rounds.json` (4 decimals); "
+                  "those with their running top-10 curve kept (`digests.json`) also count in "
+                  "the overtaking and the figures.", ""]
     groups: dict[tuple, dict[str, dict]] = {}
     for e in entries.values():
         groups.setdefault((e["task"], e["seed"], e["budget"]), {})[e["arm"]] = e
@@ -584,7 +585,7 @@ def notes_text(entries: dict[str, dict], per_run: dict[str, dict], skipped: list
                     f"lead_share_of_calls_vs_{other}"]
                 ours, theirs = lead.get("top10_mean_final"), per_run[
                     run_key(task, seed, budget, other)].get("top10_mean_final")
-                parts.append(f"{other}: " + (f"from call {calls}" if calls else "never")
+                parts.append(f"{other}: " + (f"from call {int(calls)}" if calls else "never")
                              + f" (ahead at {_f(share * 100 if share is not None else None, 0)}%"
                              f" of calls; top-10 at the budget {_f(ours, 4)} vs {_f(theirs, 4)})")
             lines += [f"{lead_arm}'s running top-10 mean passes for good: " + "; ".join(parts)
