@@ -423,3 +423,49 @@ def test_units_of_other_arm_settings_are_superseded_and_named(bench):
     # another budget's superseded units belong to another setting's report
     assert "Superseded" not in bench.notes_text(settled, ["median1"], ["lstm_hc"], [0, 1], 2000,
                                                 {}, [], quick=False)
+
+
+def test_verify_runs_committed_units_again_and_compares(bench, tmp_path, monkeypatch, capsys):
+    """--verify re-runs the cheapest graph GA unit by default (its figures involve no torch),
+    with the committed prior, into a scratch unit cache that a second call reuses; the committed
+    cache stays as it was."""
+    import argparse
+    import json
+
+    import common  # benchmarks/common.py, on the path the script puts it on
+
+    prior = tmp_path / "model.pt"
+    prior.write_text("not read")
+    results = tmp_path / "results"
+    results.mkdir()
+    settings = {a: list(v) for a, v in bench.ARM_SETTINGS.items()}
+    cache = {"prior": {"path": str(prior)}, "speed": "bf16", "invocations": [],
+             "median1|graph_ga|0|1000": {"score": 0.38, "n_calls": 1000, "unit_seconds": 30.0,
+                                         "arm_settings": settings.get("graph_ga", [])},
+             "median1|graph_ga|1|1000": {"score": 0.37, "n_calls": 1000, "unit_seconds": 50.0,
+                                         "arm_settings": settings.get("graph_ga", [])},
+             "median1|gegl|0|1000": {"score": 0.39, "n_calls": 1000, "unit_seconds": 9.0,
+                                     "arm_settings": settings.get("gegl", [])}}
+    (results / "gegl_guacamol_cache.json").write_text(json.dumps(cache))
+    monkeypatch.setattr(common, "RESULTS", results)
+    calls = []
+
+    def fake_run_unit(task, arm, seed, budget, prior_path, run_root, python, threads, overrides):
+        calls.append((task, arm, seed, budget, prior_path, overrides))
+        return {"score": 0.3812, "n_calls": 1000, "wall_seconds": 3.0}
+
+    monkeypatch.setattr(bench, "run_unit", fake_run_unit)
+    python = tmp_path / "python"
+    python.write_text("")
+    args = argparse.Namespace(tasks=None, arms=None, seeds=None, budget=None, prior=None,
+                              verify_per_arm=1, out=str(tmp_path / "v"), threads=1,
+                              guacamol_python=str(python))
+    assert bench.verify(args) == 0
+    assert [c[:5] for c in calls] == [("median1", "graph_ga", 0, 1000, str(prior))]
+    doc = json.loads((tmp_path / "v" / "gegl_guacamol_verify.json").read_text())
+    assert doc["summary"]["verdict"] == "1 of 2 figures differ"  # score differs, n_calls equal
+    assert "| median1|graph_ga|0|1000 | score | 0.38 | 0.3812 |" in capsys.readouterr().out
+    assert bench.verify(args) == 0 and len(calls) == 1  # the scratch cache's unit is reused
+    assert json.loads((results / "gegl_guacamol_cache.json").read_text()) == cache
+    with pytest.raises(SystemExit, match="no unit"):
+        bench.verify(argparse.Namespace(**{**vars(args), "tasks": ["zaleplon_mpo"]}))

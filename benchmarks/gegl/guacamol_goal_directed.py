@@ -120,6 +120,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -727,6 +728,88 @@ def notes_text(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
 
 
 # ------------------------------------------------------------------------------------ main
+# what --verify compares: a unit's figures, and its timing (never equal)
+VERIFY_FIGURES = ("score", "top1", "top10_mean", "top100_mean", "internal_similarity_mean",
+                  "n_calls", "n_ranked", "n_too_long", "auc_top10", "oracle_top1",
+                  "oracle_top10_mean", "guacamol_evaluations")
+VERIFY_TIMING = ("wall_seconds", "unit_seconds")
+VERIFY_DEFAULT_ARMS = ("graph_ga",)
+
+
+def verify(args: argparse.Namespace) -> int:
+    """--verify: run committed units again (the ``--verify-per-arm`` cheapest per arm matching
+    --tasks, --arms, --seeds, --budget; by default graph GA's, whose figures involve no torch)
+    with the committed prior and settings into a scratch folder, and report old and new figures
+    side by side. The scratch folder is a unit cache: a killed verification resumes, and one
+    started again with the same --out reuses its finished units."""
+    from common import (
+        RESULTS,
+        compare_units,
+        load_json,
+        now,
+        prior_record,
+        run_planned,
+        select_cheapest,
+        speed_overrides,
+        verify_folder,
+        write_verification,
+    )
+
+    cache_path = RESULTS / f"{NAME}_cache.json"
+    committed = settle(load_json(cache_path))
+    narrowed = bool(args.tasks or args.arms or args.seeds or args.budget)
+    arms = args.arms or (ARMS if narrowed else VERIFY_DEFAULT_ARMS)
+    cost = {}
+    for key, unit in committed.items():
+        if key.count("|") != 3 or not isinstance(unit, dict):
+            continue
+        task, arm, seed, budget = key.split("|")
+        if ((args.tasks and task not in args.tasks) or arm not in arms
+                or (args.seeds and int(seed) not in args.seeds)
+                or (args.budget and int(budget) != args.budget)):
+            continue
+        cost[key] = float(unit.get("unit_seconds") or unit.get("wall_seconds") or math.inf)
+    picked = select_cheapest(cost, lambda k: k.split("|")[1], args.verify_per_arm)
+    if not picked:
+        raise SystemExit(f"no unit of {cache_path} matches --tasks/--arms/--seeds/--budget")
+    if not Path(args.guacamol_python).is_file():
+        raise SystemExit(f"no GuacaMol venv at {args.guacamol_python}; build it with "
+                         "benchmarks/peers/make_guacamol_venv.sh (or pass --guacamol-python)")
+    prior = committed.get("prior") or {}
+    prior_path = Path(args.prior).resolve() if args.prior else Path(prior.get("path", ""))
+    if not prior_path.is_file():
+        raise SystemExit(f"the committed units' prior {prior_path} is missing; pass --prior")
+    if prior.get("sha256") and prior_record(prior_path, "")["sha256"] != prior["sha256"]:
+        raise SystemExit(f"{prior_path} is not the committed units' prior (sha256 "
+                         f"{prior['sha256'][:12]}); pass that one with --prior")
+    scratch = verify_folder(args.out, NAME)
+    scratch_cache = scratch / f"{NAME}_cache.json"
+    overrides = speed_overrides(committed.get("speed") == "bf16")
+    started, command = now(), "python " + " ".join(
+        [os.path.relpath(HERE, ROOT), *(sys.argv[1:])])
+    print(f"[{NAME} verify] {len(picked)} committed unit(s) into {scratch}: "
+          f"{', '.join(picked)}", flush=True)
+
+    def plan_of(key: str):
+        task, arm, seed, budget = key.split("|")
+        return lambda: run_unit(task, arm, int(seed), int(budget), str(prior_path),
+                                scratch / "runs", args.guacamol_python, args.threads,
+                                (*overrides, *ARM_SETTINGS.get(arm, ())))
+
+    done = run_planned([(k, plan_of(k)) for k in picked], load_json(scratch_cache),
+                       scratch_cache, scratch / "runs", f"[{NAME} verify]", stamp=True,
+                       describe=lambda u: f"score {u['score']:.4f}, {u['n_calls']:.0f} calls")
+    units = [{"key": k, "old": committed[k], "new": done[k],
+              "old_provenance": committed[k].get("provenance"),
+              "new_provenance": done[k].get("provenance"),
+              "old_context": f"run {committed[k].get('run', '?')}"} for k in picked if k in done]
+    rows = compare_units(units, VERIFY_FIGURES, VERIFY_TIMING)
+    jp, mp, text = write_verification(scratch, NAME, command, started, units, rows)
+    print(text)
+    print(f"wrote {jp} and {mp}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -751,9 +834,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="only write the results from the cache (run nothing)")
     ap.add_argument("--guacamol-python", default=DEFAULT_PEER,
                     help="python of the venv with guacamol 0.5.5")
+    ap.add_argument("--verify", action="store_true",
+                    help="run committed units again into a scratch folder (--out, default "
+                         "runs/verify-gegl_guacamol-<time>) and compare the figures")
+    ap.add_argument("--verify-per-arm", type=int, default=1,
+                    help="--verify: the N cheapest matching units of each arm (default 1)")
     args = ap.parse_args(argv)
     if args.worker:
         return worker()
+    if args.verify:
+        if args.quick or args.report:
+            raise SystemExit("--verify re-runs committed full-mode units; drop --quick/--report")
+        return verify(args)
 
     import torch
 
