@@ -425,6 +425,36 @@ def test_units_of_other_arm_settings_are_superseded_and_named(bench):
                                                 {}, [], quick=False)
 
 
+def test_a_unit_set_aside_with_a_reason_stays_out_and_is_named(bench, tmp_path):
+    """--supersede KEY --because TEXT moves a unit to ``superseded`` with its reason, so it runs
+    again; a runner that read the cache before and brings the old copy back (same run folder)
+    does not put it back in the tables; a new unit of the key does."""
+    import json
+
+    k = bench.unit_key("ranolazine_mpo", "graph_ga", 0, 1000)
+    unit = {"score": 0.93, "top1": 0.94, "n_calls": 1000, "wall_seconds": 9.0,
+            "arm_settings": list(bench.ARM_SETTINGS.get("graph_ga", ())), "run": "/r/old"}
+    path = tmp_path / "gegl_guacamol_cache.json"
+    path.write_text(json.dumps({k: unit, "invocations": []}))
+    with pytest.raises(SystemExit, match="needs --because"):
+        bench.supersede(path, [k], " ")
+    with pytest.raises(SystemExit, match="no such unit"):
+        bench.supersede(path, ["median1|graph_ga|0|1000"], "x")
+    assert bench.main(["--supersede", k, "--because", "not reproduced by a rerun",
+                       "--out", str(tmp_path)]) == 0
+    cache = json.loads(path.read_text())
+    assert k not in cache and cache["superseded"][k]["superseded_because"] == (
+        "not reproduced by a rerun")
+    stale = bench.settle({**cache, k: unit})  # a runner's old copy merged back
+    assert k not in stale
+    fresh = bench.settle({**cache, k: {**unit, "run": "/r/new", "score": 0.94}})
+    assert fresh[k]["score"] == 0.94
+    text = bench.notes_text(stale, ["ranolazine_mpo"], ["graph_ga"], [0], 1000, {}, [k],
+                            quick=False)
+    assert ("ranolazine_mpo|graph_ga|0|1000 (not reproduced by a rerun): score 0.930 at 1,000 "
+            "calls") in text
+
+
 def test_verify_runs_committed_units_again_and_compares(bench, tmp_path, monkeypatch, capsys):
     """--verify re-runs the cheapest graph GA unit by default (its figures involve no torch),
     with the committed prior, into a scratch unit cache that a second call reuses; the committed

@@ -408,15 +408,40 @@ def _matching_runs(run_root: Path, name: str, want: dict,
 def settle(cache: dict) -> dict:
     """``cache`` with every unit made under other arm settings than :data:`ARM_SETTINGS` (a unit
     without the record was made with the optimiser defaults) moved to ``superseded``, so that it
-    is run again and the report keeps it apart."""
+    is run again and the report keeps it apart. A unit set aside by :func:`supersede` (it has
+    ``superseded_because``) stays out of the tables even when a runner that read the cache
+    before brings its old copy back (same run folder)."""
     out = dict(cache)
     for key, unit in cache.items():
         if key.count("|") != 3 or not isinstance(unit, dict):
             continue
-        if list(unit.get("arm_settings", [])) != list(ARM_SETTINGS.get(key.split("|")[1], ())):
+        gone = (out.get("superseded") or {}).get(key) or {}
+        if gone.get("superseded_because") and gone.get("run") == unit.get("run"):
+            del out[key]
+        elif list(unit.get("arm_settings", [])) != list(ARM_SETTINGS.get(key.split("|")[1], ())):
             out["superseded"] = {**out.get("superseded", {}), key: unit}  # a copy: not cache's
             del out[key]
     return out
+
+
+def supersede(cache_path: Path, keys: list[str], because: str) -> dict:
+    """Set the units ``keys`` of the cache at ``cache_path`` aside as superseded, each with
+    ``superseded_because`` (why; e.g. a rerun of the committed code did not reproduce it), so
+    that the next runner of their arm runs them again; written atomically. Returns the cache."""
+    from common import atomic_write_json, load_json
+
+    cache = settle(load_json(cache_path))
+    bad = [k for k in keys if k.count("|") != 3 or k not in cache]
+    if bad:
+        raise SystemExit(f"--supersede {bad}: no such unit in {cache_path} (keys are "
+                         "task|arm|seed|budget)")
+    if not because.strip():
+        raise SystemExit("--supersede needs --because TEXT: why the units are set aside")
+    for k in keys:
+        cache["superseded"] = {**cache.get("superseded", {}),
+                               k: {**cache.pop(k), "superseded_because": because.strip()}}
+    atomic_write_json(cache_path, cache)
+    return cache
 
 
 def generate(scoring_function, number_molecules: int, starting_population: list[str] | None,
@@ -664,10 +689,12 @@ def notes_text(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
     superseded = [(k, u) for k, u in cache.get("superseded", {}).items()
                   if (p := k.split("|"))[0] in tasks and p[1] in arms and int(p[3]) == budget]
     if superseded:
-        lines.append("Superseded units (made under other arm settings; run again with the ones "
-                     "above, not in the tables): " + "; ".join(
-                         f"{k} with `{' '.join(u.get('arm_settings', [])) or 'the defaults'}`: "
-                         f"score {u['score']:.3f} at {u['n_calls']:,.0f} calls "
+        lines.append("Superseded units (run again, not in the tables; made under other arm "
+                     "settings unless a reason is given): " + "; ".join(
+                         f"{k} " + (f"({u['superseded_because']})" if u.get("superseded_because")
+                                    else "with `" + (' '.join(u.get('arm_settings', []))
+                                                     or 'the defaults') + "`")
+                         + f": score {u['score']:.3f} at {u['n_calls']:,.0f} calls "
                          f"({u.get('stopped', '?')})" for k, u in superseded) + ".")
     lines.append("")
     lines.append(f"Published columns: {PAPER_SOURCE}. They are a reference, not a same-budget "
@@ -839,9 +866,20 @@ def main(argv: list[str] | None = None) -> int:
                          "runs/verify-gegl_guacamol-<time>) and compare the figures")
     ap.add_argument("--verify-per-arm", type=int, default=1,
                     help="--verify: the N cheapest matching units of each arm (default 1)")
+    ap.add_argument("--supersede", nargs="+", default=None, metavar="KEY",
+                    help="set these cached units (task|arm|seed|budget) aside as superseded, "
+                         "with --because, so that they run again; runs nothing")
+    ap.add_argument("--because", default="", help="--supersede: why (shown in the report)")
     args = ap.parse_args(argv)
     if args.worker:
         return worker()
+    if args.supersede:
+        from common import RESULTS
+
+        path = (Path(args.out) if args.out else RESULTS) / f"{NAME}_cache.json"
+        supersede(path, args.supersede, args.because)
+        print(f"[{NAME}] set aside in {path}: {', '.join(args.supersede)} ({args.because})")
+        return 0
     if args.verify:
         if args.quick or args.report:
             raise SystemExit("--verify re-runs committed full-mode units; drop --quick/--report")
