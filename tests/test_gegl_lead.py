@@ -326,3 +326,34 @@ def test_a_run_made_again_for_a_unit_stands_for_it(lead):
     assert lead.unit_name("median1-gegl-s0-20261207-045207") == "median1-gegl-s0"
     assert lead.unit_name("median1-gegl-s0-20261207-045207-2") == "median1-gegl-s0"
     assert lead.unit_name("qed") == "qed"
+
+
+def test_a_run_made_again_for_a_cache_unit_stands_for_it_in_later_analyses(prior, tmp_path,
+                                                                           lead):
+    for arm in ("gegl", "prior_only"):
+        optimize(None, _args(prior, tmp_path, arm, budget=60, name=f"{arm}-s0"))
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    (gegl_run,) = runs.glob("gegl-s0-*")
+    (again,) = runs.glob("prior_only-s0-*")
+    gone = "prior_only-s0-20260101-000000"  # the unit's own folder, on another machine
+    cache = tmp_path / "cache.json"
+    cache.write_text(json.dumps({"qed|gegl|0|60": {"run": str(gegl_run)},
+                                 "qed|prior_only|0|60": {"run": str(runs / gone)}}))
+    assert lead.main(["--cache", str(cache), str(again), "--out", str(out)]) == 0
+    doc = json.loads((out / "gegl_lead.json").read_text())
+    assert doc["per_run"]["qed|0|60|prior_only"]["stands_for"] == gone
+    assert doc["left_out"] == []  # the unit's missing folder is covered by its stand-in
+    assert f"prior_only (`{again.name}` for `{gone}`)" in (out / "gegl_lead.md").read_text()
+    # later, without the folder: carried over as the unit's stand-in
+    shutil.rmtree(again)
+    assert lead.main(["--cache", str(cache), "--out", str(out)]) == 0
+    later = json.loads((out / "gegl_lead.json").read_text())
+    assert later["rows"] == doc["rows"]
+    assert later["per_run"]["qed|0|60|prior_only"]["source"] == "earlier analysis"
+    # the unit run again under a new folder (the old one superseded): the stand-in is dropped
+    cache.write_text(json.dumps({"qed|gegl|0|60": {"run": str(gegl_run)},
+                                 "qed|prior_only|0|60": {"run": str(runs / "prior_only-s0-2")}}))
+    assert lead.main(["--cache", str(cache), "--out", str(out)]) == 0
+    last = json.loads((out / "gegl_lead.json").read_text())
+    assert set(last["per_run"]) == {"qed|0|60|gegl"}
+    assert any("no finished unit of the cache, dropped" in n for n in last["left_out"])

@@ -315,8 +315,10 @@ QUEUE_METRICS = ("share_", "diversity_apprentice", "diversity_expert", "diversit
 
 def unit_name(folder_name: str) -> str:
     """A run folder's name without its start time (``<name>-YYYYmmdd-HHMMSS[-i]``,
-    :meth:`selfsup.runs.Run.create`): a run made again for the same unit of a cache (to bring
-    its folder back on another machine) stands for it."""
+    :meth:`selfsup.runs.Run.create`): a run given as a folder whose unit name is that of one
+    unit of the cache, under another folder name, stands for that unit (a run made again for
+    it, to bring its folder back on another machine); it keeps ``stands_for``, the cache's
+    folder name, in later analyses."""
     import re
 
     return re.sub(r"-\d{8}-\d{6}(-\d+)?$", "", folder_name)
@@ -432,6 +434,7 @@ def previous_analysis(target: Path) -> tuple[dict[str, dict], list[str]]:
         out[key] = {"task": task, "seed": int(seed), "budget": int(budget), "arm": arm,
                     "prior": info.get("prior"), "queue_size": info.get("queue_size"),
                     "path": info["path"], "source": "earlier analysis",
+                    "stands_for": info.get("stands_for"),
                     "has_queues": bool(info.get("has_queues")),
                     "steps": d["top10_steps"] if d else None,
                     "n_calls": d["n_calls"] if d else None, "table": tables.get(key),
@@ -547,6 +550,11 @@ def notes_text(entries: dict[str, dict], per_run: dict[str, dict], skipped: list
             lines += ["From the earlier analysis: " + ", ".join(
                 f"{a} ({'curve kept' if arms[a]['steps'] is not None else 'figures only'})"
                 for a in old) + ".", ""]
+        stand = sorted(a for a, e in arms.items() if e.get("stands_for"))
+        if stand:
+            lines += ["Run again for a unit of the cache, standing for it: " + ", ".join(
+                f"{a} (`{Path(arms[a]['path']).name}` for `{arms[a]['stands_for']}`)"
+                for a in stand) + ".", ""]
         for arm in sorted(arms):
             table = arms[arm]["table"]
             if not arms[arm]["has_queues"] and arm.startswith("gegl"):
@@ -738,24 +746,30 @@ def main(argv: list[str] | None = None) -> int:
     not_here: dict[str, str] = {}
     cache_names: set[str] | None = None
     if args.cache is not None:
-        cached, not_here, names = cache_run_dirs(args.cache)
-        cache_names = {unit_name(n) for n in names}
+        cached, not_here, cache_names = cache_run_dirs(args.cache)
         paths += cached
     groups, skipped = collect(paths)
     fingerprints = Fingerprints()
     entries = {run_key(t, s, b, a): fresh_entry(r, fingerprints)
                for (t, s, b), arms in groups.items() for a, r in arms.items()}
+    if cache_names is not None:  # a run made again for a unit of the cache stands for it
+        for e in entries.values():
+            name = Path(e["path"]).name
+            same = [n for n in cache_names if n != name and unit_name(n) == unit_name(name)]
+            if name not in cache_names and len(same) == 1:
+                e["stands_for"] = same[0]
     earlier, carry_notes = ({}, []) if args.fresh else previous_analysis(target)
     for key, e in earlier.items():
         if key in entries:
             continue  # its folder is here (or a later run of the unit): analysed afresh
-        if cache_names is not None and unit_name(Path(e["path"]).name) not in cache_names:
+        if cache_names is not None and not {Path(e["path"]).name, e.get("stands_for")} & (
+                cache_names):
             skipped.append(f"{key}: in the earlier analysis but no finished unit of the cache, "
                            "dropped")
             continue
         entries[key] = e
-    covered = {unit_name(Path(e["path"]).name) for e in entries.values()}
-    skipped = [note for name, note in not_here.items() if unit_name(name) not in covered] \
+    covered = {n for e in entries.values() for n in (Path(e["path"]).name, e.get("stands_for"))}
+    skipped = [note for name, note in not_here.items() if name not in covered] \
         + skipped + carry_notes
     if not entries:
         raise SystemExit("no run folders: pass RUN_DIR ..., --runs DIR, --cache FILE or --quick"
@@ -777,7 +791,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = {"runs": {key: e["path"] for key, e in sorted(entries.items())},
              "per_run": {key: {"path": e["path"], "prior": e["prior"],
                                "queue_size": e["queue_size"], "has_queues": e["has_queues"],
-                               "source": e["source"], "metrics": per_run[key]}
+                               "source": e["source"], "stands_for": e.get("stands_for"),
+                               "metrics": per_run[key]}
                          for key, e in sorted(entries.items())},
              "rounds_file": str(rounds_path), "digests_file": str(digests_path),
              "figures": pngs, "left_out": skipped}
