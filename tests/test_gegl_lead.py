@@ -315,7 +315,9 @@ def test_an_analysis_written_before_per_run_figures_is_carried_over_from_its_row
     # whose folder is here cannot be computed again, and is kept as it was
     (folder,) = runs.glob("gegl-s0-*")
     shutil.rmtree(folder)
+    figure = (out / "gegl_lead" / "qed.png").read_bytes()
     assert lead.main(["--runs", str(runs), "--out", str(out)]) == 0
+    assert (out / "gegl_lead" / "qed.png").read_bytes() == figure  # a run without its curve
     again = json.loads((out / "gegl_lead.json").read_text())
     assert again["rows"] == doc["rows"]
     assert again["per_run"]["qed|0|60|gegl"]["source"] == "earlier analysis"

@@ -41,8 +41,9 @@ run's figures (``per_run`` in the JSON), per-round table (``rounds.json``) and r
 curve as change points (``gegl_lead/digests.json``), and a later analysis at the same output
 carries over the runs whose folders are not given or not on this machine: their figures as
 written, their curves for the overtaking against runs that finished later and for the figures
-(a task's figure is drawn again only when one of its runs is analysed from its folder; the
-analyses written before the curves were kept give figures only, read back from their rows).
+(a task's figure is drawn again only when one of its runs is analysed from its folder and every
+run of the task has its curve, else the figure stays as it was; the analyses written before the
+curves were kept give figures only, read back from their rows).
 With ``--cache`` a carried run must still be a finished unit of the cache (matched by folder
 name without its start time, so a run made again for a unit, to bring its folder back, stands
 for it). ``--fresh`` carries nothing over.
@@ -459,7 +460,8 @@ def analyse(entries: dict[str, dict[str, Any]], lead_arm: str = LEAD_ARM
                  for arm, e in arms.items() if e["steps"] is not None}
         curves.setdefault(task, {})[seed] = {
             "top10": top10, "rounds": {a: e["table"] for a, e in arms.items() if e["table"]},
-            "fresh": any(e["source"] == "run folder" for e in arms.values())}
+            "fresh": any(e["source"] == "run folder" for e in arms.values()),
+            "complete": all(e["steps"] is not None for e in arms.values())}
         for arm, e in sorted(arms.items()):
             key = run_key(task, seed, budget, arm)
             m = dict(e["metrics"] or {})
@@ -778,7 +780,8 @@ def main(argv: list[str] | None = None) -> int:
     pngs = []
     for task, per_seed in sorted(curves.items()):
         png = target / "gegl_lead" / f"{task}.png"
-        if any(d["fresh"] for d in per_seed.values()) or not png.is_file():
+        if not png.is_file() or (any(d["fresh"] for d in per_seed.values())
+                                 and all(d["complete"] for d in per_seed.values())):
             plot_task(task, per_seed, png, args.lead_arm)
         pngs.append(str(png))
     rounds = {key: e["table"] for key, e in sorted(entries.items()) if e["table"]}
@@ -787,7 +790,8 @@ def main(argv: list[str] | None = None) -> int:
     notes = notes_text(entries, per_run, skipped, args.lead_arm)
     notes += (f"\nEvery round of every run: `{rounds_path}`; running top-10 curves: "
               f"`{digests_path}`; figures (a task's is drawn again when one of its runs was "
-              "analysed from its folder): " + ", ".join(f"`{p}`" for p in pngs) + ".")
+              "analysed from its folder and every run of it has its curve, else kept as it "
+              "was): " + ", ".join(f"`{p}`" for p in pngs) + ".")
     extra = {"runs": {key: e["path"] for key, e in sorted(entries.items())},
              "per_run": {key: {"path": e["path"], "prior": e["prior"],
                                "queue_size": e["queue_size"], "has_queues": e["has_queues"],
