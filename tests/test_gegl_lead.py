@@ -322,6 +322,16 @@ def test_an_analysis_written_before_per_run_figures_is_carried_over_from_its_row
     assert again["rows"] == doc["rows"]
     assert again["per_run"]["qed|0|60|gegl"]["source"] == "earlier analysis"
     assert "From the earlier analysis: gegl (figures only)." in (out / "gegl_lead.md").read_text()
+    # prior_only seed 0 made again (another run): the old overtaking figures of the carried gegl
+    # run were against the run before, so they go
+    (folder,) = runs.glob("prior_only-s0-*")
+    shutil.rmtree(folder)
+    optimize(None, _args(prior, tmp_path, "prior_only", budget=60, seed=0, name="prior_only-s0",
+                         **{"gegl.n_apprentice": 12}))
+    assert lead.main(["--runs", str(runs), "--out", str(out)]) == 0
+    last = json.loads((out / "gegl_lead.json").read_text())["per_run"]["qed|0|60|gegl"]
+    assert not any(m.startswith("overtake_calls_vs_") for m in last["metrics"])
+    assert "prior_only: not computed" in (out / "gegl_lead.md").read_text()
 
 
 def test_a_run_made_again_for_a_unit_stands_for_it(lead):

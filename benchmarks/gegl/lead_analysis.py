@@ -443,6 +443,29 @@ def previous_analysis(target: Path) -> tuple[dict[str, dict], list[str]]:
     return out, notes
 
 
+def drop_stale_pairs(entries: dict[str, dict], earlier: dict[str, dict]) -> None:
+    """A carried run without its curve keeps its overtaking figures only against the same runs
+    of the other arms as before (or their stand-ins): against a run made again since, they are
+    dropped (the notes then say 'not computed')."""
+    def same(a: dict | None, b: dict | None) -> bool:
+        if not a or not b:
+            return False
+        names_a = {Path(a["path"]).name, a.get("stands_for")} - {None}
+        names_b = {Path(b["path"]).name, b.get("stands_for")} - {None}
+        return bool(names_a & names_b)
+
+    for e in entries.values():
+        if e["source"] == "run folder" or e["steps"] is not None:
+            continue  # computed now from the curves
+        for metric in list(e["metrics"]):
+            pre = next((p for p in PAIR_METRICS if metric.startswith(p)), None)
+            if pre is None:
+                continue
+            other = run_key(e["task"], e["seed"], e["budget"], metric[len(pre):])
+            if not same(earlier.get(other), entries.get(other)):
+                del e["metrics"][metric]
+
+
 def analyse(entries: dict[str, dict[str, Any]], lead_arm: str = LEAD_ARM
             ) -> tuple[dict[str, dict], list[dict], dict[str, Any]]:
     """Per-run figures (run key -> metrics), the results rows (over seeds) and the curves for
@@ -770,6 +793,7 @@ def main(argv: list[str] | None = None) -> int:
                            "dropped")
             continue
         entries[key] = e
+    drop_stale_pairs(entries, earlier)
     covered = {n for e in entries.values() for n in (Path(e["path"]).name, e.get("stands_for"))}
     skipped = [note for name, note in not_here.items() if name not in covered] \
         + skipped + carry_notes
