@@ -245,6 +245,23 @@ def select_cheapest(candidates: dict[str, float], group_of, per_group: int = 1) 
             for k in sorted(keys, key=lambda k: candidates[k])[:per_group]]
 
 
+def verify_candidates(cache: dict, tasks=None, arms=None, seeds=None,
+                      budget: int | None = None) -> dict[str, float]:
+    """The ``task|arm|seed|budget`` units of a unit cache that pass the filters (None or empty:
+    any), each with its cost in seconds (``unit_seconds``, else ``wall_seconds``, else inf):
+    what ``--verify`` picks the cheapest from (:func:`select_cheapest`)."""
+    cost = {}
+    for key, unit in cache.items():
+        if key.count("|") != 3 or not isinstance(unit, dict):
+            continue
+        task, arm, seed, b = key.split("|")
+        if ((tasks and task not in tasks) or (arms and arm not in arms)
+                or (seeds and int(seed) not in seeds) or (budget and int(b) != budget)):
+            continue
+        cost[key] = float(unit.get("unit_seconds") or unit.get("wall_seconds") or math.inf)
+    return cost
+
+
 def verify_folder(out: str | None, name: str) -> Path:
     """The scratch folder of a ``--verify`` run: ``out``, else runs/verify-<name>-<time>. Never
     the committed results folder (its caches must stay as they are)."""

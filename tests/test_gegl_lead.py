@@ -252,6 +252,15 @@ def test_cache_gives_the_run_folders_of_its_finished_units(lead, tmp_path, monke
         lead.cache_run_dirs(path)
 
 
+def _two_seeds_of_two_arms(prior, tmp_path):
+    """gegl and prior_only, seeds 0 and 1, 60 calls each, in ``tmp_path / "runs"``."""
+    for seed in (0, 1):
+        for arm in ("gegl", "prior_only"):
+            optimize(None, _args(prior, tmp_path, arm, budget=60, seed=seed,
+                                 name=f"{arm}-s{seed}"))
+    return tmp_path / "runs"
+
+
 def test_curve_change_points_give_back_the_running_top10(lead):
     g = torch.Generator().manual_seed(0)
     scores = [round(float(v), 2) for v in torch.rand(300, generator=g)]  # rounded: ties
@@ -264,11 +273,7 @@ def test_curve_change_points_give_back_the_running_top10(lead):
 
 
 def test_a_later_analysis_carries_over_the_runs_whose_folders_are_gone(prior, tmp_path, lead):
-    for seed in (0, 1):
-        for arm in ("gegl", "prior_only"):
-            optimize(None, _args(prior, tmp_path, arm, budget=60, seed=seed,
-                                 name=f"{arm}-s{seed}"))
-    runs, out = tmp_path / "runs", tmp_path / "out"
+    runs, out = _two_seeds_of_two_arms(prior, tmp_path), tmp_path / "out"
     assert lead.main(["--runs", str(runs), "--out", str(out)]) == 0
     first = json.loads((out / "gegl_lead.json").read_text())
     assert {e["source"] for e in first["per_run"].values()} == {"run folder"}
@@ -295,11 +300,7 @@ def test_a_later_analysis_carries_over_the_runs_whose_folders_are_gone(prior, tm
 
 def test_an_analysis_written_before_per_run_figures_is_carried_over_from_its_rows(
         prior, tmp_path, lead):
-    for seed in (0, 1):
-        for arm in ("gegl", "prior_only"):
-            optimize(None, _args(prior, tmp_path, arm, budget=60, seed=seed,
-                                 name=f"{arm}-s{seed}"))
-    runs, out = tmp_path / "runs", tmp_path / "out"
+    runs, out = _two_seeds_of_two_arms(prior, tmp_path), tmp_path / "out"
     assert lead.main(["--runs", str(runs), "--out", str(out)]) == 0
     doc = json.loads((out / "gegl_lead.json").read_text())
     want = {k: e["metrics"] for k, e in doc["per_run"].items()}

@@ -120,7 +120,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -778,6 +777,7 @@ def verify(args: argparse.Namespace) -> int:
         run_planned,
         select_cheapest,
         speed_overrides,
+        verify_candidates,
         verify_folder,
         write_verification,
     )
@@ -786,16 +786,7 @@ def verify(args: argparse.Namespace) -> int:
     committed = settle(load_json(cache_path))
     narrowed = bool(args.tasks or args.arms or args.seeds or args.budget)
     arms = args.arms or (ARMS if narrowed else VERIFY_DEFAULT_ARMS)
-    cost = {}
-    for key, unit in committed.items():
-        if key.count("|") != 3 or not isinstance(unit, dict):
-            continue
-        task, arm, seed, budget = key.split("|")
-        if ((args.tasks and task not in args.tasks) or arm not in arms
-                or (args.seeds and int(seed) not in args.seeds)
-                or (args.budget and int(budget) != args.budget)):
-            continue
-        cost[key] = float(unit.get("unit_seconds") or unit.get("wall_seconds") or math.inf)
+    cost = verify_candidates(committed, args.tasks, arms, args.seeds, args.budget)
     picked = select_cheapest(cost, lambda k: k.split("|")[1], args.verify_per_arm)
     if not picked:
         raise SystemExit(f"no unit of {cache_path} matches --tasks/--arms/--seeds/--budget")

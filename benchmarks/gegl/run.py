@@ -54,7 +54,6 @@ on records its provenance in the cache.
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import sys
 import time
@@ -79,6 +78,7 @@ from common import (  # noqa: E402
     start_invocation,
     stored_path,
     unit_wall,
+    verify_candidates,
     verify_folder,
     write_results,
     write_verification,
@@ -310,16 +310,7 @@ def verify(args: argparse.Namespace) -> int:
         tasks = list(args.tasks)
     narrowed = bool(args.tasks or args.arms or args.seeds or args.budget)
     arms = args.arms or (ARMS if narrowed else VERIFY_DEFAULT_ARMS)
-    cost = {}
-    for key, unit in committed.items():
-        if key.count("|") != 3 or not isinstance(unit, dict):
-            continue
-        task, arm, seed, budget = key.split("|")
-        if ((tasks is not None and task not in tasks) or arm not in arms
-                or (args.seeds and int(seed) not in args.seeds)
-                or (args.budget and int(budget) != args.budget)):
-            continue
-        cost[key] = float(unit.get("unit_seconds", unit.get("wall_seconds", math.inf)))
+    cost = verify_candidates(committed, tasks, arms, args.seeds, args.budget)
     picked = select_cheapest(cost, lambda k: k.split("|")[1], args.verify_per_arm)
     if not picked:
         raise SystemExit(f"no unit of {cache_path} matches --tasks/--arms/--seeds/--budget")
