@@ -754,6 +754,13 @@ def notes_text(cache: dict, tasks: list[str], arms: list[str], seeds: list[int],
 
 
 # ------------------------------------------------------------------------------------ main
+def require_guacamol_python(python: str) -> None:
+    """SystemExit naming the fix when the GuacaMol venv's python is not there."""
+    if not Path(python).is_file():
+        raise SystemExit(f"no GuacaMol venv at {python}; build it with "
+                         "benchmarks/peers/make_guacamol_venv.sh (or pass --guacamol-python)")
+
+
 # what --verify compares: a unit's figures, and its timing (never equal)
 VERIFY_FIGURES = ("score", "top1", "top10_mean", "top100_mean", "internal_similarity_mean",
                   "n_calls", "n_ranked", "n_too_long", "auc_top10", "oracle_top1",
@@ -790,9 +797,7 @@ def verify(args: argparse.Namespace) -> int:
     picked = select_cheapest(cost, lambda k: k.split("|")[1], args.verify_per_arm)
     if not picked:
         raise SystemExit(f"no unit of {cache_path} matches --tasks/--arms/--seeds/--budget")
-    if not Path(args.guacamol_python).is_file():
-        raise SystemExit(f"no GuacaMol venv at {args.guacamol_python}; build it with "
-                         "benchmarks/peers/make_guacamol_venv.sh (or pass --guacamol-python)")
+    require_guacamol_python(args.guacamol_python)
     prior = committed.get("prior") or {}
     prior_path = Path(args.prior).resolve() if args.prior else Path(prior.get("path", ""))
     if not prior_path.is_file():
@@ -916,9 +921,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         prior = cache.get("prior", {})
     else:
-        if not Path(args.guacamol_python).is_file():
-            raise SystemExit(f"no GuacaMol venv at {args.guacamol_python}; build it with "
-                             "benchmarks/peers/make_guacamol_venv.sh (or pass --guacamol-python)")
+        require_guacamol_python(args.guacamol_python)
         path, source = ((Path(args.prior).resolve(), "given (--prior)") if args.prior
                         else shipped_prior())
         if not path.is_file():
